@@ -1,0 +1,349 @@
+/*
+ * ldapfeed: follow an LDAP directory with syncrepl and stream its changes to
+ * a multiprocessing.connection consumer.  Shared types and prototypes.
+ */
+#ifndef LDAPFEED_H
+#define LDAPFEED_H
+
+#include <sys/types.h>
+#include <sys/socket.h>
+
+#include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define LDAPFEED_VERSION	"0.1.0"
+
+#ifndef __dead
+#define __dead		__attribute__((__noreturn__))
+#endif
+#define PRINTFLIKE(f, a)	__attribute__((__format__(__printf__, f, a)))
+
+/* A borrowed run of bytes: never owns its memory. */
+struct span {
+	const unsigned char	*p;
+	size_t			 len;
+};
+
+/* A growable byte buffer: the one owner of its memory. */
+struct buf {
+	unsigned char		*data;
+	size_t			 len;
+	size_t			 cap;
+};
+
+/* buf.c: out of memory is fatal (there is no sane way to go on). */
+void	buf_reserve(struct buf *, size_t);
+void	buf_add(struct buf *, const void *, size_t);
+void	buf_add_str(struct buf *, const char *);
+void	buf_add_u8(struct buf *, uint8_t);
+void	buf_add_u32(struct buf *, uint32_t);	/* little-endian */
+void	buf_add_u64(struct buf *, uint64_t);	/* little-endian */
+void	buf_put_u32(struct buf *, size_t, uint32_t);	/* patch in place */
+void	buf_printf(struct buf *, const char *, ...) PRINTFLIKE(2, 3);
+void	buf_consume(struct buf *, size_t);	/* drop a prefix */
+void	buf_reset(struct buf *);
+void	buf_free(struct buf *);
+uint32_t get_u32(const unsigned char *);
+uint64_t get_u64(const unsigned char *);
+void	*xmalloc(size_t);
+void	*xcalloc(size_t, size_t);
+void	*xrealloc(void *, size_t);
+char	*xstrdup(const char *);
+
+/*
+ * attrs.c: an entry's attributes as one flat blob, the form they take in the
+ * store, in reader->worker records and in the encoders:
+ *   u32 nattrs, then per attribute: u32 namelen, name, u32 nvals,
+ *   then per value: u32 len, bytes.  (All integers little-endian.)
+ */
+struct attrs_writer {
+	struct buf	*b;
+	size_t		 nattrs_off;
+	size_t		 nvals_off;
+	uint32_t	 nattrs;
+	uint32_t	 nvals;
+	int		 in_attr;
+};
+void	attrs_writer_init(struct attrs_writer *, struct buf *);
+void	attrs_writer_attr(struct attrs_writer *, const void *, size_t);
+void	attrs_writer_value(struct attrs_writer *, const void *, size_t);
+void	attrs_writer_finish(struct attrs_writer *);
+
+struct attrs_iter {
+	const unsigned char	*p;
+	const unsigned char	*end;
+	uint32_t		 attrs_left;
+	uint32_t		 vals_left;
+};
+/* Each returns 1 for an item, 0 at the end, -1 for a malformed blob. */
+int	attrs_iter_init(struct attrs_iter *, struct span);
+int	attrs_next_attr(struct attrs_iter *, struct span *, uint32_t *);
+int	attrs_next_value(struct attrs_iter *, struct span *);
+int	attrs_valid(struct span);
+extern const struct span attrs_empty;	/* a blob with no attribute */
+
+/*
+ * A list of names (the "changed" field of a modify): per name u32 len,
+ * bytes, up to the end.  names_iter takes the next one off the front.
+ */
+int	names_iter(struct span *, struct span *);	/* 1, 0 or -1 as above */
+
+/* Events, as the reader hands them to the workers (SPEC section 7). */
+enum event_type {
+	EV_HELLO = 1,
+	EV_ADD,
+	EV_MODIFY,
+	EV_RENAME,
+	EV_DELETE,
+	EV_REFRESH_DONE
+};
+
+enum format {
+	FORMAT_PICKLE,
+	FORMAT_JSON
+};
+
+struct event {
+	enum event_type	 type;
+	uint64_t	 seq;
+	unsigned char	 uuid[16];
+	struct span	 dn;
+	struct span	 old_dn;	/* rename */
+	struct span	 old_attrs;	/* modify, delete: an attrs blob */
+	struct span	 new_attrs;	/* add, modify: an attrs blob */
+	struct span	 changed;	/* modify: a names list, sorted */
+	int		 reload;	/* hello */
+	int		 worker;	/* hello: filled in by the worker */
+	int		 workers;	/* hello: filled in by the worker */
+};
+
+/* encode.c: one event as a pickle (protocol 3) or a UTF-8 JSON object. */
+void	encode_event(struct buf *, const struct event *, enum format);
+const char *format_name(enum format);
+
+/* pipe.c: reader -> worker records, of any size. */
+void	pipe_record_encode(struct buf *, const struct event *);
+int	pipe_record_decode(struct span, struct event *);
+/* Bytes of one whole record at the head of the buffer, or 0 if incomplete. */
+size_t	pipe_record_complete(const struct buf *);
+uint64_t shard_hash(const void *, size_t);	/* fnv1a64, A-Z folded */
+struct pipes {
+	unsigned	 n;
+	int		*fd;	/* write ends, one per worker */
+	struct buf	*q;	/* what each has not taken yet */
+};
+void	pipes_init(struct pipes *, int *, unsigned);
+void	pipes_free(struct pipes *);
+void	pipes_send(struct pipes *, unsigned, const struct event *);
+void	pipes_send_all(struct pipes *, const struct event *);
+int	pipes_flush(struct pipes *, int);
+size_t	pipes_pending(const struct pipes *);	/* fnv1a64, A-Z folded */
+unsigned shard_of(struct span dn, unsigned workers);
+
+/* wire.c: multiprocessing.connection framing and authentication. */
+#define WIRE_MAX_HEADER	12
+size_t	wire_frame_header(unsigned char *, uint64_t);
+int	wire_send_frame(int, const void *, size_t, int);
+int	wire_recv_frame(int, struct buf *, size_t, int);
+/*
+ * Both return 0 on success, -1 on an I/O error (errno set), or WIRE_REFUSED
+ * when the key or the peer's protocol is wrong, with a one-line reason.
+ */
+#define WIRE_REFUSED	(-2)
+int	wire_answer_challenge(int, struct span, int, char *, size_t);
+int	wire_deliver_challenge(int, struct span, int, char *, size_t);
+/* The pure parts, for tests: the response to a challenge message, and its check. */
+int	wire_response(struct span, struct span, struct buf *);
+int	wire_verify(struct span, struct span, struct span);
+
+/*
+ * syncrepl.c: RFC 4533 controls and intermediate messages, encoded and
+ * decoded with liblber.  Every field from the server is treated as hostile:
+ * a decoder returns -1 and points *why at a static one-line reason.
+ * Decoders reuse the caller's buffers (buf_reset, then fill); the caller
+ * owns and frees them.
+ */
+#define SYNC_MODE_REFRESH_ONLY		1
+#define SYNC_MODE_REFRESH_AND_PERSIST	3
+
+enum sync_state_value {
+	SYNC_PRESENT = 0,
+	SYNC_ADD = 1,
+	SYNC_MODIFY = 2,
+	SYNC_DELETE = 3
+};
+
+struct sync_state {
+	int		 state;		/* enum sync_state_value */
+	unsigned char	 uuid[16];
+	int		 has_cookie;
+	struct buf	 cookie;
+};
+
+struct sync_done {
+	int		 has_cookie;
+	struct buf	 cookie;
+	int		 refresh_deletes;	/* absent: 0 */
+};
+
+enum sync_info_type {
+	SYNC_INFO_NEW_COOKIE,
+	SYNC_INFO_REFRESH_DELETE,
+	SYNC_INFO_REFRESH_PRESENT,
+	SYNC_INFO_ID_SET
+};
+
+struct sync_info {
+	enum sync_info_type type;
+	int		 has_cookie;
+	struct buf	 cookie;
+	int		 refresh_done;		/* absent: 1 */
+	int		 refresh_deletes;	/* absent: 0 */
+	struct buf	 uuids;			/* syncIdSet: n * 16 bytes */
+};
+
+/* The Sync Request control's value (DER), cookie NULL for none. */
+int	sync_request_encode(struct buf *, int, const struct span *, int);
+int	sync_state_decode(struct span, struct sync_state *, const char **);
+int	sync_done_decode(struct span, struct sync_done *, const char **);
+int	sync_info_decode(struct span, struct sync_info *, const char **);
+void	sync_state_free(struct sync_state *);
+void	sync_done_free(struct sync_done *);
+void	sync_info_free(struct sync_info *);
+/* The OpenLDAP cookie: rid=NNN[,sid=XXX],csn=CSN[;CSN...][,delcsn=CSN] */
+int	cookie_has_csn(struct span);
+void	cookie_merge(struct buf *, struct span, struct span);
+
+/* config.c: the command line (SPEC section 3), parsed into one struct. */
+enum mode {
+	MODE_PERSIST,
+	MODE_REFRESH
+};
+
+struct config {
+	/* the search, from the LDAP URL */
+	char		*url;		/* as given (never holds a secret) */
+	char		*server_url;	/* scheme://host:port, for ldap_initialize */
+	char		*base;
+	int		 scope;		/* LDAP_SCOPE_* */
+	char		*filter;
+	char	       **attrs;		/* NULL: all user attributes */
+	char		*bindname;	/* bindname= extension: simple bind */
+	char		*saslmech;	/* x-saslmech= extension: SASL bind */
+	char		*password_file;
+	struct buf	 password;	/* simple-bind password, wiped at exit */
+	/* the store */
+	char		*data_dir;
+	char		*marker;
+	/* the consumer */
+	char		*output;	/* as given */
+	struct sockaddr_storage addr;
+	socklen_t	 addrlen;
+	char		*key_file;
+	struct buf	 key;
+	/* processes and behaviour */
+	int		 processes;	/* as given */
+	int		 workers;	/* W, from the process budget */
+	enum mode	 mode;
+	enum format	 format;
+	int		 starttls;
+	int		 foreground;
+	char		*pidfile;
+	char		*status_file;
+	int		 verbosity;
+};
+
+/* Parse argv into cfg; on error return the sysexits code, message in err. */
+#define CONFIG_DONE	(-1)	/* --help or --version was printed */
+int	config_parse(struct config *, int, char **, char *, size_t);
+void	config_free(struct config *);
+int	config_budget(int, int, int *, char *, size_t);
+int	config_cpus(void);
+int	config_parse_address(const char *, const char *, struct sockaddr_storage *,
+	    socklen_t *, char *, size_t);
+void	config_usage(FILE *);
+
+/* barrier.c: the process-shared, breakable startup barrier. */
+enum barrier_state {
+	BARRIER_OPEN,
+	BARRIER_RELEASED,
+	BARRIER_BROKEN
+};
+struct barrier;
+struct barrier *barrier_create(unsigned);
+void	barrier_destroy(struct barrier *);
+/* Arrive and wait: 0 once all parties arrived, -1 if broken. */
+int	barrier_wait(struct barrier *, volatile sig_atomic_t *, pid_t);
+/* Arrive without waiting (the supervisor): returns the state after it. */
+enum barrier_state barrier_arrive(struct barrier *);
+/* Break it for everyone; returns 1 for the first to break it. */
+int	barrier_break(struct barrier *, int, const char *);
+enum barrier_state barrier_state(struct barrier *);
+int	barrier_fail_code(struct barrier *, char *, size_t);
+void	barrier_set_notify(struct barrier *, pid_t);
+
+/* store.c: the LMDB store (SPEC 2, 5). */
+struct store;
+typedef int (*store_visit)(void *, const unsigned char *, struct span,
+	    struct span);
+int	store_open(struct store **, const char *, int);
+void	store_close(struct store *);
+int	store_sync(struct store *);
+int	store_begin(struct store *);
+int	store_commit(struct store *);
+void	store_abort(struct store *);
+int	store_get_meta(struct store *, const char *, struct span *);
+int	store_put_meta(struct store *, const char *, struct span);
+int	store_del_meta(struct store *, const char *);
+uint64_t store_get_u64(struct store *, const char *, uint64_t);
+int	store_put_u64(struct store *, const char *, uint64_t);
+int	store_get_entry(struct store *, const unsigned char *, struct span *,
+	    struct span *);
+int	store_put_entry(struct store *, const unsigned char *, struct span,
+	    struct span, const struct span *);
+int	store_del_entry(struct store *, const unsigned char *);
+int	store_mark_seen(struct store *, const unsigned char *, uint64_t);
+uint64_t store_count(struct store *);
+int	store_foreach_unseen(struct store *, uint64_t, store_visit, void *);
+int	store_foreach_below(struct store *, struct span, store_visit, void *);
+int	store_dn_is_below(struct span, struct span);
+
+/* signals.c: handlers set these flags and poke a self-pipe. */
+extern volatile sig_atomic_t sig_term, sig_chld, sig_hup, sig_usr1, sig_usr2,
+	    sig_alrm;
+int	signals_init(void);
+int	signals_fd(void);
+void	signals_drain(void);
+
+/* supervisor.c, reader.c, worker.c: the three kinds of process. */
+struct child_ctx {
+	const struct config	*cfg;
+	struct barrier		*barrier;
+	pid_t			 supervisor;
+	int			 trusted;	/* the marker was there */
+	unsigned		 workers;
+	int			*pipes;		/* reader: write ends */
+	int			 pipe_fd;	/* worker: read end */
+	unsigned		 index;		/* worker: its number */
+};
+int	supervisor_run(struct config *);
+void	child_init(const struct child_ctx *, const char *);
+void	child_ask_shutdown(const struct child_ctx *);
+__dead void child_startup_failed(const struct child_ctx *, int, const char *,
+	    ...) PRINTFLIKE(3, 4);
+int	reader_main(const struct child_ctx *);
+int	worker_main(const struct child_ctx *);
+
+/* log.c */
+void	log_init(int, int, const char *);
+void	log_procname(const char *);
+void	log_warn(const char *, ...) PRINTFLIKE(1, 2);
+void	log_warnx(const char *, ...) PRINTFLIKE(1, 2);
+void	log_info(const char *, ...) PRINTFLIKE(1, 2);
+void	log_debug(const char *, ...) PRINTFLIKE(1, 2);
+__dead void fatal(int, const char *, ...) PRINTFLIKE(2, 3);
+__dead void fatalx(int, const char *, ...) PRINTFLIKE(2, 3);
+
+#endif

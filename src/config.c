@@ -1,0 +1,568 @@
+/*
+ * The command line (SPEC section 3): flags, the LDAP URL, the consumer's
+ * address, the secret files and the process budget, checked once, up front.
+ */
+#include <sys/stat.h>
+#include <sys/un.h>
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <ldap.h>
+#include <netdb.h>
+#include <sched.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sysexits.h>
+#include <unistd.h>
+
+#include "ldapfeed.h"
+
+enum {
+	OPT_MODE = 256,
+	OPT_FORMAT,
+	OPT_STATUS_FILE
+};
+
+static const struct option long_options[] = {
+	{ "url",		required_argument,	NULL, 'H' },
+	{ "password-file",	required_argument,	NULL, 'y' },
+	{ "data-dir",		required_argument,	NULL, 'D' },
+	{ "marker",		required_argument,	NULL, 'm' },
+	{ "output",		required_argument,	NULL, 'o' },
+	{ "output-type",	required_argument,	NULL, 't' },
+	{ "auth-key",		required_argument,	NULL, 'k' },
+	{ "processes",		required_argument,	NULL, 'p' },
+	{ "mode",		required_argument,	NULL, OPT_MODE },
+	{ "format",		required_argument,	NULL, OPT_FORMAT },
+	{ "starttls",		no_argument,		NULL, 'Z' },
+	{ "foreground",		no_argument,		NULL, 'f' },
+	{ "pidfile",		required_argument,	NULL, 'P' },
+	{ "status-file",	required_argument,	NULL, OPT_STATUS_FILE },
+	{ "verbose",		no_argument,		NULL, 'v' },
+	{ "quiet",		no_argument,		NULL, 'q' },
+	{ "version",		no_argument,		NULL, 'V' },
+	{ "help",		no_argument,		NULL, 'h' },
+	{ NULL,			0,			NULL, 0 }
+};
+
+void
+config_usage(FILE *fp)
+{
+	fprintf(fp,
+	    "usage: ldapfeed -H URL -D DATADIR -m MARKER -o ADDRESS -k KEYFILE [options]\n"
+	    "  -H, --url URL            LDAP URL of the search (RFC 4516)\n"
+	    "  -y, --password-file FILE simple-bind password (URL extension bindname=DN)\n"
+	    "  -D, --data-dir DIR       the store's directory\n"
+	    "  -m, --marker FILE        the clean-shutdown marker\n"
+	    "  -o, --output ADDRESS     consumer: socket path, @abstract, HOST:PORT, [V6]:PORT\n"
+	    "  -t, --output-type TYPE   unix or inet (default: inferred from ADDRESS)\n"
+	    "  -k, --auth-key FILE      shared authentication key (whole file)\n"
+	    "  -p, --processes N        process budget (default 0: one per CPU)\n"
+	    "      --mode MODE          persist (default) or refresh\n"
+	    "      --format FORMAT      pickle (default) or json\n"
+	    "  -Z, --starttls           StartTLS before binding\n"
+	    "  -f, --foreground         stay in the foreground, log to stderr\n"
+	    "  -P, --pidfile FILE       write the supervisor's pid\n"
+	    "      --status-file FILE   Prometheus text status, rewritten periodically\n"
+	    "  -v, --verbose / -q, --quiet\n"
+	    "  -V, --version / -h, --help\n");
+}
+
+static int
+fail(char *err, size_t errlen, int code, const char *fmt, ...)
+{
+	va_list	 ap;
+
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+	return code;
+}
+
+int
+config_cpus(void)
+{
+	cpu_set_t	 set;
+	long		 n;
+
+	if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0)
+		return CPU_COUNT(&set);
+	n = sysconf(_SC_NPROCESSORS_ONLN);
+	return n > 0 ? (int)n : 1;
+}
+
+/* SPEC 1: P from N, then W = max(1, P - 2). */
+int
+config_budget(int n, int cpus, int *workers, char *err, size_t errlen)
+{
+	long	 p;
+
+	if (n == 1 || n == 2)
+		return fail(err, errlen, EX_USAGE, "--processes %d: the "
+		    "supervisor and the reader need two of the processes, so "
+		    "use 0, a negative number, or at least 3", n);
+	if (n == 0)
+		p = cpus;
+	else if (n < 0)
+		p = (long)cpus + n;
+	else
+		p = n;
+	*workers = p - 2 < 1 ? 1 : (int)(p - 2);
+	return 0;
+}
+
+static int
+parse_int(const char *s, int *out)
+{
+	char	*end;
+	long	 v;
+
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (*s == '\0' || *end != '\0' || errno == ERANGE ||
+	    v < -100000 || v > 100000)
+		return -1;
+	*out = (int)v;
+	return 0;
+}
+
+/* Read a whole secret file; 66 if it cannot be read. */
+static int
+read_secret(const char *flag, const char *path, struct buf *out, char *err,
+    size_t errlen)
+{
+	unsigned char	 chunk[4096];
+	struct stat	 st;
+	ssize_t		 n;
+	int		 fd;
+
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
+		return fail(err, errlen, EX_NOINPUT, "%s %s: %s", flag, path,
+		    strerror(errno));
+	if (fstat(fd, &st) == 0 && !S_ISREG(st.st_mode)) {
+		close(fd);
+		return fail(err, errlen, EX_NOINPUT, "%s %s: not a regular "
+		    "file", flag, path);
+	}
+	for (;;) {
+		n = read(fd, chunk, sizeof(chunk));
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1) {
+			close(fd);
+			explicit_bzero(chunk, sizeof(chunk));
+			return fail(err, errlen, EX_NOINPUT, "%s %s: %s", flag,
+			    path, strerror(errno));
+		}
+		if (n == 0)
+			break;
+		buf_add(out, chunk, (size_t)n);
+	}
+	explicit_bzero(chunk, sizeof(chunk));
+	close(fd);
+	if (st.st_mode & (S_IRWXG | S_IRWXO))
+		fprintf(stderr, "ldapfeed: warning: %s %s is readable by group "
+		    "or others\n", flag, path);
+	return 0;
+}
+
+/* The consumer's address: a unix path, @abstract, HOST:PORT or [V6]:PORT. */
+int
+config_parse_address(const char *addr, const char *type,
+    struct sockaddr_storage *ss, socklen_t *sslen, char *err, size_t errlen)
+{
+	struct addrinfo	 hints, *res;
+	struct sockaddr_un *sun;
+	const char	*colon, *port, *p;
+	char		 host[256];
+	size_t		 hostlen, len;
+	int		 inet, r;
+
+	if (*addr == '\0')
+		return fail(err, errlen, EX_USAGE, "--output: empty address");
+	colon = strrchr(addr, ':');
+	if (type == NULL) {
+		inet = 0;
+		if (*addr == '[')
+			inet = 1;
+		else if (*addr != '@' && strchr(addr, '/') == NULL &&
+		    colon != NULL && colon != addr && colon[1] != '\0') {
+			for (inet = 1, p = colon + 1; *p; p++)
+				if (!isdigit((unsigned char)*p))
+					inet = 0;
+		}
+	} else if (strcasecmp(type, "unix") == 0 ||
+	    strcasecmp(type, "AF_UNIX") == 0)
+		inet = 0;
+	else if (strcasecmp(type, "inet") == 0 ||
+	    strcasecmp(type, "AF_INET") == 0 ||
+	    strcasecmp(type, "inet6") == 0 ||
+	    strcasecmp(type, "AF_INET6") == 0)
+		inet = 1;
+	else
+		return fail(err, errlen, EX_USAGE, "--output-type '%s': want "
+		    "unix or inet", type);
+
+	memset(ss, 0, sizeof(*ss));
+	if (!inet) {
+		sun = (struct sockaddr_un *)ss;
+		sun->sun_family = AF_UNIX;
+		len = strlen(addr);
+		if (len >= sizeof(sun->sun_path))
+			return fail(err, errlen, EX_USAGE, "--output '%s': "
+			    "socket path longer than %zu bytes", addr,
+			    sizeof(sun->sun_path) - 1);
+		memcpy(sun->sun_path, addr, len);
+		if (*addr == '@') {	/* Linux abstract namespace */
+			if (len == 1)
+				return fail(err, errlen, EX_USAGE, "--output "
+				    "'@': empty abstract socket name");
+			sun->sun_path[0] = '\0';
+			*sslen = offsetof(struct sockaddr_un, sun_path) + len;
+		} else
+			*sslen = sizeof(*sun);
+		return 0;
+	}
+
+	if (*addr == '[') {
+		p = strchr(addr, ']');
+		if (p == NULL || p[1] != ':')
+			return fail(err, errlen, EX_USAGE, "--output '%s': want "
+			    "[IPV6]:PORT", addr);
+		hostlen = (size_t)(p - addr - 1);
+		memcpy(host, addr + 1, hostlen < sizeof(host) ? hostlen : 0);
+		port = p + 2;
+	} else {
+		if (colon == NULL)
+			return fail(err, errlen, EX_USAGE, "--output '%s': want "
+			    "HOST:PORT", addr);
+		hostlen = (size_t)(colon - addr);
+		memcpy(host, addr, hostlen < sizeof(host) ? hostlen : 0);
+		port = colon + 1;
+	}
+	if (hostlen == 0 || hostlen >= sizeof(host))
+		return fail(err, errlen, EX_USAGE, "--output '%s': bad host",
+		    addr);
+	host[hostlen] = '\0';
+	for (p = port; *p; p++)
+		if (!isdigit((unsigned char)*p))
+			break;
+	if (*port == '\0' || *p != '\0' || atol(port) < 1 ||
+	    atol(port) > 65535 || strlen(port) > 5)
+		return fail(err, errlen, EX_USAGE, "--output '%s': bad port "
+		    "'%s'", addr, port);
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_NUMERICSERV;
+	if ((r = getaddrinfo(host, port, &hints, &res)) != 0)
+		return fail(err, errlen, EX_USAGE, "--output '%s': %s", addr,
+		    gai_strerror(r));
+	memcpy(ss, res->ai_addr, res->ai_addrlen);
+	*sslen = res->ai_addrlen;
+	freeaddrinfo(res);
+	return 0;
+}
+
+/* Has the URL a non-empty scope field?  libldap defaults it to base. */
+static int
+url_has_scope(const char *url)
+{
+	const char	*p;
+	int		 field = 0;
+
+	if ((p = strstr(url, "://")) == NULL || (p = strchr(p + 3, '/')) == NULL)
+		return 0;
+	for (; *p; p++) {
+		if (*p == '?') {
+			field++;
+			if (field == 2)
+				return p[1] != '\0' && p[1] != '?';
+		}
+	}
+	return 0;
+}
+
+static int
+parse_url(struct config *cfg, char *err, size_t errlen)
+{
+	LDAPURLDesc	*lud;
+	char		*dn, **attrs, *filter, **exts, **e;
+	const char	*val;
+	int		 r, scope, i, n;
+
+	if ((r = ldap_url_parse(cfg->url, &lud)) != LDAP_URL_SUCCESS)
+		return fail(err, errlen, EX_USAGE, "--url '%s': not an LDAP "
+		    "URL (%s)", cfg->url, r == LDAP_URL_ERR_BADSCHEME ?
+		    "scheme must be ldap, ldaps or ldapi" :
+		    r == LDAP_URL_ERR_BADSCOPE ? "bad scope" :
+		    r == LDAP_URL_ERR_BADFILTER ? "bad filter" :
+		    r == LDAP_URL_ERR_BADEXTS ? "bad extension" :
+		    "malformed");
+	if (lud->lud_port < 0 || lud->lud_port > 65535) {
+		r = fail(err, errlen, EX_USAGE, "--url '%s': bad port %d",
+		    cfg->url, lud->lud_port);
+		goto out;
+	}
+	cfg->base = xstrdup(lud->lud_dn ? lud->lud_dn : "");
+	cfg->scope = url_has_scope(cfg->url) ? lud->lud_scope :
+	    LDAP_SCOPE_SUBTREE;
+	cfg->filter = xstrdup(lud->lud_filter && *lud->lud_filter ?
+	    lud->lud_filter : "(objectClass=*)");
+	if (lud->lud_attrs != NULL && lud->lud_attrs[0] != NULL) {
+		for (n = 0; lud->lud_attrs[n]; n++)
+			;
+		cfg->attrs = xcalloc((size_t)n + 1, sizeof(char *));
+		for (i = 0; i < n; i++)
+			cfg->attrs[i] = xstrdup(lud->lud_attrs[i]);
+	}
+	for (e = lud->lud_exts; e && *e; e++) {
+		const char	*ext = **e == '!' ? *e + 1 : *e;
+		char	       **slot;
+
+		if (strncasecmp(ext, "bindname=", 9) == 0) {
+			slot = &cfg->bindname;
+			val = ext + 9;
+		} else if (strncasecmp(ext, "x-saslmech=", 11) == 0) {
+			slot = &cfg->saslmech;
+			val = ext + 11;
+		} else if (**e == '!') {
+			r = fail(err, errlen, EX_USAGE, "--url: unsupported "
+			    "critical extension '%s'", ext);
+			goto out;
+		} else
+			continue;	/* RFC 4516: ignore non-critical ones */
+		free(*slot);
+		*slot = xstrdup(val);
+	}
+	if (cfg->saslmech && strcasecmp(cfg->saslmech, "EXTERNAL") != 0) {
+		r = fail(err, errlen, EX_USAGE, "--url: SASL mechanism '%s' is "
+		    "not supported (only EXTERNAL)", cfg->saslmech);
+		goto out;
+	}
+	if (cfg->saslmech && cfg->bindname) {
+		r = fail(err, errlen, EX_USAGE, "--url: bindname= and "
+		    "x-saslmech= exclude each other");
+		goto out;
+	}
+
+	/* The server part alone, for ldap_initialize. */
+	dn = lud->lud_dn;
+	attrs = lud->lud_attrs;
+	filter = lud->lud_filter;
+	exts = lud->lud_exts;
+	scope = lud->lud_scope;
+	lud->lud_dn = NULL;
+	lud->lud_attrs = NULL;
+	lud->lud_filter = NULL;
+	lud->lud_exts = NULL;
+	lud->lud_scope = -1;
+	cfg->server_url = ldap_url_desc2str(lud);
+	lud->lud_dn = dn;
+	lud->lud_attrs = attrs;
+	lud->lud_filter = filter;
+	lud->lud_exts = exts;
+	lud->lud_scope = scope;
+	if (cfg->server_url == NULL) {
+		r = fail(err, errlen, EX_USAGE, "--url '%s': bad server part",
+		    cfg->url);
+		goto out;
+	}
+	r = 0;
+out:
+	ldap_free_urldesc(lud);
+	return r;
+}
+
+int
+config_parse(struct config *cfg, int argc, char **argv, char *err,
+    size_t errlen)
+{
+	const char	*type = NULL, *mode = "persist", *format = "pickle";
+	int		 ch, r;
+	size_t		 i;
+
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->foreground = 0;
+	optind = 1;
+	opterr = 0;
+	while ((ch = getopt_long(argc, argv, ":H:y:D:m:o:t:k:p:ZfP:vqVh",
+	    long_options, NULL)) != -1) {
+		switch (ch) {
+		case 'H':
+			free(cfg->url);
+			cfg->url = xstrdup(optarg);
+			break;
+		case 'y':
+			free(cfg->password_file);
+			cfg->password_file = xstrdup(optarg);
+			break;
+		case 'D':
+			free(cfg->data_dir);
+			cfg->data_dir = xstrdup(optarg);
+			break;
+		case 'm':
+			free(cfg->marker);
+			cfg->marker = xstrdup(optarg);
+			break;
+		case 'o':
+			free(cfg->output);
+			cfg->output = xstrdup(optarg);
+			break;
+		case 't':
+			type = optarg;
+			break;
+		case 'k':
+			free(cfg->key_file);
+			cfg->key_file = xstrdup(optarg);
+			break;
+		case 'p':
+			if (parse_int(optarg, &cfg->processes) == -1)
+				return fail(err, errlen, EX_USAGE, "--processes "
+				    "'%s': not a number", optarg);
+			break;
+		case OPT_MODE:
+			mode = optarg;
+			break;
+		case OPT_FORMAT:
+			format = optarg;
+			break;
+		case OPT_STATUS_FILE:
+			free(cfg->status_file);
+			cfg->status_file = xstrdup(optarg);
+			break;
+		case 'Z':
+			cfg->starttls = 1;
+			break;
+		case 'f':
+			cfg->foreground = 1;
+			break;
+		case 'P':
+			free(cfg->pidfile);
+			cfg->pidfile = xstrdup(optarg);
+			break;
+		case 'v':
+			cfg->verbosity++;
+			break;
+		case 'q':
+			cfg->verbosity = -1;
+			break;
+		case 'V':
+			printf("ldapfeed %s\n", LDAPFEED_VERSION);
+			return CONFIG_DONE;
+		case 'h':
+			config_usage(stdout);
+			return CONFIG_DONE;
+		case ':':
+			return fail(err, errlen, EX_USAGE, "option %s needs a "
+			    "value", argv[optind - 1]);
+		default:
+			return fail(err, errlen, EX_USAGE, "unknown option "
+			    "'%s' (try --help)", argv[optind - 1]);
+		}
+	}
+	if (optind < argc)
+		return fail(err, errlen, EX_USAGE, "unexpected argument '%s'",
+		    argv[optind]);
+
+	if (cfg->url == NULL)
+		return fail(err, errlen, EX_USAGE, "missing -H/--url");
+	if (cfg->data_dir == NULL || *cfg->data_dir == '\0')
+		return fail(err, errlen, EX_USAGE, "missing -D/--data-dir");
+	if (cfg->marker == NULL || *cfg->marker == '\0')
+		return fail(err, errlen, EX_USAGE, "missing -m/--marker");
+	if (cfg->output == NULL)
+		return fail(err, errlen, EX_USAGE, "missing -o/--output");
+	if (cfg->key_file == NULL)
+		return fail(err, errlen, EX_USAGE, "missing -k/--auth-key");
+
+	if (strcmp(mode, "persist") == 0)
+		cfg->mode = MODE_PERSIST;
+	else if (strcmp(mode, "refresh") == 0)
+		cfg->mode = MODE_REFRESH;
+	else
+		return fail(err, errlen, EX_USAGE, "--mode '%s': want persist "
+		    "or refresh", mode);
+	if (strcmp(format, "pickle") == 0)
+		cfg->format = FORMAT_PICKLE;
+	else if (strcmp(format, "json") == 0)
+		cfg->format = FORMAT_JSON;
+	else
+		return fail(err, errlen, EX_USAGE, "--format '%s': want pickle "
+		    "or json", format);
+
+	if ((r = config_budget(cfg->processes, config_cpus(), &cfg->workers,
+	    err, errlen)) != 0)
+		return r;
+	if ((r = parse_url(cfg, err, errlen)) != 0)
+		return r;
+	if (cfg->bindname && cfg->password_file == NULL)
+		return fail(err, errlen, EX_USAGE, "--url has bindname= but no "
+		    "-y/--password-file was given");
+	if (cfg->password_file && cfg->bindname == NULL)
+		return fail(err, errlen, EX_USAGE, "-y/--password-file given but "
+		    "--url has no bindname= extension");
+	if ((r = config_parse_address(cfg->output, type, &cfg->addr,
+	    &cfg->addrlen, err, errlen)) != 0)
+		return r;
+
+	if ((r = read_secret("--auth-key", cfg->key_file, &cfg->key, err,
+	    errlen)) != 0)
+		return r;
+	if (cfg->key.len == 0)
+		return fail(err, errlen, EX_USAGE, "--auth-key %s: the file is "
+		    "empty", cfg->key_file);
+	if (cfg->password_file) {
+		if ((r = read_secret("--password-file", cfg->password_file,
+		    &cfg->password, err, errlen)) != 0)
+			return r;
+		/* The first line, its newline dropped. */
+		for (i = 0; i < cfg->password.len; i++)
+			if (cfg->password.data[i] == '\n')
+				break;
+		if (i > 0 && i <= cfg->password.len &&
+		    cfg->password.data[i - 1] == '\r')
+			i--;
+		explicit_bzero(cfg->password.data + i, cfg->password.len - i);
+		cfg->password.len = i;
+	}
+	return 0;
+}
+
+static void
+wipe(struct buf *b)
+{
+	if (b->data)
+		explicit_bzero(b->data, b->cap);
+	buf_free(b);
+}
+
+void
+config_free(struct config *cfg)
+{
+	char	**a;
+
+	free(cfg->url);
+	ldap_memfree(cfg->server_url);
+	free(cfg->base);
+	free(cfg->filter);
+	for (a = cfg->attrs; a && *a; a++)
+		free(*a);
+	free(cfg->attrs);
+	free(cfg->bindname);
+	free(cfg->saslmech);
+	free(cfg->password_file);
+	wipe(&cfg->password);
+	free(cfg->data_dir);
+	free(cfg->marker);
+	free(cfg->output);
+	free(cfg->key_file);
+	wipe(&cfg->key);
+	free(cfg->pidfile);
+	free(cfg->status_file);
+	memset(cfg, 0, sizeof(*cfg));
+}

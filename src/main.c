@@ -1,0 +1,34 @@
+/*
+ * ldapfeed: flags into a config, then the supervisor takes over.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <sysexits.h>
+
+#include "ldapfeed.h"
+
+int
+main(int argc, char *argv[])
+{
+	struct config	 cfg;
+	char		 err[1024];
+	int		 code;
+
+	if ((code = config_parse(&cfg, argc, argv, err, sizeof(err))) != 0) {
+		if (code == CONFIG_DONE) {
+			config_free(&cfg);
+			return 0;
+		}
+		fprintf(stderr, "ldapfeed: %s\n", err);
+		if (code == EX_USAGE)
+			fprintf(stderr, "usage: ldapfeed -H URL -D DATADIR -m "
+			    "MARKER -o ADDRESS -k KEYFILE [options] (try "
+			    "--help)\n");
+		config_free(&cfg);
+		return code;
+	}
+	log_init(1, cfg.verbosity, "supervisor");
+	code = supervisor_run(&cfg);
+	config_free(&cfg);
+	return code;
+}

@@ -1,0 +1,89 @@
+/*
+ * Signal handlers: they only set a flag and poke a self-pipe, so that every
+ * process's event loop (sigsuspend or poll) wakes up and does the work.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ldapfeed.h"
+
+volatile sig_atomic_t	 sig_term, sig_chld, sig_hup, sig_usr1, sig_usr2,
+			 sig_alrm;
+static int		 self_pipe[2] = { -1, -1 };
+
+static void
+handler(int sig)
+{
+	int	 saved = errno;
+
+	switch (sig) {
+	case SIGTERM:
+	case SIGINT:
+		sig_term = 1;
+		break;
+	case SIGCHLD:
+		sig_chld = 1;
+		break;
+	case SIGHUP:
+		sig_hup = 1;
+		break;
+	case SIGUSR1:
+		sig_usr1 = 1;
+		break;
+	case SIGUSR2:
+		sig_usr2 = 1;
+		break;
+	case SIGALRM:
+		sig_alrm = 1;
+		break;
+	}
+	if (self_pipe[1] != -1)
+		(void)write(self_pipe[1], "", 1);
+	errno = saved;
+}
+
+/* Install the handlers and a fresh self-pipe (call again after fork). */
+int
+signals_init(void)
+{
+	static const int	 sigs[] = { SIGTERM, SIGINT, SIGCHLD, SIGHUP,
+				    SIGUSR1, SIGUSR2, SIGALRM };
+	struct sigaction	 sa;
+	size_t			 i;
+
+	if (self_pipe[0] != -1) {
+		close(self_pipe[0]);
+		close(self_pipe[1]);
+	}
+	if (pipe2(self_pipe, O_CLOEXEC | O_NONBLOCK) == -1)
+		return -1;
+	sig_term = sig_chld = sig_hup = sig_usr1 = sig_usr2 = sig_alrm = 0;
+	memset(&sa, 0, sizeof(sa));
+	sigemptyset(&sa.sa_mask);
+	sa.sa_handler = handler;
+	for (i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+		if (sigaction(sigs[i], &sa, NULL) == -1)
+			return -1;
+	sa.sa_handler = SIG_IGN;
+	if (sigaction(SIGPIPE, &sa, NULL) == -1)
+		return -1;
+	return 0;
+}
+
+int
+signals_fd(void)
+{
+	return self_pipe[0];
+}
+
+void
+signals_drain(void)
+{
+	char	 junk[64];
+
+	while (read(self_pipe[0], junk, sizeof(junk)) > 0)
+		;
+}

@@ -1,0 +1,619 @@
+/*
+ * The store, in LMDB: the sync cookie and other meta values, and for every
+ * entry its UUID, DN and attributes, plus a DN index for subtree work and
+ * the generation in which each entry was last seen (present-phase sweeps).
+ * Writes are batched in one transaction the reader opens and commits.
+ */
+#include <sys/stat.h>
+
+#include <errno.h>
+#include <lmdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sysexits.h>
+#include <unistd.h>
+
+#include "ldapfeed.h"
+
+#define MAP_INITIAL	(1ULL << 30)	/* grows by doubling, see grow() */
+#define DNKEY_MAX	(511 - 16)	/* LMDB's key limit less the UUID */
+#define CHUNK		4096		/* UUIDs collected per visit pass */
+
+struct store {
+	MDB_env		*env;
+	MDB_txn		*txn;		/* the open write batch, or NULL */
+	MDB_dbi		 meta;		/* name -> value */
+	MDB_dbi		 entries;	/* uuid -> u32 dnlen, dn, attrs blob */
+	MDB_dbi		 dns;		/* dnkey + uuid -> (nothing) */
+	MDB_dbi		 seen;		/* uuid -> u64 generation */
+	size_t		 mapsize;
+	struct buf	 scratch;
+	struct buf	 key;
+};
+
+static int
+lmdb_fail(const char *what, int rc)
+{
+	log_warnx("store: %s: %s", what, mdb_strerror(rc));
+	return -1;
+}
+
+/*
+ * The DN index key: the RDNs from the root down, ASCII-lowercased, each
+ * ended by a NUL, so that a subtree is one key range.  Escaped commas
+ * (backslash) stay inside their RDN.  Long DNs are cut at DNKEY_MAX: the
+ * range then holds extra candidates, which callers check against the DN.
+ */
+static void
+dn_key(struct buf *out, struct span dn)
+{
+	size_t	 end = dn.len, i, start;
+	size_t	 bounds[256][2], n = 0, k;
+
+	buf_reset(out);
+	/* Split on unescaped commas, remembering RDN bounds. */
+	start = 0;
+	for (i = 0; i <= end; i++) {
+		if (i < end && dn.p[i] == '\\') {
+			i++;
+			continue;
+		}
+		if (i == end || dn.p[i] == ',') {
+			if (n < 256) {
+				bounds[n][0] = start;
+				bounds[n][1] = i;
+				n++;
+			}
+			start = i + 1;
+		}
+	}
+	for (k = n; k > 0 && out->len < DNKEY_MAX; k--) {
+		for (i = bounds[k - 1][0]; i < bounds[k - 1][1] &&
+		    out->len < DNKEY_MAX; i++) {
+			unsigned char c = dn.p[i];
+
+			if (c >= 'A' && c <= 'Z')
+				c += 'a' - 'A';
+			buf_add_u8(out, c);
+		}
+		if (out->len < DNKEY_MAX)
+			buf_add_u8(out, 0);
+	}
+	if (out->len > DNKEY_MAX)
+		out->len = DNKEY_MAX;
+}
+
+/* Is dn strictly below root?  A case-insensitive ",root" suffix test. */
+int
+store_dn_is_below(struct span dn, struct span root)
+{
+	size_t	 i;
+
+	if (root.len == 0)
+		return dn.len > 0;
+	if (dn.len <= root.len + 1 || dn.p[dn.len - root.len - 1] != ',')
+		return 0;
+	for (i = 0; i < root.len; i++) {
+		unsigned char a = dn.p[dn.len - root.len + i], b = root.p[i];
+
+		if (a >= 'A' && a <= 'Z')
+			a += 'a' - 'A';
+		if (b >= 'A' && b <= 'Z')
+			b += 'a' - 'A';
+		if (a != b)
+			return 0;
+	}
+	/* The comma must not be escaped. */
+	return dn.len - root.len - 1 == 0 ||
+	    dn.p[dn.len - root.len - 2] != '\\';
+}
+
+static int
+open_dbs(struct store *s)
+{
+	MDB_txn	*txn;
+	int	 rc;
+
+	if ((rc = mdb_txn_begin(s->env, NULL, 0, &txn)) != 0)
+		return lmdb_fail("begin", rc);
+	if ((rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &s->meta)) != 0 ||
+	    (rc = mdb_dbi_open(txn, "entries", MDB_CREATE, &s->entries)) != 0 ||
+	    (rc = mdb_dbi_open(txn, "dns", MDB_CREATE, &s->dns)) != 0 ||
+	    (rc = mdb_dbi_open(txn, "seen", MDB_CREATE, &s->seen)) != 0) {
+		mdb_txn_abort(txn);
+		return lmdb_fail("open tables", rc);
+	}
+	if ((rc = mdb_txn_commit(txn)) != 0)
+		return lmdb_fail("commit", rc);
+	return 0;
+}
+
+/* Remove the store's own files, and nothing else. */
+static int
+wipe(const char *dir)
+{
+	static const char *const files[] = { "data.mdb", "lock.mdb" };
+	char	 path[4096];
+	size_t	 i;
+
+	for (i = 0; i < 2; i++) {
+		snprintf(path, sizeof(path), "%s/%s", dir, files[i]);
+		if (unlink(path) == -1 && errno != ENOENT) {
+			log_warn("store: unlink %s", path);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+int
+store_open(struct store **sp, const char *dir, int do_wipe)
+{
+	struct store	*s;
+	struct stat	 st;
+	char		 path[4096];
+	int		 rc;
+
+	if (do_wipe && wipe(dir) == -1)
+		return -1;
+	s = xcalloc(1, sizeof(*s));
+	s->mapsize = MAP_INITIAL;
+	snprintf(path, sizeof(path), "%s/data.mdb", dir);
+	if (stat(path, &st) == 0)
+		while (s->mapsize < 2 * (size_t)st.st_size)
+			s->mapsize *= 2;
+	if ((rc = mdb_env_create(&s->env)) != 0) {
+		free(s);
+		return lmdb_fail("create", rc);
+	}
+	/*
+	 * No fsync per commit (SPEC 5): the supervisor syncs the file before
+	 * it writes the marker; after a crash the store is not trusted anyway.
+	 */
+	if ((rc = mdb_env_set_maxdbs(s->env, 8)) != 0 ||
+	    (rc = mdb_env_set_mapsize(s->env, s->mapsize)) != 0 ||
+	    (rc = mdb_env_open(s->env, dir, MDB_NOSYNC | MDB_NOTLS, 0600)) != 0) {
+		lmdb_fail(dir, rc);
+		mdb_env_close(s->env);
+		free(s);
+		return -1;
+	}
+	if (open_dbs(s) == -1) {
+		mdb_env_close(s->env);
+		free(s);
+		return -1;
+	}
+	*sp = s;
+	return 0;
+}
+
+void
+store_close(struct store *s)
+{
+	if (s == NULL)
+		return;
+	if (s->txn)
+		mdb_txn_abort(s->txn);
+	mdb_env_sync(s->env, 1);
+	mdb_env_close(s->env);
+	buf_free(&s->scratch);
+	buf_free(&s->key);
+	free(s);
+}
+
+int
+store_sync(struct store *s)
+{
+	int	 rc;
+
+	if ((rc = mdb_env_sync(s->env, 1)) != 0)
+		return lmdb_fail("sync", rc);
+	return 0;
+}
+
+/*
+ * Keep at least half the map free before a batch starts, so that no batch
+ * (bounded by the reader) ever meets MDB_MAP_FULL.
+ */
+static int
+grow(struct store *s)
+{
+	MDB_envinfo	 info;
+	MDB_stat	 st;
+	size_t		 used;
+	int		 rc;
+
+	if (mdb_env_info(s->env, &info) != 0 || mdb_env_stat(s->env, &st) != 0)
+		return 0;
+	used = (info.me_last_pgno + 1) * (size_t)st.ms_psize;
+	if (used < s->mapsize / 2)
+		return 0;
+	while (used >= s->mapsize / 2)
+		s->mapsize *= 2;
+	if ((rc = mdb_env_set_mapsize(s->env, s->mapsize)) != 0)
+		return lmdb_fail("grow the map", rc);
+	log_debug("store: map grown to %zu MiB", s->mapsize >> 20);
+	return 0;
+}
+
+int
+store_begin(struct store *s)
+{
+	int	 rc;
+
+	if (s->txn)
+		return 0;
+	if (grow(s) == -1)
+		return -1;
+	if ((rc = mdb_txn_begin(s->env, NULL, 0, &s->txn)) != 0) {
+		s->txn = NULL;
+		return lmdb_fail("begin", rc);
+	}
+	return 0;
+}
+
+int
+store_commit(struct store *s)
+{
+	int	 rc;
+
+	if (s->txn == NULL)
+		return 0;
+	rc = mdb_txn_commit(s->txn);
+	s->txn = NULL;
+	if (rc != 0)
+		return lmdb_fail("commit", rc);
+	return 0;
+}
+
+void
+store_abort(struct store *s)
+{
+	if (s->txn)
+		mdb_txn_abort(s->txn);
+	s->txn = NULL;
+}
+
+static MDB_val
+val(const void *p, size_t len)
+{
+	MDB_val	 v;
+
+	v.mv_data = (void *)(uintptr_t)p;
+	v.mv_size = len;
+	return v;
+}
+
+static int
+need_txn(struct store *s)
+{
+	if (s->txn == NULL && store_begin(s) == -1)
+		return -1;
+	return 0;
+}
+
+int
+store_get_meta(struct store *s, const char *name, struct span *out)
+{
+	MDB_val	 k = val(name, strlen(name)), v;
+	int	 rc;
+
+	if (need_txn(s) == -1)
+		return -1;
+	if ((rc = mdb_get(s->txn, s->meta, &k, &v)) == MDB_NOTFOUND)
+		return 0;
+	if (rc != 0)
+		return lmdb_fail("get meta", rc);
+	out->p = v.mv_data;
+	out->len = v.mv_size;
+	return 1;
+}
+
+int
+store_put_meta(struct store *s, const char *name, struct span value)
+{
+	MDB_val	 k = val(name, strlen(name)), v = val(value.p, value.len);
+	int	 rc;
+
+	if (need_txn(s) == -1)
+		return -1;
+	if ((rc = mdb_put(s->txn, s->meta, &k, &v, 0)) != 0)
+		return lmdb_fail("put meta", rc);
+	return 0;
+}
+
+int
+store_del_meta(struct store *s, const char *name)
+{
+	MDB_val	 k = val(name, strlen(name));
+	int	 rc;
+
+	if (need_txn(s) == -1)
+		return -1;
+	rc = mdb_del(s->txn, s->meta, &k, NULL);
+	if (rc != 0 && rc != MDB_NOTFOUND)
+		return lmdb_fail("del meta", rc);
+	return 0;
+}
+
+uint64_t
+store_get_u64(struct store *s, const char *name, uint64_t dflt)
+{
+	struct span	 v;
+
+	if (store_get_meta(s, name, &v) != 1 || v.len != 8)
+		return dflt;
+	return get_u64(v.p);
+}
+
+int
+store_put_u64(struct store *s, const char *name, uint64_t value)
+{
+	unsigned char	 le[8];
+	int		 i;
+
+	for (i = 0; i < 8; i++)
+		le[i] = (value >> (8 * i)) & 0xff;
+	return store_put_meta(s, name, (struct span){ le, 8 });
+}
+
+/* Returns 1 and the entry (valid until the next write), 0 if unknown. */
+int
+store_get_entry(struct store *s, const unsigned char *uuid,
+    struct span *dn, struct span *attrs)
+{
+	MDB_val	 k = val(uuid, 16), v;
+	uint32_t len;
+	int	 rc;
+
+	if (need_txn(s) == -1)
+		return -1;
+	if ((rc = mdb_get(s->txn, s->entries, &k, &v)) == MDB_NOTFOUND)
+		return 0;
+	if (rc != 0)
+		return lmdb_fail("get entry", rc);
+	if (v.mv_size < 4 || (len = get_u32(v.mv_data)) > v.mv_size - 4) {
+		log_warnx("store: corrupt entry record");
+		return -1;
+	}
+	dn->p = (unsigned char *)v.mv_data + 4;
+	dn->len = len;
+	attrs->p = dn->p + len;
+	attrs->len = v.mv_size - 4 - len;
+	return 1;
+}
+
+static int
+dn_index(struct store *s, const unsigned char *uuid, struct span dn,
+    int add)
+{
+	MDB_val	 k, v = val("", 0);
+	int	 rc;
+
+	dn_key(&s->key, dn);
+	buf_add(&s->key, uuid, 16);
+	k = val(s->key.data, s->key.len);
+	rc = add ? mdb_put(s->txn, s->dns, &k, &v, 0) :
+	    mdb_del(s->txn, s->dns, &k, NULL);
+	if (rc != 0 && !(rc == MDB_NOTFOUND && !add))
+		return lmdb_fail("dn index", rc);
+	return 0;
+}
+
+/* Insert or replace; old_dn is the stored DN when there was one. */
+int
+store_put_entry(struct store *s, const unsigned char *uuid,
+    struct span dn, struct span attrs, const struct span *old_dn)
+{
+	MDB_val	 k = val(uuid, 16), v;
+	int	 rc;
+
+	if (need_txn(s) == -1)
+		return -1;
+	if (dn.len > UINT32_MAX)
+		return -1;
+	if (old_dn != NULL && (old_dn->len != dn.len ||
+	    memcmp(old_dn->p, dn.p, dn.len) != 0)) {
+		/* copy: old_dn may point into the map we are about to change */
+		buf_reset(&s->scratch);
+		buf_add(&s->scratch, old_dn->p, old_dn->len);
+		if (dn_index(s, uuid, (struct span){ s->scratch.data,
+		    s->scratch.len }, 0) == -1)
+			return -1;
+		old_dn = NULL;
+	}
+	v.mv_size = 4 + dn.len + attrs.len;
+	v.mv_data = NULL;
+	if ((rc = mdb_put(s->txn, s->entries, &k, &v, MDB_RESERVE)) != 0)
+		return lmdb_fail("put entry", rc);
+	{
+		unsigned char	*p = v.mv_data;
+
+		p[0] = dn.len & 0xff;
+		p[1] = (dn.len >> 8) & 0xff;
+		p[2] = (dn.len >> 16) & 0xff;
+		p[3] = (dn.len >> 24) & 0xff;
+		memcpy(p + 4, dn.p, dn.len);
+		if (attrs.len)
+			memcpy(p + 4 + dn.len, attrs.p, attrs.len);
+	}
+	if (old_dn == NULL && dn_index(s, uuid, dn, 1) == -1)
+		return -1;
+	return 0;
+}
+
+int
+store_del_entry(struct store *s, const unsigned char *uuid)
+{
+	struct span	 dn, attrs;
+	MDB_val		 k = val(uuid, 16);
+	int		 rc;
+
+	if ((rc = store_get_entry(s, uuid, &dn, &attrs)) != 1)
+		return rc;
+	buf_reset(&s->scratch);
+	buf_add(&s->scratch, dn.p, dn.len);
+	if (dn_index(s, uuid, (struct span){ s->scratch.data,
+	    s->scratch.len }, 0) == -1)
+		return -1;
+	if ((rc = mdb_del(s->txn, s->entries, &k, NULL)) != 0)
+		return lmdb_fail("del entry", rc);
+	rc = mdb_del(s->txn, s->seen, &k, NULL);
+	if (rc != 0 && rc != MDB_NOTFOUND)
+		return lmdb_fail("del seen", rc);
+	return 1;
+}
+
+int
+store_mark_seen(struct store *s, const unsigned char *uuid, uint64_t gen)
+{
+	unsigned char	 le[8];
+	MDB_val		 k = val(uuid, 16), v = val(le, 8);
+	int		 i, rc;
+
+	if (need_txn(s) == -1)
+		return -1;
+	for (i = 0; i < 8; i++)
+		le[i] = (gen >> (8 * i)) & 0xff;
+	if ((rc = mdb_put(s->txn, s->seen, &k, &v, 0)) != 0)
+		return lmdb_fail("mark seen", rc);
+	return 0;
+}
+
+uint64_t
+store_count(struct store *s)
+{
+	MDB_stat	 st;
+
+	if (need_txn(s) == -1 || mdb_stat(s->txn, s->entries, &st) != 0)
+		return 0;
+	return st.ms_entries;
+}
+
+/*
+ * Visit, in chunks, the UUIDs a scan selects, so that the visitor may
+ * change the store: a chunk is collected first, then visited, then the scan
+ * resumes after its last key.
+ */
+static int
+visit_chunks(struct store *s, MDB_dbi dbi, struct span prefix,
+    int (*select)(struct store *, MDB_val *, MDB_val *, void *),
+    void *sel_arg, store_visit fn, void *arg)
+{
+	MDB_cursor	*c;
+	MDB_val		 k, v;
+	struct buf	 uuids = { 0 }, resume = { 0 };
+	struct span	 dn, attrs;
+	size_t		 i, n;
+	int		 rc, r = 0, op, more = 1;
+
+	if (need_txn(s) == -1)
+		return -1;
+	buf_add(&resume, prefix.p, prefix.len);
+	while (more) {
+		if ((rc = mdb_cursor_open(s->txn, dbi, &c)) != 0) {
+			r = lmdb_fail("cursor", rc);
+			break;
+		}
+		buf_reset(&uuids);
+		k = val(resume.data, resume.len);
+		op = resume.len ? MDB_SET_RANGE : MDB_FIRST;
+		n = 0;
+		more = 0;
+		while ((rc = mdb_cursor_get(c, &k, &v, op)) == 0) {
+			op = MDB_NEXT;
+			if (k.mv_size < prefix.len ||
+			    memcmp(k.mv_data, prefix.p, prefix.len) != 0)
+				break;
+			if (n == CHUNK) {
+				/* resume here next pass */
+				buf_reset(&resume);
+				buf_add(&resume, k.mv_data, k.mv_size);
+				more = 1;
+				break;
+			}
+			if (select(s, &k, &v, sel_arg)) {
+				buf_add(&uuids, (unsigned char *)k.mv_data +
+				    k.mv_size - 16, 16);
+				n++;
+			}
+		}
+		mdb_cursor_close(c);
+		if (rc != 0 && rc != MDB_NOTFOUND) {
+			r = lmdb_fail("scan", rc);
+			break;
+		}
+		for (i = 0; i < uuids.len && r == 0; i += 16) {
+			if ((rc = store_get_entry(s, uuids.data + i, &dn,
+			    &attrs)) == 1)
+				r = fn(arg, uuids.data + i, dn, attrs);
+			else if (rc == -1)
+				r = -1;
+		}
+		if (r != 0)
+			break;
+	}
+	buf_free(&uuids);
+	buf_free(&resume);
+	return r;
+}
+
+static int
+select_unseen(struct store *s, MDB_val *k, MDB_val *v, void *arg)
+{
+	uint64_t	 gen = *(uint64_t *)arg;
+	MDB_val		 sv;
+
+	(void)v;
+	if (k->mv_size != 16)
+		return 0;
+	if (mdb_get(s->txn, s->seen, k, &sv) != 0 || sv.mv_size != 8)
+		return 1;
+	return get_u64(sv.mv_data) != gen;
+}
+
+/* Every entry not marked seen in generation gen. */
+int
+store_foreach_unseen(struct store *s, uint64_t gen, store_visit fn, void *arg)
+{
+	return visit_chunks(s, s->entries, (struct span){ NULL, 0 },
+	    select_unseen, &gen, fn, arg);
+}
+
+struct below {
+	struct span	 root;
+	struct span	 dn;
+};
+
+static int
+select_below(struct store *s, MDB_val *k, MDB_val *v, void *arg)
+{
+	struct below	*b = arg;
+	struct span	 dn, attrs;
+
+	(void)v;
+	if (k->mv_size < 16 || store_get_entry(s, (unsigned char *)k->mv_data +
+	    k->mv_size - 16, &dn, &attrs) != 1)
+		return 0;
+	return store_dn_is_below(dn, b->root);
+}
+
+/* Every stored entry strictly below root, by DN. */
+int
+store_foreach_below(struct store *s, struct span root, store_visit fn,
+    void *arg)
+{
+	struct below	 b;
+	struct buf	 prefix = { 0 };
+	int		 r;
+
+	b.root = root;
+	dn_key(&prefix, root);
+	if (root.len == 0)
+		buf_reset(&prefix);
+	r = visit_chunks(s, s->dns, (struct span){ prefix.data, prefix.len },
+	    select_below, &b, fn, arg);
+	buf_free(&prefix);
+	return r;
+}

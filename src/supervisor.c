@@ -1,0 +1,582 @@
+/*
+ * The supervisor: data-dir and marker rules, the fork of the reader and the
+ * workers, the startup barrier, and then nothing but supervision: it sleeps
+ * in sigsuspend() and reacts to a child's death or a signal at once.
+ */
+#include <sys/file.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sysexits.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ldapfeed.h"
+
+#define STORE_SENTINEL	"ldapfeed.store"
+#define KILL_AFTER_SECS	10	/* after a failure, children get this long */
+
+struct child {
+	pid_t		 pid;
+	const char	*role;		/* "reader" or "worker" */
+	unsigned	 index;
+	int		 status;	/* from waitpid, once exited */
+	int		 exited;
+};
+
+struct supervisor {
+	struct config	*cfg;
+	struct barrier	*barrier;
+	struct child	*children;	/* [0] reader, [1..W] workers */
+	unsigned	 nchildren;
+	unsigned	 alive;
+	int		 running;	/* past the barrier */
+	int		 stopping;	/* orderly shutdown asked */
+	int		 failed;	/* a child died badly */
+	int		 lock_fd;
+};
+
+/*
+ * The data directory: ours if empty, or if it holds our sentinel and only
+ * files we create.  Anything else is refused (78): a mistyped --data-dir
+ * must never lead to a wipe of someone else's files.
+ */
+static int
+is_our_file(const char *name, const char *marker_base)
+{
+	return strcmp(name, STORE_SENTINEL) == 0 ||
+	    strcmp(name, "data.mdb") == 0 || strcmp(name, "lock.mdb") == 0 ||
+	    (marker_base != NULL && strcmp(name, marker_base) == 0);
+}
+
+static int
+mkdirs(const char *path)
+{
+	char	 tmp[PATH_MAX], *p;
+
+	if (snprintf(tmp, sizeof(tmp), "%s", path) >= (int)sizeof(tmp)) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	for (p = tmp + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(tmp, 0755) == -1 && errno != EEXIST)
+			return -1;
+		*p = '/';
+	}
+	if (mkdir(tmp, 0700) == -1 && errno != EEXIST)
+		return -1;
+	return 0;
+}
+
+/* The marker's basename when it lives in the data directory itself. */
+static char *
+marker_in_datadir(const struct config *cfg)
+{
+	char	 dir[PATH_MAX], mdir[PATH_MAX], m[PATH_MAX];
+
+	if (realpath(cfg->data_dir, dir) == NULL)
+		return NULL;
+	snprintf(m, sizeof(m), "%s", cfg->marker);
+	if (realpath(dirname(m), mdir) == NULL || strcmp(dir, mdir) != 0)
+		return NULL;
+	snprintf(m, sizeof(m), "%s", cfg->marker);
+	return xstrdup(basename(m));
+}
+
+static int
+datadir_check(struct supervisor *sv, char *err, size_t errlen)
+{
+	const struct config *cfg = sv->cfg;
+	struct dirent	*de;
+	struct stat	 st;
+	DIR		*d;
+	char		 path[PATH_MAX], *mbase;
+	int		 has_sentinel = 0, foreign = 0, fd;
+	char		 culprit[256] = "";
+
+	if (stat(cfg->data_dir, &st) == -1) {
+		if (errno != ENOENT || mkdirs(cfg->data_dir) == -1) {
+			snprintf(err, errlen, "--data-dir %s: %s", cfg->data_dir,
+			    strerror(errno));
+			return EX_CONFIG;
+		}
+	} else if (!S_ISDIR(st.st_mode)) {
+		snprintf(err, errlen, "--data-dir %s: not a directory",
+		    cfg->data_dir);
+		return EX_CONFIG;
+	}
+	if ((d = opendir(cfg->data_dir)) == NULL) {
+		snprintf(err, errlen, "--data-dir %s: %s", cfg->data_dir,
+		    strerror(errno));
+		return EX_CONFIG;
+	}
+	mbase = marker_in_datadir(cfg);
+	while ((de = readdir(d)) != NULL) {
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		if (strcmp(de->d_name, STORE_SENTINEL) == 0)
+			has_sentinel = 1;
+		else if (!is_our_file(de->d_name, mbase) && !foreign) {
+			foreign = 1;
+			snprintf(culprit, sizeof(culprit), "%s", de->d_name);
+		} else if (strcmp(de->d_name, "data.mdb") == 0 ||
+		    strcmp(de->d_name, "lock.mdb") == 0)
+			if (culprit[0] == '\0')
+				snprintf(culprit, sizeof(culprit), "%s",
+				    de->d_name);
+	}
+	closedir(d);
+	free(mbase);
+	if (foreign || (!has_sentinel && culprit[0] != '\0')) {
+		snprintf(err, errlen, "--data-dir %s holds '%s', which "
+		    "ldapfeed did not create: refusing to use (or wipe) it",
+		    cfg->data_dir, culprit);
+		return EX_CONFIG;
+	}
+
+	/* The sentinel doubles as the lock against a second instance. */
+	snprintf(path, sizeof(path), "%s/%s", cfg->data_dir, STORE_SENTINEL);
+	if ((fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600)) == -1) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		return EX_CONFIG;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) == -1) {
+		snprintf(err, errlen, "--data-dir %s is in use by another "
+		    "ldapfeed", cfg->data_dir);
+		close(fd);
+		return EX_CONFIG;
+	}
+	if (!has_sentinel) {
+		const char	*text = "ldapfeed store: only ldapfeed "
+		    "writes in this directory\n";
+
+		if (write(fd, text, strlen(text)) != (ssize_t)strlen(text)) {
+			snprintf(err, errlen, "%s: %s", path, strerror(errno));
+			close(fd);
+			return EX_CONFIG;
+		}
+	}
+	sv->lock_fd = fd;
+	return 0;
+}
+
+static int
+fsync_dir_of(const char *file)
+{
+	char	 tmp[PATH_MAX];
+	int	 fd, r;
+
+	snprintf(tmp, sizeof(tmp), "%s", file);
+	if ((fd = open(dirname(tmp), O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1)
+		return -1;
+	r = fsync(fd);
+	close(fd);
+	return r;
+}
+
+static int
+marker_check(const struct config *cfg, char *err, size_t errlen)
+{
+	char	 tmp[PATH_MAX];
+	struct stat st;
+
+	snprintf(tmp, sizeof(tmp), "%s", cfg->marker);
+	if (stat(dirname(tmp), &st) == -1 || !S_ISDIR(st.st_mode)) {
+		snprintf(err, errlen, "--marker %s: its directory does not "
+		    "exist", cfg->marker);
+		return EX_CONFIG;
+	}
+	if (stat(cfg->marker, &st) == 0 && !S_ISREG(st.st_mode)) {
+		snprintf(err, errlen, "--marker %s: not a regular file",
+		    cfg->marker);
+		return EX_CONFIG;
+	}
+	return 0;
+}
+
+/* After a clean shutdown: the store on disk, then the marker. */
+static int
+marker_write(const struct config *cfg)
+{
+	char	 path[PATH_MAX], text[128];
+	time_t	 now = time(NULL);
+	int	 fd;
+
+	snprintf(path, sizeof(path), "%s/data.mdb", cfg->data_dir);
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) != -1) {
+		if (fsync(fd) == -1) {
+			log_warn("fsync %s", path);
+			close(fd);
+			return -1;
+		}
+		close(fd);
+	}
+	strftime(text, sizeof(text), "ldapfeed clean shutdown %Y-%m-%dT%H:%M:%SZ\n",
+	    gmtime(&now));
+	if ((fd = open(cfg->marker, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+	    0644)) == -1) {
+		log_warn("marker %s", cfg->marker);
+		return -1;
+	}
+	if (write(fd, text, strlen(text)) != (ssize_t)strlen(text) ||
+	    fsync(fd) == -1) {
+		log_warn("marker %s", cfg->marker);
+		close(fd);
+		return -1;
+	}
+	close(fd);
+	if (fsync_dir_of(cfg->marker) == -1) {
+		log_warn("fsync the directory of %s", cfg->marker);
+		return -1;
+	}
+	return 0;
+}
+
+/* ---- children ---- */
+
+void
+child_init(const struct child_ctx *ctx, const char *name)
+{
+	sigset_t	 none;
+
+	log_procname(name);
+	if (signals_init() == -1)
+		fatal(EX_OSERR, "signals");
+	/* If the supervisor dies, we hear of it at once. */
+	if (prctl(PR_SET_PDEATHSIG, SIGTERM) == -1)
+		fatal(EX_OSERR, "prctl");
+	if (getppid() != ctx->supervisor)
+		sig_term = 1;
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
+/* A child that got SIGTERM passes it on, so that everything stops. */
+void
+child_ask_shutdown(const struct child_ctx *ctx)
+{
+	if (getppid() == ctx->supervisor)
+		kill(ctx->supervisor, SIGTERM);
+}
+
+/* Before the barrier: one line, the barrier broken, out with the code. */
+void
+child_startup_failed(const struct child_ctx *ctx, int code, const char *fmt,
+    ...)
+{
+	char	 msg[512];
+	va_list	 ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (barrier_break(ctx->barrier, code, msg))
+		log_warnx("%s", msg);
+	else
+		log_debug("%s", msg);
+	exit(code);
+}
+
+static pid_t
+spawn(struct supervisor *sv, struct child_ctx *ctx, unsigned slot)
+{
+	struct child	*c = &sv->children[slot];
+	char		 name[32];
+	pid_t		 pid;
+	int		 code;
+
+	fflush(NULL);
+	if ((pid = fork()) == -1)
+		return -1;
+	if (pid > 0) {
+		c->pid = pid;
+		sv->alive++;
+		return pid;
+	}
+	close(sv->lock_fd);
+	if (slot == 0) {
+		child_init(ctx, "reader");
+		code = reader_main(ctx);
+	} else {
+		snprintf(name, sizeof(name), "worker %u", ctx->index);
+		child_init(ctx, name);
+		code = worker_main(ctx);
+	}
+	exit(code);
+}
+
+static void
+kill_children(struct supervisor *sv, int sig)
+{
+	unsigned	 i;
+
+	for (i = 0; i < sv->nchildren; i++)
+		if (sv->children[i].pid > 0 && !sv->children[i].exited)
+			kill(sv->children[i].pid, sig);
+}
+
+static const char *
+child_name(const struct child *c, char *buf, size_t len)
+{
+	if (strcmp(c->role, "reader") == 0)
+		snprintf(buf, len, "reader");
+	else
+		snprintf(buf, len, "worker %u", c->index);
+	return buf;
+}
+
+static const char *
+describe(const struct child *c, char *buf, size_t len)
+{
+	if (WIFSIGNALED(c->status))
+		snprintf(buf, len, "killed by signal %d", WTERMSIG(c->status));
+	else
+		snprintf(buf, len, "exited with status %d",
+		    WEXITSTATUS(c->status));
+	return buf;
+}
+
+/* Reap every child that exited and decide what it means. */
+static void
+reap(struct supervisor *sv)
+{
+	struct child	*c;
+	char		 why[64], name[32];
+	unsigned	 i;
+	pid_t		 pid;
+	int		 status, clean;
+
+	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+		for (i = 0, c = NULL; i < sv->nchildren; i++)
+			if (sv->children[i].pid == pid)
+				c = &sv->children[i];
+		if (c == NULL)
+			continue;
+		c->exited = 1;
+		c->status = status;
+		sv->alive--;
+		clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+		if (!sv->running)
+			continue;	/* startup: the barrier has the story */
+		if (clean) {
+			/*
+			 * A worker exits 0 only once the reader closed its
+			 * pipe: the reader is ending, and its status decides.
+			 */
+			if (c == &sv->children[0])
+				sv->stopping = 1;
+			continue;
+		}
+		if (!sv->failed) {
+			log_warnx("%s %s: stopping", child_name(c, name,
+			    sizeof(name)), describe(c, why, sizeof(why)));
+			sv->failed = 1;
+			kill_children(sv, SIGTERM);
+			alarm(KILL_AFTER_SECS);
+		}
+	}
+}
+
+static void
+startup_check(struct supervisor *sv)
+{
+	unsigned	 i;
+
+	if (barrier_state(sv->barrier) != BARRIER_OPEN)
+		return;
+	/* A child gone before the barrier opened breaks it. */
+	for (i = 0; i < sv->nchildren; i++)
+		if (sv->children[i].exited) {
+			char	 why[64], name[32], msg[160];
+
+			snprintf(msg, sizeof(msg), "%s %s during startup",
+			    child_name(&sv->children[i], name, sizeof(name)),
+			    describe(&sv->children[i], why, sizeof(why)));
+			if (barrier_break(sv->barrier, EX_SOFTWARE, msg))
+				log_warnx("%s", msg);
+			return;
+		}
+	if (sig_term) {
+		sig_term = 0;
+		if (barrier_break(sv->barrier, EX_SOFTWARE,
+		    "startup interrupted by a signal"))
+			log_warnx("startup interrupted by a signal");
+	}
+}
+
+static void
+started(struct supervisor *sv)
+{
+	sv->running = 1;
+	/* From here on the store may diverge from what the consumer has. */
+	if (unlink(sv->cfg->marker) == -1 && errno != ENOENT)
+		log_warn("unlink marker %s", sv->cfg->marker);
+	else
+		fsync_dir_of(sv->cfg->marker);
+	log_info("started: %d workers, mode %s", sv->cfg->workers,
+	    sv->cfg->mode == MODE_PERSIST ? "persist" : "refresh");
+}
+
+static void
+stop(struct supervisor *sv)
+{
+	if (!sv->stopping && !sv->failed)
+		log_info("shutting down");
+	sv->stopping = 1;
+	if (!sv->children[0].exited)
+		kill(sv->children[0].pid, SIGTERM);
+}
+
+int
+supervisor_run(struct config *cfg)
+{
+	struct supervisor	 sv;
+	struct child_ctx	 ctx;
+	sigset_t		 block, old;
+	char			 err[512];
+	unsigned		 i, w;
+	int			*rd, *wr, code, trusted, fds[2];
+
+	memset(&sv, 0, sizeof(sv));
+	sv.cfg = cfg;
+	sv.lock_fd = -1;
+	if ((code = marker_check(cfg, err, sizeof(err))) != 0 ||
+	    (code = datadir_check(&sv, err, sizeof(err))) != 0) {
+		log_warnx("%s", err);
+		return code;
+	}
+	trusted = access(cfg->marker, F_OK) == 0;
+	w = (unsigned)cfg->workers;
+	sv.nchildren = 1 + w;
+	sv.children = xcalloc(sv.nchildren, sizeof(*sv.children));
+	if ((sv.barrier = barrier_create(2 + w)) == NULL)
+		fatal(EX_OSERR, "barrier");
+	barrier_set_notify(sv.barrier, getpid());
+
+	rd = xcalloc(w, sizeof(int));
+	wr = xcalloc(w, sizeof(int));
+	for (i = 0; i < w; i++) {
+		if (pipe2(fds, O_CLOEXEC) == -1)
+			fatal(EX_OSERR, "pipe");
+		rd[i] = fds[0];
+		wr[i] = fds[1];
+	}
+
+	/* Signals are only taken in sigsuspend(), never mid-work. */
+	if (signals_init() == -1)
+		fatal(EX_OSERR, "signals");
+	sigemptyset(&block);
+	sigaddset(&block, SIGCHLD);
+	sigaddset(&block, SIGTERM);
+	sigaddset(&block, SIGINT);
+	sigaddset(&block, SIGHUP);
+	sigaddset(&block, SIGUSR1);
+	sigaddset(&block, SIGUSR2);
+	sigaddset(&block, SIGALRM);
+	sigprocmask(SIG_BLOCK, &block, &old);
+
+	memset(&ctx, 0, sizeof(ctx));
+	ctx.cfg = cfg;
+	ctx.barrier = sv.barrier;
+	ctx.supervisor = getpid();
+	ctx.trusted = trusted;
+	ctx.workers = w;
+	ctx.pipes = wr;
+	sv.children[0].role = "reader";
+	for (i = 0; i < w; i++) {
+		sv.children[1 + i].role = "worker";
+		sv.children[1 + i].index = i;
+	}
+
+	/* The reader keeps the write ends, each worker its read end. */
+	ctx.pipe_fd = -1;
+	if (spawn(&sv, &ctx, 0) == -1)
+		fatal(EX_OSERR, "fork");
+	for (i = 0; i < w; i++)
+		close(wr[i]);
+	ctx.pipes = NULL;
+	for (i = 0; i < w; i++) {
+		ctx.index = i;
+		ctx.pipe_fd = rd[i];
+		if (spawn(&sv, &ctx, 1 + i) == -1) {
+			log_warn("fork");
+			barrier_break(sv.barrier, EX_OSERR, "fork failed");
+			break;
+		}
+		close(rd[i]);
+		rd[i] = -1;
+	}
+	for (; i < w; i++)
+		if (rd[i] != -1)
+			close(rd[i]);
+	free(rd);
+	free(wr);
+
+	if (barrier_arrive(sv.barrier) == BARRIER_RELEASED)
+		started(&sv);
+	for (;;) {
+		reap(&sv);
+		if (!sv.running) {
+			startup_check(&sv);
+			if (barrier_state(sv.barrier) == BARRIER_RELEASED)
+				started(&sv);
+		}
+		if (sv.alive == 0)
+			break;
+		if (sv.running && sig_term) {
+			sig_term = 0;
+			stop(&sv);
+		}
+		if (sig_alrm) {
+			sig_alrm = 0;
+			if (sv.failed) {
+				log_warnx("children still running after %d s: "
+				    "killing them", KILL_AFTER_SECS);
+				kill_children(&sv, SIGKILL);
+			}
+		}
+		sig_hup = 0;	/* syslog needs no reopening */
+		sig_usr1 = 0;
+		sig_usr2 = 0;
+		sig_chld = 0;
+		if (sv.alive > 0)
+			sigsuspend(&old);
+	}
+	sigprocmask(SIG_SETMASK, &old, NULL);
+
+	if (!sv.running) {
+		code = barrier_fail_code(sv.barrier, NULL, 0);
+		if (code == 0)
+			code = EX_SOFTWARE;
+	} else if (sv.failed) {
+		code = EX_SOFTWARE;
+	} else {
+		code = 0;
+		for (i = 0; i < sv.nchildren; i++)
+			if (!WIFEXITED(sv.children[i].status) ||
+			    WEXITSTATUS(sv.children[i].status) != 0)
+				code = EX_SOFTWARE;
+		if (code == 0 && marker_write(cfg) == -1)
+			code = EX_SOFTWARE;
+		if (code == 0)
+			log_info("clean shutdown, marker written");
+	}
+	barrier_destroy(sv.barrier);
+	free(sv.children);
+	close(sv.lock_fd);
+	return code;
+}

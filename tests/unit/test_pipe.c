@@ -1,0 +1,127 @@
+/* Reader -> worker records and the DN sharding hash. */
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ldapfeed.h"
+#include "tap.h"
+
+static struct span
+S(const char *s)
+{
+	return (struct span){ (const unsigned char *)s, strlen(s) };
+}
+
+static int
+span_eq(struct span a, struct span b)
+{
+	return a.len == b.len && (a.len == 0 || memcmp(a.p, b.p, a.len) == 0);
+}
+
+int
+main(void)
+{
+	struct event	 ev, out;
+	struct buf	 b = { 0 }, attrs = { 0 }, big = { 0 };
+	struct attrs_writer w;
+	struct pipes	 p;
+	int		 fds[2];
+	size_t		 n, i;
+
+	/* FNV-1a 64 reference vectors, and A-Z folding. */
+	ok(shard_hash("", 0) == 0xcbf29ce484222325ULL, "fnv1a64 of empty");
+	ok(shard_hash("a", 1) == 0xaf63dc4c8601ec8cULL, "fnv1a64 of 'a'");
+	ok(shard_hash("foobar", 6) == 0x85944171f73967e8ULL,
+	    "fnv1a64 of 'foobar'");
+	ok(shard_hash("FOOBAR", 6) == 0x85944171f73967e8ULL,
+	    "A-Z fold to a-z before hashing");
+	ok(shard_hash("\xc3\x89", 2) != shard_hash("\xc3\xa9", 2),
+	    "non-ASCII bytes are not folded");
+	ok(shard_of(S("uid=a,dc=x"), 1) == 0, "one worker takes all");
+	ok(shard_of(S("foobar"), 7) == 0x85944171f73967e8ULL % 7,
+	    "shard is hash mod W");
+	ok(shard_of(S("UID=Alice,DC=X"), 5) == shard_of(S("uid=alice,dc=x"), 5),
+	    "same DN in other case, same worker");
+
+	/* A full record round trip. */
+	attrs_writer_init(&w, &attrs);
+	attrs_writer_attr(&w, "cn", 2);
+	attrs_writer_value(&w, "Alice", 5);
+	attrs_writer_value(&w, "", 0);
+	attrs_writer_attr(&w, "jpegPhoto", 9);
+	attrs_writer_value(&w, "\0\xff\x01", 3);
+	attrs_writer_finish(&w);
+	memset(&ev, 0, sizeof(ev));
+	ev.type = EV_RENAME;
+	ev.seq = 0xfedcba9876543210ULL;
+	memcpy(ev.uuid, "\x00\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a\x0b"
+	    "\x0c\x0d\x0e\x0f", 16);
+	ev.dn = S("uid=b,dc=x");
+	ev.old_dn = S("uid=a,dc=x");
+	ev.new_attrs = (struct span){ attrs.data, attrs.len };
+	ev.old_attrs = attrs_empty;
+	ev.changed = S("");
+	pipe_record_encode(&b, &ev);
+	n = pipe_record_complete(&b);
+	ok(n == b.len, "record complete once all bytes are there");
+	ok(pipe_record_decode((struct span){ b.data, n }, &out) == 0,
+	    "record decodes");
+	ok(out.type == EV_RENAME && out.seq == ev.seq &&
+	    memcmp(out.uuid, ev.uuid, 16) == 0, "type, seq, uuid survive");
+	ok(span_eq(out.dn, ev.dn) && span_eq(out.old_dn, ev.old_dn) &&
+	    span_eq(out.new_attrs, ev.new_attrs) &&
+	    span_eq(out.old_attrs, attrs_empty), "fields survive");
+	ok(attrs_valid(out.new_attrs), "attrs blob valid after the trip");
+	for (i = 0; i < b.len; i++) {
+		struct buf	 cut = { b.data, i, 0 };
+
+		if (pipe_record_complete(&cut) != 0)
+			break;
+	}
+	ok(i == b.len, "no prefix of a record counts as complete");
+	b.data[8] = 99;
+	ok(pipe_record_decode((struct span){ b.data, n }, &out) == -1,
+	    "unknown type refused");
+	ok(pipe_record_decode((struct span){ b.data, n - 1 }, &out) == -1,
+	    "short record refused");
+	buf_reset(&b);
+
+	/* A 10 MiB value streams through a real pipe. */
+	buf_reserve(&big, 10 << 20);
+	memset(big.data, 'x', 10 << 20);
+	big.len = 10 << 20;
+	memset(&ev, 0, sizeof(ev));
+	ev.type = EV_ADD;
+	ev.seq = 7;
+	ev.dn = S("cn=big,dc=x");
+	ev.new_attrs = (struct span){ big.data, big.len };
+	if (pipe(fds) == -1)
+		return 1;
+	if (fork() == 0) {
+		close(fds[0]);
+		signals_init();
+		pipes_init(&p, &fds[1], 1);
+		pipes_send(&p, 0, &ev);
+		pipes_send(&p, 0, &ev);
+		_exit(pipes_flush(&p, 1) == 0 ? 0 : 1);
+	}
+	close(fds[1]);
+	for (;;) {
+		ssize_t	 r;
+
+		buf_reserve(&b, 1 << 16);
+		r = read(fds[0], b.data + b.len, b.cap - b.len);
+		if (r <= 0)
+			break;
+		b.len += (size_t)r;
+	}
+	n = pipe_record_complete(&b);
+	ok(n > 0 && pipe_record_decode((struct span){ b.data, n }, &out) == 0 &&
+	    out.new_attrs.len == 10 << 20 && out.seq == 7,
+	    "a 10 MiB record arrives whole");
+	ok(b.len == 2 * n, "and the next one after it");
+	buf_free(&b);
+	buf_free(&attrs);
+	buf_free(&big);
+	return tap_done();
+}
