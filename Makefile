@@ -26,20 +26,24 @@ config.mk: configure.ac config.mk.in
 	./configure
 
 ldapfeed: $(OBJS)
-	$(CC) $(LDFLAGS) -o $@ $(OBJS) $(LIBS)
+	@echo "  LD      $@"
+	@$(CC) $(LDFLAGS) -o $@ $(OBJS) $(LIBS)
 
 src/%.o: src/%.c include/ldapfeed.h config.mk
-	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+	@echo "  CC      $<"
+	@$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
 libldapfeed.a: $(LIBOBJS)
-	rm -f $@
-	ar rcs $@ $(LIBOBJS)
+	@rm -f $@
+	@ar rcs $@ $(LIBOBJS)
 
 tests/unit/%: tests/unit/%.c tests/unit/tap.h libldapfeed.a
-	$(CC) $(ALL_CFLAGS) -Itests/unit $(LDFLAGS) -o $@ $< libldapfeed.a $(LIBS)
+	@echo "  CC      $<"
+	@$(CC) $(ALL_CFLAGS) -Itests/unit $(LDFLAGS) -o $@ $< libldapfeed.a $(LIBS)
 
 tests/tools/%: tests/tools/%.c libldapfeed.a
-	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< libldapfeed.a $(LIBS)
+	@echo "  CC      $<"
+	@$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< libldapfeed.a $(LIBS)
 
 # Installs the Debian packages that building and testing need, if missing.
 deps:

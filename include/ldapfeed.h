@@ -139,6 +139,7 @@ void	pipes_free(struct pipes *);
 void	pipes_send(struct pipes *, unsigned, const struct event *);
 void	pipes_send_all(struct pipes *, const struct event *);
 int	pipes_flush(struct pipes *, int);
+#define PIPES_HIGH_WATER	(1 << 20)
 size_t	pipes_pending(const struct pipes *);	/* fnv1a64, A-Z folded */
 unsigned shard_of(struct span dn, unsigned workers);
 
@@ -309,6 +310,25 @@ uint64_t store_count(struct store *);
 int	store_foreach_unseen(struct store *, uint64_t, store_visit, void *);
 int	store_foreach_below(struct store *, struct span, store_visit, void *);
 int	store_dn_is_below(struct span, struct span);
+
+/* events.c: entries compared with the store become events. */
+struct events {
+	const struct config *cfg;
+	struct store	*store;
+	struct pipes	*pipes;
+	uint64_t	 seq;		/* the last seq given */
+	uint64_t	 counts[EV_REFRESH_DONE + 1];
+	struct buf	 old_dn, old_attrs, changed;	/* scratch */
+	struct buf	 dn2, old_dn2, attrs2;
+};
+int	events_entry(struct events *, const unsigned char *, struct span,
+	    struct span);
+int	events_delete(struct events *, const unsigned char *, struct span, int);
+int	events_sweep(struct events *, uint64_t, uint64_t *);
+void	events_refresh_done(struct events *);
+void	events_free(struct events *);
+size_t	events_diff(struct span, struct span, struct buf *);
+int	events_in_scope(const struct config *, struct span);
 
 /* signals.c: handlers set these flags and poke a self-pipe. */
 extern volatile sig_atomic_t sig_term, sig_chld, sig_hup, sig_usr1, sig_usr2,

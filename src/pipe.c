@@ -131,8 +131,6 @@ shard_of(struct span dn, unsigned workers)
  * there is LDAP work to do, and blocking (backpressure, never loss) when a
  * queue grows past PIPES_HIGH_WATER or the caller needs everything out.
  */
-#define PIPES_HIGH_WATER	(1 << 20)
-
 void
 pipes_init(struct pipes *p, int *fds, unsigned n)
 {

@@ -11,18 +11,55 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sysexits.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "ldapfeed.h"
 
 #define NETWORK_TIMEOUT_SECS	10
+#define BATCH_MESSAGES		2000	/* commit at least this often */
+#define BACKOFF_MAX_SECS	60
+#define CANCEL_WAIT_SECS	5
+
+/* What ended a search. */
+enum outcome {
+	GO_ON,		/* (per message) keep reading */
+	DONE,		/* refreshOnly finished: shut down cleanly */
+	STOP,		/* a shutdown was asked */
+	LOST,		/* connection lost or transient error: reconnect */
+	RELOAD,		/* the cookie is no good: search again without it */
+	FATAL		/* a permanent error */
+};
 
 struct reader {
 	const struct child_ctx	*ctx;
 	const struct config	*cfg;
 	LDAP			*ld;
+	int			 msgid;		/* the sync search, or -1 */
 	struct store		*store;
 	struct pipes		 pipes;
+	struct events		 ev;
+	uint64_t		 committed_seq;
+	uint64_t		 batch;		/* messages in the open txn */
+	/* this search */
+	int			 in_refresh;
+	int			 had_cookie;
+	int			 present;	/* a present phase happened */
+	int			 track;		/* mark entries seen */
+	uint64_t		 gen;
+	uint64_t		 present_unknown;
+	int			 has_cand;
+	struct buf		 cand;		/* cookie for the refresh's end */
+	struct timespec		 started;
+	uint64_t		 counts_at_start[EV_REFRESH_DONE + 1];
+	/* this run */
+	int			 refresh_done_sent;
+	unsigned		 reconnects;
+	struct buf		 cookie;
+	struct buf		 attrs;
+	struct sync_state	 st;
+	struct sync_done	 done;
+	struct sync_info	 info;
 };
 
 /*
@@ -128,20 +165,654 @@ check_search(const struct config *cfg, LDAP *ld, char *err, size_t errlen)
 	}
 }
 
+/* ---- the store's side ---- */
+
+/* What the store records about the search (SPEC 2): a cookie is only valid
+ * for the search that produced it. */
+static void
+fingerprint(const struct config *cfg, struct buf *out)
+{
+	char	**a;
+
+	buf_reset(out);
+	buf_printf(out, "base=%s\nscope=%d\nfilter=%s\nattrs=", cfg->base,
+	    cfg->scope, cfg->filter);
+	for (a = cfg->attrs; a && *a; a++)
+		buf_printf(out, "%s%s", a == cfg->attrs ? "" : ",", *a);
+	buf_printf(out, "\nbind=%s\nsasl=%s\n", cfg->bindname ?
+	    cfg->bindname : "", cfg->saslmech ? cfg->saslmech : "");
+}
+
 static int
-wait_for_stop(struct reader *r)
+commit(struct reader *r)
+{
+	if (r->ev.seq != r->committed_seq) {
+		if (store_put_u64(r->store, "seq", r->ev.seq) == -1)
+			return -1;
+		r->committed_seq = r->ev.seq;
+	}
+	r->batch = 0;
+	return store_commit(r->store);
+}
+
+/* Persist a cookie: merged by server ID, and never one without a CSN. */
+static int
+save_cookie(struct reader *r, struct span received)
+{
+	struct span	 stored = { NULL, 0 };
+
+	if (store_get_meta(r->store, "cookie", &stored) == -1)
+		return -1;
+	cookie_merge(&r->cookie, stored, received);
+	if (!cookie_has_csn((struct span){ r->cookie.data, r->cookie.len })) {
+		log_debug("cookie without a CSN ignored");
+		return 0;
+	}
+	return store_put_meta(r->store, "cookie",
+	    (struct span){ r->cookie.data, r->cookie.len });
+}
+
+static void
+set_cand(struct reader *r, const struct buf *cookie)
+{
+	buf_reset(&r->cand);
+	buf_add(&r->cand, cookie->data, cookie->len);
+	r->has_cand = 1;
+}
+
+/* A cookie that came with a message: a resume point only in persist. */
+static int
+take_cookie(struct reader *r, int has, const struct buf *cookie)
+{
+	if (!has)
+		return 0;
+	if (r->in_refresh) {
+		set_cand(r, cookie);
+		return 0;
+	}
+	return save_cookie(r, (struct span){ cookie->data, cookie->len });
+}
+
+static double
+since(const struct timespec *t0)
+{
+	struct timespec	 now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (now.tv_sec - t0->tv_sec) + (now.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+/* The refresh is complete: sweep if due, keep the cookie, tell everyone. */
+static int
+end_refresh(struct reader *r, int has, const struct buf *cookie)
+{
+	uint64_t	 swept = 0, *c = r->ev.counts, *c0 = r->counts_at_start;
+
+	if (!r->in_refresh) {
+		log_warnx("the server sent a second refreshDone in one search");
+		return -1;
+	}
+	if ((r->present || !r->had_cookie) && r->track &&
+	    events_sweep(&r->ev, r->gen, &swept) == -1)
+		return -1;
+	if (has)
+		set_cand(r, cookie);
+	if (r->has_cand && save_cookie(r, (struct span){ r->cand.data,
+	    r->cand.len }) == -1)
+		return -1;
+	if (store_del_meta(r->store, "reload") == -1)
+		return -1;
+	r->in_refresh = 0;
+	if (r->present_unknown)
+		log_warnx("%llu entries the server lists as present are not in "
+		    "the store (a subtree moved into the search?): delete the "
+		    "marker to force a full reload", (unsigned long long)
+		    r->present_unknown);
+	log_info("refresh done in %.1f s: %llu adds, %llu modifies, %llu "
+	    "renames, %llu deletes (%llu swept), %llu entries in the store",
+	    since(&r->started),
+	    (unsigned long long)(c[EV_ADD] - c0[EV_ADD]),
+	    (unsigned long long)(c[EV_MODIFY] - c0[EV_MODIFY]),
+	    (unsigned long long)(c[EV_RENAME] - c0[EV_RENAME]),
+	    (unsigned long long)(c[EV_DELETE] - c0[EV_DELETE]),
+	    (unsigned long long)swept,
+	    (unsigned long long)store_count(r->store));
+	if (!r->refresh_done_sent) {
+		/* Once per run: a consumer may treat it as "snapshot complete". */
+		events_refresh_done(&r->ev);
+		r->refresh_done_sent = 1;
+	}
+	return 0;
+}
+
+/* ---- messages ---- */
+
+static int
+read_attrs(struct reader *r, LDAPMessage *msg, BerElement *ber)
+{
+	struct attrs_writer	 w;
+	struct berval		 attr, *vals, *v;
+	int			 rc;
+
+	buf_reset(&r->attrs);
+	attrs_writer_init(&w, &r->attrs);
+	for (;;) {
+		vals = NULL;
+		rc = ldap_get_attribute_ber(r->ld, msg, ber, &attr, &vals);
+		if (rc != LDAP_SUCCESS) {
+			log_warnx("malformed entry from the server: %s",
+			    ldap_err2string(rc));
+			return -1;
+		}
+		if (attr.bv_val == NULL)
+			break;
+		attrs_writer_attr(&w, attr.bv_val, attr.bv_len);
+		for (v = vals; v && v->bv_val; v++)
+			attrs_writer_value(&w, v->bv_val, v->bv_len);
+		ber_memfree(vals);
+	}
+	attrs_writer_finish(&w);
+	return 0;
+}
+
+static int
+mark_present(struct reader *r, const unsigned char *uuid)
+{
+	struct span	 dn, attrs;
+	int		 found;
+
+	if ((found = store_get_entry(r->store, uuid, &dn, &attrs)) == -1)
+		return -1;
+	if (!found) {
+		r->present_unknown++;
+		return 0;
+	}
+	return r->track ? store_mark_seen(r->store, uuid, r->gen) : 0;
+}
+
+static enum outcome
+on_entry(struct reader *r, LDAPMessage *msg)
+{
+	LDAPControl	**ctrls = NULL, *c, **next = NULL;
+	BerElement	*ber = NULL;
+	struct berval	 dnbv;
+	struct span	 dn;
+	const char	*why;
+	enum outcome	 out = FATAL;
+	int		 rc;
+
+	if (ldap_get_entry_controls(r->ld, msg, &ctrls) != LDAP_SUCCESS ||
+	    (c = ldap_control_find(LDAP_CONTROL_SYNC_STATE, ctrls, &next)) ==
+	    NULL || ldap_control_find(LDAP_CONTROL_SYNC_STATE, next, NULL)) {
+		log_warnx("protocol error: an entry without exactly one Sync "
+		    "State control");
+		goto out;
+	}
+	if (sync_state_decode((struct span){ (unsigned char *)
+	    c->ldctl_value.bv_val, c->ldctl_value.bv_len }, &r->st, &why) ==
+	    -1) {
+		log_warnx("protocol error: %s", why);
+		goto out;
+	}
+	if ((rc = ldap_get_dn_ber(r->ld, msg, &ber, &dnbv)) != LDAP_SUCCESS) {
+		log_warnx("malformed entry from the server: %s",
+		    ldap_err2string(rc));
+		goto out;
+	}
+	dn.p = (unsigned char *)dnbv.bv_val;
+	dn.len = dnbv.bv_len;
+	switch (r->st.state) {
+	case SYNC_PRESENT:
+		rc = mark_present(r, r->st.uuid);
+		break;
+	case SYNC_ADD:
+	case SYNC_MODIFY:
+		if (read_attrs(r, msg, ber) == -1)
+			goto out;
+		rc = events_entry(&r->ev, r->st.uuid, dn,
+		    (struct span){ r->attrs.data, r->attrs.len });
+		if (rc == 0 && r->in_refresh && r->track)
+			rc = store_mark_seen(r->store, r->st.uuid, r->gen);
+		log_debug("%s %.*s", r->st.state == SYNC_ADD ? "add" : "modify",
+		    (int)dn.len, (const char *)dn.p);
+		break;
+	default:
+		rc = events_delete(&r->ev, r->st.uuid, dn, 1) == -1 ? -1 : 0;
+		log_debug("delete %.*s", (int)dn.len, (const char *)dn.p);
+		break;
+	}
+	if (rc == -1 || take_cookie(r, r->st.has_cookie, &r->st.cookie) == -1)
+		goto out;
+	out = GO_ON;
+out:
+	if (ber)
+		ber_free(ber, 0);
+	ldap_controls_free(ctrls);
+	return out;
+}
+
+static enum outcome
+on_intermediate(struct reader *r, LDAPMessage *msg)
+{
+	struct berval	*data = NULL;
+	char		*oid = NULL;
+	const char	*why;
+	enum outcome	 out = FATAL;
+	size_t		 i;
+	int		 rc = 0;
+
+	if (ldap_parse_intermediate(r->ld, msg, &oid, &data, NULL, 0) !=
+	    LDAP_SUCCESS) {
+		log_warnx("protocol error: a malformed intermediate response");
+		goto out;
+	}
+	if (oid == NULL || strcmp(oid, LDAP_SYNC_INFO) != 0 || data == NULL) {
+		log_debug("intermediate response %s ignored", oid ? oid : "-");
+		out = GO_ON;
+		goto out;
+	}
+	if (sync_info_decode((struct span){ (unsigned char *)data->bv_val,
+	    data->bv_len }, &r->info, &why) == -1) {
+		log_warnx("protocol error: %s", why);
+		goto out;
+	}
+	switch (r->info.type) {
+	case SYNC_INFO_NEW_COOKIE:
+		rc = take_cookie(r, 1, &r->info.cookie);
+		break;
+	case SYNC_INFO_REFRESH_PRESENT:
+	case SYNC_INFO_REFRESH_DELETE:
+		if (!r->in_refresh) {
+			log_warnx("protocol error: a refresh message after the "
+			    "refresh");
+			goto out;
+		}
+		if (r->info.type == SYNC_INFO_REFRESH_PRESENT)
+			r->present = 1;
+		if (r->info.refresh_done)
+			rc = end_refresh(r, r->info.has_cookie, &r->info.cookie);
+		else {
+			if (r->info.has_cookie)
+				set_cand(r, &r->info.cookie);
+			/* A present phase ends; a delete phase follows. */
+			if (r->present && r->track) {
+				uint64_t	 swept;
+
+				rc = events_sweep(&r->ev, r->gen, &swept);
+			}
+		}
+		break;
+	case SYNC_INFO_ID_SET:
+		for (i = 0; i + 16 <= r->info.uuids.len && rc == 0; i += 16) {
+			if (r->info.refresh_deletes)
+				rc = events_delete(&r->ev, r->info.uuids.data + i,
+				    (struct span){ NULL, 0 }, 0) == -1 ? -1 : 0;
+			else {
+				r->present = r->present || r->in_refresh;
+				rc = mark_present(r, r->info.uuids.data + i);
+			}
+		}
+		if (rc == 0)
+			rc = take_cookie(r, r->info.has_cookie, &r->info.cookie);
+		break;
+	}
+	if (rc == 0)
+		out = GO_ON;
+out:
+	ldap_memfree(oid);
+	ber_bvfree(data);
+	return out;
+}
+
+/* Result codes after which trying again cannot help. */
+static int
+permanent(int err)
+{
+	switch (err) {
+	case LDAP_PROTOCOL_ERROR:
+	case LDAP_TIMELIMIT_EXCEEDED:
+	case LDAP_SIZELIMIT_EXCEEDED:
+	case LDAP_UNAVAILABLE_CRITICAL_EXTENSION:
+	case LDAP_ADMINLIMIT_EXCEEDED:
+	case LDAP_NO_SUCH_OBJECT:
+	case LDAP_INVALID_DN_SYNTAX:
+	case LDAP_INAPPROPRIATE_AUTH:
+	case LDAP_INVALID_CREDENTIALS:
+	case LDAP_INSUFFICIENT_ACCESS:
+	case LDAP_INAPPROPRIATE_MATCHING:
+	case LDAP_UNDEFINED_TYPE:
+	case LDAP_FILTER_ERROR:
+		return 1;
+	default:
+		return 0;
+	}
+}
+
+static enum outcome
+on_result(struct reader *r, LDAPMessage *msg)
+{
+	LDAPControl	**ctrls = NULL, *c;
+	char		*text = NULL;
+	const char	*why;
+	enum outcome	 out = FATAL;
+	int		 err = 0;
+
+	if (ldap_parse_result(r->ld, msg, &err, NULL, &text, NULL, &ctrls, 0) !=
+	    LDAP_SUCCESS) {
+		log_warnx("protocol error: a malformed search result");
+		goto out;
+	}
+	r->msgid = -1;
+	switch (err) {
+	case LDAP_SUCCESS:
+		if (r->cfg->mode != MODE_REFRESH || !r->in_refresh) {
+			log_warnx("the server ended the search; searching again");
+			out = LOST;
+			break;
+		}
+		if ((c = ldap_control_find(LDAP_CONTROL_SYNC_DONE, ctrls,
+		    NULL)) == NULL) {
+			log_warnx("protocol error: search done without a Sync "
+			    "Done control");
+			break;
+		}
+		if (sync_done_decode((struct span){ (unsigned char *)
+		    c->ldctl_value.bv_val, c->ldctl_value.bv_len }, &r->done,
+		    &why) == -1) {
+			log_warnx("protocol error: %s", why);
+			break;
+		}
+		if (!r->done.refresh_deletes)
+			r->present = 1;
+		if (end_refresh(r, r->done.has_cookie, &r->done.cookie) == 0)
+			out = DONE;
+		break;
+	case LDAP_SYNC_REFRESH_REQUIRED:
+		log_info("the server asks for a full refresh (%s)", text ?
+		    text : "e-syncRefreshRequired");
+		out = RELOAD;
+		break;
+	case LDAP_CANCELLED:
+		out = STOP;
+		break;
+	case LDAP_UNWILLING_TO_PERFORM:
+		/* slapd: a wiped provider has no state: reload; a provider
+		 * behind our cookie catches up: try again later. */
+		log_warnx("search refused: %s (%s)", ldap_err2string(err),
+		    text ? text : "");
+		out = text && strstr(text, "provider doesn't") ? RELOAD : LOST;
+		break;
+	default:
+		log_warnx("search failed: %s (%d)%s%s", ldap_err2string(err),
+		    err, text && *text ? ": " : "", text ? text : "");
+		out = permanent(err) ? FATAL : LOST;
+		break;
+	}
+out:
+	ldap_memfree(text);
+	ldap_controls_free(ctrls);
+	return out;
+}
+
+static enum outcome
+on_message(struct reader *r, LDAPMessage *msg)
+{
+	switch (ldap_msgtype(msg)) {
+	case LDAP_RES_SEARCH_ENTRY:
+		return on_entry(r, msg);
+	case LDAP_RES_INTERMEDIATE:
+		return on_intermediate(r, msg);
+	case LDAP_RES_SEARCH_RESULT:
+		return on_result(r, msg);
+	case LDAP_RES_SEARCH_REFERENCE:
+		log_debug("search reference ignored");
+		return GO_ON;
+	default:
+		return GO_ON;
+	}
+}
+
+/* ---- the search ---- */
+
+static int
+start_search(struct reader *r)
+{
+	struct span	 stored;
+	struct buf	 value = { 0 };
+	LDAPControl	 ctrl, *ctrls[2];
+	int		 has, rc, reload;
+
+	if (store_begin(r->store) == -1)
+		return -1;
+	r->gen = store_get_u64(r->store, "gen", 0) + 1;
+	if (store_put_u64(r->store, "gen", r->gen) == -1)
+		return -1;
+	reload = store_get_meta(r->store, "reload", &stored) == 1;
+	has = !reload && store_get_meta(r->store, "cookie", &stored) == 1;
+	/* reloadHint TRUE with every cookie (PROTOCOL 3.5). */
+	if (sync_request_encode(&value, r->cfg->mode == MODE_PERSIST ?
+	    SYNC_MODE_REFRESH_AND_PERSIST : SYNC_MODE_REFRESH_ONLY,
+	    has ? &stored : NULL, has) == -1) {
+		buf_free(&value);
+		return -1;
+	}
+	r->had_cookie = has;
+	r->track = store_count(r->store) > 0;
+	r->in_refresh = 1;
+	r->present = 0;
+	r->present_unknown = 0;
+	r->has_cand = 0;
+	clock_gettime(CLOCK_MONOTONIC, &r->started);
+	memcpy(r->counts_at_start, r->ev.counts, sizeof(r->counts_at_start));
+	if (commit(r) == -1) {
+		buf_free(&value);
+		return -1;
+	}
+	ctrl.ldctl_oid = LDAP_CONTROL_SYNC;
+	ctrl.ldctl_value.bv_val = (char *)value.data;
+	ctrl.ldctl_value.bv_len = value.len;
+	ctrl.ldctl_iscritical = 1;	/* no syncprov: fail, not a plain search */
+	ctrls[0] = &ctrl;
+	ctrls[1] = NULL;
+	rc = ldap_search_ext(r->ld, r->cfg->base, r->cfg->scope, r->cfg->filter,
+	    r->cfg->attrs, 0, ctrls, NULL, NULL, LDAP_NO_LIMIT, &r->msgid);
+	buf_free(&value);
+	if (rc != LDAP_SUCCESS) {
+		log_warnx("search: %s", ldap_err2string(rc));
+		r->msgid = -1;
+		return -1;
+	}
+	log_info("sync search started: %s", has ? "resuming from the stored "
+	    "cookie" : reload ? "full refresh against the store" :
+	    "full load");
+	return 0;
+}
+
+/*
+ * Read and apply messages until the search ends or something interrupts
+ * it.  Events queue up per worker; the store commits at least once per
+ * burst; the pipes are written whenever they take data.
+ */
+static enum outcome
+follow(struct reader *r)
+{
+	struct timeval	 zero = { 0, 0 };
+	struct pollfd	*pfd;
+	LDAPMessage	*msg;
+	enum outcome	 out = GO_ON;
+	unsigned	 i;
+	int		 fd = -1, rc;
+
+	if (ldap_get_option(r->ld, LDAP_OPT_DESC, &fd) != LDAP_OPT_SUCCESS ||
+	    fd < 0)
+		return LOST;
+	pfd = xcalloc(2 + r->pipes.n, sizeof(*pfd));
+	while (out == GO_ON) {
+		if (sig_term) {
+			out = STOP;
+			break;
+		}
+		pfd[0].fd = fd;
+		pfd[0].events = POLLIN;
+		pfd[1].fd = signals_fd();
+		pfd[1].events = POLLIN;
+		for (i = 0; i < r->pipes.n; i++) {
+			pfd[2 + i].fd = r->pipes.q[i].len ? r->pipes.fd[i] : -1;
+			pfd[2 + i].events = POLLOUT;
+		}
+		if (poll(pfd, 2 + r->pipes.n, -1) == -1 && errno != EINTR) {
+			log_warn("poll");
+			out = FATAL;
+			break;
+		}
+		if (pfd[1].revents)
+			signals_drain();
+		/* Drain what libldap has, buffered or on the socket. */
+		while (out == GO_ON && (rc = ldap_result(r->ld, r->msgid,
+		    LDAP_MSG_ONE, &zero, &msg)) > 0) {
+			out = on_message(r, msg);
+			ldap_msgfree(msg);
+			if (++r->batch >= BATCH_MESSAGES ||
+			    pipes_pending(&r->pipes) > PIPES_HIGH_WATER) {
+				if (commit(r) == -1 ||
+				    pipes_flush(&r->pipes, 0) == -1)
+					out = FATAL;
+				if (sig_term && out == GO_ON)
+					out = STOP;
+			}
+		}
+		if (out == GO_ON && rc == -1) {
+			int	 err = LDAP_SERVER_DOWN;
+
+			ldap_get_option(r->ld, LDAP_OPT_RESULT_CODE, &err);
+			log_warnx("LDAP connection lost: %s",
+			    ldap_err2string(err));
+			out = LOST;
+		}
+		if (commit(r) == -1 || pipes_flush(&r->pipes, 0) == -1)
+			out = FATAL;
+	}
+	free(pfd);
+	return out;
+}
+
+/* RFC 3909: ask the server to end the search, and wait a little for it. */
+static void
+cancel(struct reader *r)
+{
+	struct timespec	 t0;
+	struct timeval	 tv;
+	LDAPMessage	*msg;
+	int		 cid, got_done = 0, got_ext = 0, rc;
+
+	if (r->msgid < 0 || ldap_cancel(r->ld, r->msgid, NULL, NULL, &cid) !=
+	    LDAP_SUCCESS)
+		return;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	while (!(got_done && got_ext) && since(&t0) < CANCEL_WAIT_SECS) {
+		tv.tv_sec = 0;
+		tv.tv_usec = 200000;
+		rc = ldap_result(r->ld, LDAP_RES_ANY, LDAP_MSG_ONE, &tv, &msg);
+		if (rc == -1)
+			break;
+		if (rc == 0)
+			continue;
+		/* Entries after the cancel are not applied: the cookie
+		 * does not cover them, so the server sends them again. */
+		if (ldap_msgid(msg) == r->msgid &&
+		    ldap_msgtype(msg) == LDAP_RES_SEARCH_RESULT)
+			got_done = 1;
+		if (ldap_msgid(msg) == cid)
+			got_ext = 1;
+		ldap_msgfree(msg);
+	}
+	r->msgid = -1;
+}
+
+/* Sleep up to secs, but wake for a stop. */
+static void
+pause_for(int secs)
 {
 	struct pollfd	 pfd;
+	struct timespec	 t0;
+	double		 left;
 
-	while (!sig_term) {
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	while (!sig_term && (left = secs - since(&t0)) > 0) {
 		pfd.fd = signals_fd();
 		pfd.events = POLLIN;
-		if (poll(&pfd, 1, -1) == -1 && errno != EINTR)
-			return -1;
-		signals_drain();
+		if (poll(&pfd, 1, (int)(left * 1000) + 1) > 0)
+			signals_drain();
 	}
-	child_ask_shutdown(r->ctx);
-	return 0;
+}
+
+static void
+disconnect(struct reader *r)
+{
+	if (r->ld)
+		ldap_unbind_ext(r->ld, NULL, NULL);
+	r->ld = NULL;
+	r->msgid = -1;
+}
+
+/* Follow the search until done, stopped, or a permanent error. */
+static int
+run(struct reader *r)
+{
+	char		 err[512];
+	enum outcome	 out;
+	int		 backoff = 1, code;
+
+	for (;;) {
+		if (sig_term)
+			return 0;
+		if (r->ld == NULL) {
+			if ((code = ldap_open(r->cfg, &r->ld, err,
+			    sizeof(err))) != 0) {
+				if (code != EX_UNAVAILABLE) {
+					log_warnx("%s", err);
+					return EX_SOFTWARE;
+				}
+				log_warnx("%s; next try in %d s", err, backoff);
+				pause_for(backoff);
+				backoff = backoff * 2 > BACKOFF_MAX_SECS ?
+				    BACKOFF_MAX_SECS : backoff * 2;
+				continue;
+			}
+			log_info("reconnected to %s", r->cfg->server_url);
+		}
+		if (start_search(r) == -1) {
+			out = LOST;
+		} else
+			out = follow(r);
+		if (!r->in_refresh)
+			backoff = 1;	/* it worked for a while */
+		switch (out) {
+		case DONE:
+			return 0;
+		case STOP:
+			cancel(r);
+			return 0;
+		case RELOAD:
+			/* Search again at once, without the cookie (4096). */
+			if (store_del_meta(r->store, "cookie") == -1 ||
+			    store_put_meta(r->store, "reload",
+			    (struct span){ (const unsigned char *)"1", 1 }) ==
+			    -1 || commit(r) == -1)
+				return EX_SOFTWARE;
+			break;
+		case LOST:
+			disconnect(r);
+			r->reconnects++;
+			log_warnx("reconnecting in %d s", backoff);
+			pause_for(backoff);
+			backoff = backoff * 2 > BACKOFF_MAX_SECS ?
+			    BACKOFF_MAX_SECS : backoff * 2;
+			break;
+		default:
+			return EX_SOFTWARE;
+		}
+	}
 }
 
 int
@@ -149,39 +820,81 @@ reader_main(const struct child_ctx *ctx)
 {
 	struct reader	 r;
 	struct event	 hello;
-	struct span	 cookie;
+	struct buf	 fp = { 0 };
+	struct span	 stored;
 	char		 err[512];
-	int		 code;
+	int		 code, wipe = !ctx->trusted;
 
 	memset(&r, 0, sizeof(r));
 	r.ctx = ctx;
 	r.cfg = ctx->cfg;
+	r.msgid = -1;
 	if ((code = ldap_open(r.cfg, &r.ld, err, sizeof(err))) != 0 ||
 	    (code = check_search(r.cfg, r.ld, err, sizeof(err))) != 0)
 		child_startup_failed(ctx, code, "%s", err);
-	/* An untrusted store is wiped, but only once startup has succeeded. */
-	if (ctx->trusted && store_open(&r.store, r.cfg->data_dir, 0) == -1)
-		child_startup_failed(ctx, EX_CONFIG, "cannot open the store in "
-		    "%s", r.cfg->data_dir);
+	fingerprint(r.cfg, &fp);
+	/* Only look now; an untrusted store is wiped once startup succeeded. */
+	if (!wipe) {
+		if (store_open(&r.store, r.cfg->data_dir, 0) == -1)
+			child_startup_failed(ctx, EX_CONFIG, "cannot open the "
+			    "store in %s", r.cfg->data_dir);
+		if (store_get_meta(r.store, "search", &stored) == 1 &&
+		    (stored.len != fp.len || memcmp(stored.p, fp.data,
+		    fp.len) != 0))
+			wipe = 2;
+		store_abort(r.store);
+	}
 	if (barrier_wait(ctx->barrier, &sig_term, ctx->supervisor) == -1)
 		exit(EX_SOFTWARE);
-	if (!ctx->trusted && store_open(&r.store, r.cfg->data_dir, 1) == -1)
-		fatalx(EX_SOFTWARE, "cannot create the store in %s",
-		    r.cfg->data_dir);
 
+	if (wipe) {
+		log_info("%s: wiping the store for a full reload", wipe == 2 ?
+		    "the search differs from the one the store was built for" :
+		    "no clean-shutdown marker");
+		store_close(r.store);
+		r.store = NULL;
+		if (store_open(&r.store, r.cfg->data_dir, 1) == -1)
+			fatalx(EX_SOFTWARE, "cannot create the store in %s",
+			    r.cfg->data_dir);
+	}
 	pipes_init(&r.pipes, ctx->pipes, ctx->workers);
+	r.ev.cfg = r.cfg;
+	r.ev.store = r.store;
+	r.ev.pipes = &r.pipes;
+	r.ev.seq = r.committed_seq = store_get_u64(r.store, "seq", 0);
+	if (store_put_meta(r.store, "search", (struct span){ fp.data,
+	    fp.len }) == -1)
+		fatalx(EX_SOFTWARE, "cannot write the store");
+	buf_free(&fp);
+
 	memset(&hello, 0, sizeof(hello));
 	hello.type = EV_HELLO;
-	hello.reload = store_get_meta(r.store, "cookie", &cookie) != 1;
-	store_commit(r.store);
+	hello.reload = store_count(r.store) == 0;
 	pipes_send_all(&r.pipes, &hello);
-	code = 0;
-	if (pipes_flush(&r.pipes, 1) == -1 || wait_for_stop(&r) == -1)
+
+	code = run(&r);
+	if (sig_term)
+		child_ask_shutdown(ctx);
+	if (commit(&r) == -1 || store_sync(r.store) == -1)
 		code = EX_SOFTWARE;
-	if (store_commit(r.store) == -1 || store_sync(r.store) == -1)
+	/* Everything applied must reach the workers before a clean exit. */
+	if (code == 0 && pipes_flush(&r.pipes, 1) == -1)
 		code = EX_SOFTWARE;
+	log_info("reader done: %llu adds, %llu modifies, %llu renames, %llu "
+	    "deletes, %u reconnects",
+	    (unsigned long long)r.ev.counts[EV_ADD],
+	    (unsigned long long)r.ev.counts[EV_MODIFY],
+	    (unsigned long long)r.ev.counts[EV_RENAME],
+	    (unsigned long long)r.ev.counts[EV_DELETE], r.reconnects);
 	store_close(r.store);
+	disconnect(&r);
+	events_free(&r.ev);
+	sync_state_free(&r.st);
+	sync_done_free(&r.done);
+	sync_info_free(&r.info);
+	buf_free(&r.cand);
+	buf_free(&r.cookie);
+	buf_free(&r.attrs);
 	pipes_free(&r.pipes);
-	ldap_unbind_ext(r.ld, NULL, NULL);
 	return code;
 }
