@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <time.h>
 
 #define LDAPFEED_VERSION	"0.1.0"
 
@@ -330,6 +331,37 @@ void	events_free(struct events *);
 size_t	events_diff(struct span, struct span, struct buf *);
 int	events_in_scope(const struct config *, struct span);
 
+/* status.c: per-process figures in shared memory, for SIGUSR1 and files. */
+enum phase {
+	PHASE_STARTING,
+	PHASE_REFRESH,
+	PHASE_PERSIST,
+	PHASE_RECONNECTING,
+	PHASE_RUNNING,
+	PHASE_STOPPING
+};
+struct proc_stats {
+	pid_t		 pid;
+	int		 phase;
+	uint64_t	 events[EV_REFRESH_DONE + 1];
+	uint64_t	 messages;	/* worker: frames sent */
+	uint64_t	 queue;		/* bytes not yet with the consumer */
+	uint64_t	 reconnects;
+	uint64_t	 entries;	/* reader: entries in the store */
+	time_t		 started;
+};
+struct proc_stats *status_create(unsigned);
+void	status_destroy(struct proc_stats *, unsigned);
+void	status_log(const struct proc_stats *, unsigned);
+int	status_write_file(const struct proc_stats *, unsigned, const char *);
+
+/* daemon.c: detaching with a startup report, and the pidfile. */
+int	daemon_detach(void);
+void	daemon_report(int *, int, const char *);
+int	pidfile_lock(const char *, char *, size_t);
+int	pidfile_write(int, pid_t);
+void	pidfile_remove(int, const char *);
+
 /* signals.c: handlers set these flags and poke a self-pipe. */
 extern volatile sig_atomic_t sig_term, sig_chld, sig_hup, sig_usr1, sig_usr2,
 	    sig_alrm;
@@ -347,8 +379,9 @@ struct child_ctx {
 	int			*pipes;		/* reader: write ends */
 	int			 pipe_fd;	/* worker: read end */
 	unsigned		 index;		/* worker: its number */
+	struct proc_stats	*stats;		/* this process's slot */
 };
-int	supervisor_run(struct config *);
+int	supervisor_run(struct config *, int);
 void	child_init(const struct child_ctx *, const char *);
 void	child_ask_shutdown(const struct child_ctx *);
 __dead void child_startup_failed(const struct child_ctx *, int, const char *,

@@ -378,6 +378,22 @@ out:
 	return r;
 }
 
+/* A daemon runs in /: every path it keeps must not depend on the cwd. */
+static void
+absolute(char **path)
+{
+	char	 cwd[4096], *abs;
+	size_t	 len;
+
+	if (*path == NULL || **path == '/' || getcwd(cwd, sizeof(cwd)) == NULL)
+		return;
+	len = strlen(cwd) + 1 + strlen(*path) + 1;
+	abs = xmalloc(len);
+	snprintf(abs, len, "%s/%s", cwd, *path);
+	free(*path);
+	*path = abs;
+}
+
 int
 config_parse(struct config *cfg, int argc, char **argv, char *err,
     size_t errlen)
@@ -506,6 +522,14 @@ config_parse(struct config *cfg, int argc, char **argv, char *err,
 	if (cfg->password_file && cfg->bindname == NULL)
 		return fail(err, errlen, EX_USAGE, "-y/--password-file given but "
 		    "--url has no bindname= extension");
+	absolute(&cfg->data_dir);
+	absolute(&cfg->marker);
+	absolute(&cfg->pidfile);
+	absolute(&cfg->status_file);
+	if (*cfg->output != '@' && strchr(cfg->output, ':') == NULL &&
+	    (type == NULL || strcasecmp(type, "unix") == 0 ||
+	    strcasecmp(type, "AF_UNIX") == 0))
+		absolute(&cfg->output);
 	if ((r = config_parse_address(cfg->output, type, &cfg->addr,
 	    &cfg->addrlen, err, errlen)) != 0)
 		return r;

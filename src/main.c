@@ -12,7 +12,7 @@ main(int argc, char *argv[])
 {
 	struct config	 cfg;
 	char		 err[1024];
-	int		 code;
+	int		 code, report = -1;
 
 	if ((code = config_parse(&cfg, argc, argv, err, sizeof(err))) != 0) {
 		if (code == CONFIG_DONE) {
@@ -27,8 +27,10 @@ main(int argc, char *argv[])
 		config_free(&cfg);
 		return code;
 	}
-	log_init(1, cfg.verbosity, "supervisor");
-	code = supervisor_run(&cfg);
+	if (!cfg.foreground)
+		report = daemon_detach();
+	log_init(cfg.foreground, cfg.verbosity, "supervisor");
+	code = supervisor_run(&cfg, report);
 	config_free(&cfg);
 	return code;
 }

@@ -183,6 +183,18 @@ fingerprint(const struct config *cfg, struct buf *out)
 	    cfg->bindname : "", cfg->saslmech ? cfg->saslmech : "");
 }
 
+/* The figures SIGUSR1 and the status file show. */
+static void
+publish(struct reader *r)
+{
+	struct proc_stats	*st = r->ctx->stats;
+
+	memcpy(st->events, r->ev.counts, sizeof(st->events));
+	st->queue = pipes_pending(&r->pipes);
+	st->reconnects = r->reconnects;
+	st->entries = store_count(r->store);
+}
+
 static int
 commit(struct reader *r)
 {
@@ -192,7 +204,10 @@ commit(struct reader *r)
 		r->committed_seq = r->ev.seq;
 	}
 	r->batch = 0;
-	return store_commit(r->store);
+	if (store_commit(r->store) == -1)
+		return -1;
+	publish(r);
+	return 0;
 }
 
 /* Persist a cookie: merged by server ID, and never one without a CSN. */
@@ -263,6 +278,7 @@ end_refresh(struct reader *r, int has, const struct buf *cookie)
 	if (store_del_meta(r->store, "reload") == -1)
 		return -1;
 	r->in_refresh = 0;
+	r->ctx->stats->phase = PHASE_PERSIST;
 	if (r->present_unknown)
 		log_warnx("%llu entries the server lists as present are not in "
 		    "the store (a subtree moved into the search?): delete the "
@@ -599,6 +615,7 @@ start_search(struct reader *r)
 	r->had_cookie = has;
 	r->track = store_count(r->store) > 0;
 	r->in_refresh = 1;
+	r->ctx->stats->phase = PHASE_REFRESH;
 	r->present = 0;
 	r->present_unknown = 0;
 	r->has_cand = 0;
@@ -802,6 +819,7 @@ run(struct reader *r)
 				return EX_SOFTWARE;
 			break;
 		case LOST:
+			r->ctx->stats->phase = PHASE_RECONNECTING;
 			disconnect(r);
 			r->reconnects++;
 			log_warnx("reconnecting in %d s", backoff);
@@ -873,6 +891,7 @@ reader_main(const struct child_ctx *ctx)
 	pipes_send_all(&r.pipes, &hello);
 
 	code = run(&r);
+	ctx->stats->phase = PHASE_STOPPING;
 	if (sig_term)
 		child_ask_shutdown(ctx);
 	if (commit(&r) == -1 || store_sync(r.store) == -1)

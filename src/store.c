@@ -485,10 +485,17 @@ uint64_t
 store_count(struct store *s)
 {
 	MDB_stat	 st;
+	MDB_txn		*txn = s->txn;
+	uint64_t	 n = 0;
 
-	if (need_txn(s) == -1 || mdb_stat(s->txn, s->entries, &st) != 0)
+	/* Outside a batch, a read transaction: no writer lock, no growth. */
+	if (txn == NULL && mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn) != 0)
 		return 0;
-	return st.ms_entries;
+	if (mdb_stat(txn, s->entries, &st) == 0)
+		n = st.ms_entries;
+	if (txn != s->txn)
+		mdb_txn_abort(txn);
+	return n;
 }
 
 /*

@@ -26,6 +26,7 @@
 
 #define STORE_SENTINEL	"ldapfeed.store"
 #define KILL_AFTER_SECS	10	/* after a failure, children get this long */
+#define STATUS_SECS	5	/* --status-file period */
 
 struct child {
 	pid_t		 pid;
@@ -44,7 +45,13 @@ struct supervisor {
 	int		 running;	/* past the barrier */
 	int		 stopping;	/* orderly shutdown asked */
 	int		 failed;	/* a child died badly */
-	int		 lock_fd;
+	int		 lock_fd;	/* the data dir's lock */
+	int		 pid_fd;	/* the pidfile, locked */
+	int		 report_fd;	/* to the launcher, until started */
+	struct proc_stats *stats;	/* [0] reader, [1..W] workers */
+	time_t		 status_due;
+	time_t		 kill_due;
+	int		 killed;
 };
 
 /*
@@ -254,6 +261,9 @@ child_init(const struct child_ctx *ctx, const char *name)
 	sigset_t	 none;
 
 	log_procname(name);
+	ctx->stats->pid = getpid();
+	ctx->stats->started = time(NULL);
+	ctx->stats->phase = PHASE_STARTING;
 	if (signals_init() == -1)
 		fatal(EX_OSERR, "signals");
 	/* If the supervisor dies, we hear of it at once. */
@@ -308,6 +318,10 @@ spawn(struct supervisor *sv, struct child_ctx *ctx, unsigned slot)
 		return pid;
 	}
 	close(sv->lock_fd);
+	if (sv->pid_fd != -1)
+		close(sv->pid_fd);
+	if (sv->report_fd != -1)
+		close(sv->report_fd);
 	if (slot == 0) {
 		child_init(ctx, "reader");
 		code = reader_main(ctx);
@@ -386,7 +400,6 @@ reap(struct supervisor *sv)
 			    sizeof(name)), describe(c, why, sizeof(why)));
 			sv->failed = 1;
 			kill_children(sv, SIGTERM);
-			alarm(KILL_AFTER_SECS);
 		}
 	}
 }
@@ -421,14 +434,22 @@ startup_check(struct supervisor *sv)
 static void
 started(struct supervisor *sv)
 {
+	const struct config *cfg = sv->cfg;
+
 	sv->running = 1;
 	/* From here on the store may diverge from what the consumer has. */
-	if (unlink(sv->cfg->marker) == -1 && errno != ENOENT)
-		log_warn("unlink marker %s", sv->cfg->marker);
+	if (unlink(cfg->marker) == -1 && errno != ENOENT)
+		log_warn("unlink marker %s", cfg->marker);
 	else
-		fsync_dir_of(sv->cfg->marker);
-	log_info("started: %d workers, mode %s", sv->cfg->workers,
-	    sv->cfg->mode == MODE_PERSIST ? "persist" : "refresh");
+		fsync_dir_of(cfg->marker);
+	if (sv->pid_fd != -1 && pidfile_write(sv->pid_fd, getpid()) == -1)
+		log_warn("pidfile %s", cfg->pidfile);
+	log_info("started: %s, %d workers, %s, format %s, consumer %s",
+	    cfg->server_url, cfg->workers, cfg->mode == MODE_PERSIST ?
+	    "persist" : "refresh", format_name(cfg->format), cfg->output);
+	daemon_report(&sv->report_fd, 0, "started");
+	if (cfg->status_file)
+		sig_alrm = 1;	/* a first status file at once */
 }
 
 static void
@@ -441,8 +462,46 @@ stop(struct supervisor *sv)
 		kill(sv->children[0].pid, SIGTERM);
 }
 
+/* The one timer: the status file's period and the kill deadline. */
+static void
+tick(struct supervisor *sv)
+{
+	time_t		 now = time(NULL), next = 0;
+
+	if (sig_alrm) {
+		sig_alrm = 0;
+		if (sv->cfg->status_file && now >= sv->status_due) {
+			status_write_file(sv->stats, sv->nchildren,
+			    sv->cfg->status_file);
+			sv->status_due = now + STATUS_SECS;
+		}
+		if (sv->kill_due && now >= sv->kill_due) {
+			log_warnx("children still running %d s after a "
+			    "failure: killing them", KILL_AFTER_SECS);
+			kill_children(sv, SIGKILL);
+			sv->kill_due = 0;
+		}
+	}
+	if (sv->cfg->status_file)
+		next = sv->status_due;
+	if (sv->kill_due && (next == 0 || sv->kill_due < next))
+		next = sv->kill_due;
+	alarm(next ? (next > now ? (unsigned)(next - now) : 1) : 0);
+}
+
+static int
+fail_early(struct supervisor *sv, int code, const char *msg)
+{
+	log_warnx("%s", msg);
+	daemon_report(&sv->report_fd, code, msg);
+	pidfile_remove(sv->pid_fd, sv->cfg->pidfile);
+	if (sv->lock_fd != -1)
+		close(sv->lock_fd);
+	return code;
+}
+
 int
-supervisor_run(struct config *cfg)
+supervisor_run(struct config *cfg, int report_fd)
 {
 	struct supervisor	 sv;
 	struct child_ctx	 ctx;
@@ -454,17 +513,24 @@ supervisor_run(struct config *cfg)
 	memset(&sv, 0, sizeof(sv));
 	sv.cfg = cfg;
 	sv.lock_fd = -1;
-	if ((code = marker_check(cfg, err, sizeof(err))) != 0 ||
-	    (code = datadir_check(&sv, err, sizeof(err))) != 0) {
+	sv.pid_fd = -1;
+	sv.report_fd = report_fd;
+	if (cfg->pidfile && (sv.pid_fd = pidfile_lock(cfg->pidfile, err,
+	    sizeof(err))) == -1) {
 		log_warnx("%s", err);
-		return code;
+		daemon_report(&sv.report_fd, EX_CONFIG, err);
+		return EX_CONFIG;
 	}
+	if ((code = marker_check(cfg, err, sizeof(err))) != 0 ||
+	    (code = datadir_check(&sv, err, sizeof(err))) != 0)
+		return fail_early(&sv, code, err);
 	trusted = access(cfg->marker, F_OK) == 0;
 	w = (unsigned)cfg->workers;
 	sv.nchildren = 1 + w;
 	sv.children = xcalloc(sv.nchildren, sizeof(*sv.children));
-	if ((sv.barrier = barrier_create(2 + w)) == NULL)
-		fatal(EX_OSERR, "barrier");
+	if ((sv.barrier = barrier_create(2 + w)) == NULL ||
+	    (sv.stats = status_create(sv.nchildren)) == NULL)
+		fatal(EX_OSERR, "shared memory");
 	barrier_set_notify(sv.barrier, getpid());
 
 	rd = xcalloc(w, sizeof(int));
@@ -472,6 +538,8 @@ supervisor_run(struct config *cfg)
 	for (i = 0; i < w; i++) {
 		if (pipe2(fds, O_CLOEXEC) == -1)
 			fatal(EX_OSERR, "pipe");
+		/* A bigger pipe lets the reader run ahead of a busy worker. */
+		(void)fcntl(fds[1], F_SETPIPE_SZ, 1 << 20);
 		rd[i] = fds[0];
 		wr[i] = fds[1];
 	}
@@ -496,6 +564,7 @@ supervisor_run(struct config *cfg)
 	ctx.trusted = trusted;
 	ctx.workers = w;
 	ctx.pipes = wr;
+	ctx.stats = &sv.stats[0];
 	sv.children[0].role = "reader";
 	for (i = 0; i < w; i++) {
 		sv.children[1 + i].role = "worker";
@@ -512,6 +581,7 @@ supervisor_run(struct config *cfg)
 	for (i = 0; i < w; i++) {
 		ctx.index = i;
 		ctx.pipe_fd = rd[i];
+		ctx.stats = &sv.stats[1 + i];
 		if (spawn(&sv, &ctx, 1 + i) == -1) {
 			log_warn("fork");
 			barrier_break(sv.barrier, EX_OSERR, "fork failed");
@@ -526,6 +596,7 @@ supervisor_run(struct config *cfg)
 	free(rd);
 	free(wr);
 
+	sv.status_due = time(NULL);
 	if (barrier_arrive(sv.barrier) == BARRIER_RELEASED)
 		started(&sv);
 	for (;;) {
@@ -541,27 +612,30 @@ supervisor_run(struct config *cfg)
 			sig_term = 0;
 			stop(&sv);
 		}
-		if (sig_alrm) {
-			sig_alrm = 0;
-			if (sv.failed) {
-				log_warnx("children still running after %d s: "
-				    "killing them", KILL_AFTER_SECS);
-				kill_children(&sv, SIGKILL);
-			}
+		if (sig_usr1) {
+			sig_usr1 = 0;
+			status_log(sv.stats, sv.nchildren);
 		}
+		if (sv.failed && sv.kill_due == 0 && !sv.killed) {
+			sv.kill_due = time(NULL) + KILL_AFTER_SECS;
+			sv.killed = 1;
+		}
+		tick(&sv);
 		sig_hup = 0;	/* syslog needs no reopening */
-		sig_usr1 = 0;
 		sig_usr2 = 0;
 		sig_chld = 0;
-		if (sv.alive > 0)
-			sigsuspend(&old);
+		sigsuspend(&old);
 	}
+	alarm(0);
 	sigprocmask(SIG_SETMASK, &old, NULL);
 
 	if (!sv.running) {
-		code = barrier_fail_code(sv.barrier, NULL, 0);
-		if (code == 0)
+		code = barrier_fail_code(sv.barrier, err, sizeof(err));
+		if (code == 0) {
 			code = EX_SOFTWARE;
+			snprintf(err, sizeof(err), "startup failed");
+		}
+		daemon_report(&sv.report_fd, code, err);
 	} else if (sv.failed) {
 		code = EX_SOFTWARE;
 	} else {
@@ -575,8 +649,12 @@ supervisor_run(struct config *cfg)
 		if (code == 0)
 			log_info("clean shutdown, marker written");
 	}
+	if (cfg->status_file && sv.running)
+		status_write_file(sv.stats, sv.nchildren, cfg->status_file);
 	barrier_destroy(sv.barrier);
+	status_destroy(sv.stats, sv.nchildren);
 	free(sv.children);
 	close(sv.lock_fd);
+	pidfile_remove(sv.pid_fd, cfg->pidfile);
 	return code;
 }

@@ -3,6 +3,7 @@
  * meets the others at the barrier, then turns the reader's records into
  * framed pickle or JSON messages until its pipe ends, and drains.
  */
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 
 #include <errno.h>
@@ -91,6 +92,8 @@ frame_event(struct worker *w, struct event *ev)
 	}
 	memcpy(w->out.data + start, hdr, hlen);
 	w->sent++;
+	w->ctx->stats->messages++;
+	w->ctx->stats->events[ev->type]++;
 }
 
 static int
@@ -164,6 +167,17 @@ consumer_gone(struct worker *w)
 	return 0;
 }
 
+/* What is still on its way: in the pipe, read, or framed but unsent. */
+static void
+update_queue(struct worker *w)
+{
+	int	 inpipe = 0;
+
+	if (!w->pipe_eof)
+		(void)ioctl(w->pipe_fd, FIONREAD, &inpipe);
+	w->ctx->stats->queue = (uint64_t)inpipe + w->in.len + w->out.len;
+}
+
 static int
 run(struct worker *w)
 {
@@ -200,6 +214,7 @@ run(struct worker *w)
 		}
 		if (pfd[0].revents)
 			signals_drain();
+		update_queue(w);
 		if ((pfd[1].revents & (POLLIN | POLLHUP | POLLERR)) &&
 		    consumer_gone(w)) {
 			log_warnx("the consumer closed the connection");
@@ -246,6 +261,7 @@ worker_main(const struct child_ctx *ctx)
 
 	if (fcntl(w.pipe_fd, F_SETFL, O_NONBLOCK) == -1)
 		fatal(EX_OSERR, "fcntl");
+	ctx->stats->phase = PHASE_RUNNING;
 	code = run(&w);
 	if (code == 0)
 		log_debug("drained: %llu messages sent",
