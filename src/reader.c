@@ -104,8 +104,12 @@ ldap_open(const struct config *cfg, LDAP **ldp, char *err, size_t errlen)
 		dn = cfg->bindname;
 		cred.bv_val = (char *)cfg->password.data;
 		cred.bv_len = cfg->password.len;
-	} else if (cfg->saslmech)
+	} else if (cfg->saslmech) {
+		/* EXTERNAL: empty credentials, not absent ones (absent gets
+		 * saslBindInProgress and an empty challenge from slapd). */
 		mech = cfg->saslmech;
+		cred.bv_val = "";
+	}
 	rc = ldap_sasl_bind_s(ld, dn, mech, &cred, NULL, NULL, NULL);
 	if (rc != LDAP_SUCCESS) {
 		snprintf(err, errlen, "%s: bind%s%s failed: %s",

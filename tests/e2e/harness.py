@@ -241,17 +241,27 @@ def _register(obj):
 
 
 def _teardown_from(mark):
-    """Tear down (LIFO) every resource registered after index `mark`."""
+    """Tear down (LIFO) every resource registered after index `mark`.
+    SIGTERM/SIGINT arriving meanwhile are held until the end."""
+    global _tearing_down, _pending_signal
     errors = []
-    while True:
-        with _resources_lock:
-            if len(_resources) <= mark:
-                break
-            obj = _resources.pop()
-        try:
-            obj._teardown()
-        except BaseException as e:      # keep going: everything must go
-            errors.append('%s: %r' % (type(obj).__name__, e))
+    outer = _tearing_down
+    _tearing_down = True
+    try:
+        while True:
+            with _resources_lock:
+                if len(_resources) <= mark:
+                    break
+                obj = _resources.pop()
+            try:
+                obj._teardown()
+            except BaseException as e:      # keep going: everything must go
+                errors.append('%s: %r' % (type(obj).__name__, e))
+    finally:
+        _tearing_down = outer
+    if not outer and _pending_signal is not None:
+        sig, _pending_signal = _pending_signal, None
+        raise _Interrupted(sig)
     return errors
 
 
@@ -353,7 +363,15 @@ def test(arg=None, *, timeout=None, name=None):
     return lambda fn: deco(fn, arg)
 
 
+_tearing_down = False
+_pending_signal = None
+
+
 def _on_signal(sig, frame):
+    global _pending_signal
+    if _tearing_down:
+        _pending_signal = sig       # re-raised once teardown is complete
+        return
     raise _Interrupted(sig)
 
 
@@ -406,7 +424,12 @@ def _run_one(n, name, fn, timeout):
                 objs = list(_resources[mark:])
         else:
             objs = []
-        errors = _teardown_from(mark)
+        try:
+            errors = _teardown_from(mark)
+        except _Interrupted as e:
+            errors, interrupted = [], e
+            if status != 'not ok':
+                status, detail = 'not ok', 'interrupted by signal %d during teardown' % e.sig
         for obj in objs:
             d = getattr(obj, '_diagnostics', None)
             if d:
@@ -452,19 +475,25 @@ def main(argv=None):
         for n, (name, fn, timeout) in enumerate(selected, 1):
             if _run_one(n, name, fn, timeout) == 'not ok':
                 failed += 1
-    except _Interrupted as e:
         _teardown_from(0)
+    except _Interrupted as e:
+        try:
+            _teardown_from(0)
+        except _Interrupted:
+            pass
         _watchdog_close()
         sys.stdout.flush()
         os._exit(128 + e.sig)
-    _teardown_from(0)
     _watchdog_close()
     sys.exit(1 if failed else 0)
 
 
 @atexit.register
 def _at_exit():
-    _teardown_from(0)
+    try:
+        _teardown_from(0)
+    except _Interrupted:
+        pass
     _watchdog_close()
 
 
@@ -1646,8 +1675,10 @@ def _fmt_vals(vals, limit=3):
 def assert_model_equals_server(model, slapd, base=None, filt='(objectClass=*)', attrs=None, scope='sub',
                                bind='root', fold_dn=False, max_lines=60):
     """Compare the model (a Model or an as_dict()) with ldapsearch of the same
-    base/scope/filter/attrs; attribute names compare case-insensitively.
-    Raises AssertionError with a readable diff."""
+    base/scope/filter/attrs, bound as `bind` (use the daemon's identity,
+    Daemon.bind: an anonymous daemon never sees userPassword); attribute
+    names compare case-insensitively.  Raises AssertionError with a readable
+    diff."""
     mine = model.as_dict() if isinstance(model, Model) else model
     theirs = slapd.search(base, scope, filt, attrs, bind=bind)
 
@@ -1726,7 +1757,14 @@ class Daemon:
       [TEST_WRAP...] ldapfeed -H URL -D DATADIR -m MARKER -o ADDRESS -k KEYFILE
                      -p N --mode M --format F [-f] [-y PWFILE] [-P PIDFILE] [extra...]
 
-    url defaults to ldap_url(slapd, slapd.suffix); datadir/marker to
+    url defaults to ldap_url(slapd, slapd.suffix) bound as the lab's consumer
+    identity cn=reader (bind=None or 'reader': bindname=cn=reader + its
+    password, no size limit).  Other binds: 'anon' (anonymous, which slapd
+    limits to 500 entries and which cannot read userPassword), 'root'
+    (rootdn), 'external' (the ldapi URL
+    with x-saslmech=EXTERNAL; Slapd(ldapi=True)).  self.bind names the identity
+    for Slapd.search(bind=...) / assert_model_equals_server(bind=...).
+    datadir/marker default to
     TMPDIR/data and TMPDIR/marker (so a second Daemon in the same test resumes
     the first one's store).  password: written to a 0600 file passed with -y.
     output/keyfile override the consumer's.  argv: the complete argument list
@@ -1737,7 +1775,7 @@ class Daemon:
     def __init__(self, tmpdir=None, slapd=None, consumer=None, processes=3, mode='persist', fmt=None,
                  url=None, extra=(), datadir=None, marker=None, password=None, foreground=True,
                  argv=None, output=None, keyfile=None, pidfile=None, env=None, start=True,
-                 term_timeout=10, binary=None):
+                 term_timeout=10, binary=None, bind=None):
         tmpdir = _current_dir(tmpdir)
         self.tmpdir = tmpdir
         self.binary = binary or ldapfeed_binary()
@@ -1750,9 +1788,21 @@ class Daemon:
         self.foreground = foreground
         self.pidfile = pidfile or (None if foreground else _unique_path(tmpdir, 'ldapfeed', '.pid'))
         self.term_timeout = term_timeout
+        self.bind = bind or 'reader'
         if argv is None:
             if url is None:
-                url = ldap_url(slapd, slapd.suffix)
+                if self.bind == 'anon':
+                    url = ldap_url(slapd, slapd.suffix)
+                elif self.bind == 'reader':
+                    url = ldap_url(slapd, slapd.suffix, exts=['bindname=' + slapd.reader_dn])
+                    password = slapd.reader_pw if password is None else password
+                elif self.bind == 'root':
+                    url = ldap_url(slapd, slapd.suffix, exts=['bindname=' + slapd.rootdn])
+                    password = slapd.rootpw if password is None else password
+                elif self.bind == 'external':
+                    url = ldap_url(slapd, slapd.suffix, exts=['x-saslmech=EXTERNAL'], ldapi=True)
+                else:
+                    raise ValueError('bad bind %r' % (bind,))
             fmt = fmt or (consumer.fmt if consumer is not None else 'pickle')
             output = output or consumer.address
             keyfile = keyfile or consumer.keyfile
@@ -1903,5 +1953,6 @@ class Daemon:
                 _watchdog_send('- %d' % self._watched_supervisor)
 
     def _diagnostics(self):
-        return ['--- ldapfeed %s (exit %s) stderr tail:' % (' '.join(self.cmd), self.popen.poll() if self.popen else None)] + \
+        status = self.popen.poll() if self.popen else None
+        return ['--- ldapfeed %s (exit %s) stderr tail:' % (' '.join(self.cmd), status)] + \
             _tail(self.stderr_path, 30).splitlines()

@@ -5,7 +5,6 @@ family, both formats, bad keys), the Model and the URL builder."""
 import base64
 import json
 import os
-import pickle
 import signal
 import socket
 import subprocess
@@ -472,7 +471,14 @@ def daemon_runner_plumbing(tmp):
     assert d.cmd[d.cmd.index('-H') - 1] == '/bin/true'
     i = d.cmd.index('-y')
     assert open(d.cmd[i + 1], 'rb').read() == b'readerpw\n' and d.cmd[-1] == '-v'
-    assert d.cmd[d.cmd.index('--format') + 1] == 'json' and '-f' in d.cmd
+    assert d.cmd[d.cmd.index('--format') + 1] == 'json' and '-f' in d.cmd and d.bind == 'anon'
+    # bind='reader': bindname extension (comma-escaped, as libldap parses it back) and the password file
+    dr = Daemon(tmp, s, con, bind='reader', binary='/bin/true', start=False)
+    url = dr.cmd[dr.cmd.index('-H') + 1]
+    parsed = subprocess.run(['ldapurl', '-H', url], capture_output=True, check=True).stdout.decode()
+    assert 'extension: bindname=cn=reader,dc=example,dc=com' in parsed and 'dn: dc=example,dc=com' in parsed, parsed
+    assert open(dr.cmd[dr.cmd.index('-y') + 1], 'rb').read() == b'readerpw\n'
+    assert os.stat(dr.cmd[dr.cmd.index('-y') + 1]).st_mode & 0o777 == 0o600
     d2 = Daemon(tmp, binary='/bin/sh', argv=['-c', 'echo oops >&2; sleep 0.2 & sleep 0.3; exit 3'])
     assert d2.wait(10) == 3 and 'oops' in d2.stderr()
     assert d2.stderr_path != d.stderr_path
