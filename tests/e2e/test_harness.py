@@ -463,7 +463,7 @@ def daemon_runner_plumbing(tmp):
     s.port = 389
     con = Consumer(tmp, family='abstract', fmt='json')
     d = Daemon(tmp, s, con, processes=4, mode='refresh', password='readerpw', extra=['-v'], binary='/bin/true',
-               start=False)
+               start=False, bind='anon')
     expected = ['-H', 'ldap://127.0.0.1:389/dc=example,dc=com', '-D', os.path.join(tmp, 'data'), '-m',
                 os.path.join(tmp, 'marker'), '-o', con.address, '-k', con.keyfile, '-p', '4', '--mode', 'refresh',
                 '--format', 'json', '-f']
