@@ -290,7 +290,7 @@ void	barrier_set_notify(struct barrier *, pid_t);
 struct store;
 typedef int (*store_visit)(void *, const unsigned char *, struct span,
 	    struct span);
-int	store_open(struct store **, const char *, int);
+int	store_open(struct store **, const char *, int, size_t);
 void	store_close(struct store *);
 int	store_sync(struct store *);
 int	store_begin(struct store *);

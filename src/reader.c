@@ -857,7 +857,7 @@ reader_main(const struct child_ctx *ctx)
 	fingerprint(r.cfg, &fp);
 	/* Only look now; an untrusted store is wiped once startup succeeded. */
 	if (!wipe) {
-		if (store_open(&r.store, r.cfg->data_dir, 0) == -1)
+		if (store_open(&r.store, r.cfg->data_dir, 0, 0) == -1)
 			child_startup_failed(ctx, EX_CONFIG, "cannot open the "
 			    "store in %s", r.cfg->data_dir);
 		if (store_get_meta(r.store, "search", &stored) == 1 &&
@@ -875,7 +875,7 @@ reader_main(const struct child_ctx *ctx)
 		    "no clean-shutdown marker");
 		store_close(r.store);
 		r.store = NULL;
-		if (store_open(&r.store, r.cfg->data_dir, 1) == -1)
+		if (store_open(&r.store, r.cfg->data_dir, 1, 0) == -1)
 			fatalx(EX_SOFTWARE, "cannot create the store in %s",
 			    r.cfg->data_dir);
 	}

@@ -148,7 +148,7 @@ wipe(const char *dir)
 }
 
 int
-store_open(struct store **sp, const char *dir, int do_wipe)
+store_open(struct store **sp, const char *dir, int do_wipe, size_t map)
 {
 	struct store	*s;
 	struct stat	 st;
@@ -158,7 +158,7 @@ store_open(struct store **sp, const char *dir, int do_wipe)
 	if (do_wipe && wipe(dir) == -1)
 		return -1;
 	s = xcalloc(1, sizeof(*s));
-	s->mapsize = MAP_INITIAL;
+	s->mapsize = map ? map : MAP_INITIAL;
 	snprintf(path, sizeof(path), "%s/data.mdb", dir);
 	if (stat(path, &st) == 0)
 		while (s->mapsize < 2 * (size_t)st.st_size)

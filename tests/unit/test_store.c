@@ -1,0 +1,334 @@
+/*
+ * The LMDB store and the event derivation on top of it: entries, meta,
+ * the DN index with subtree scans, present-phase sweeps, map growth, and
+ * the add / rename / modify / delete decisions with their seq numbers.
+ */
+#include <sys/stat.h>
+
+#include <ldap.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ldapfeed.h"
+#include "tap.h"
+
+static struct span
+S(const char *s)
+{
+	return (struct span){ (const unsigned char *)s, strlen(s) };
+}
+
+static void
+uuid_of(unsigned char *u, unsigned n)
+{
+	memset(u, 0, 16);
+	u[0] = 0xee;
+	u[12] = n >> 24;
+	u[13] = n >> 16;
+	u[14] = n >> 8;
+	u[15] = n;
+}
+
+/* attrs: "name=v1|v2;name2=v" */
+static struct span
+A(struct buf *b, const char *spec)
+{
+	struct attrs_writer	 w;
+	char			*copy = strdup(spec), *attr, *save, *v, *vs;
+
+	buf_reset(b);
+	attrs_writer_init(&w, b);
+	for (attr = strtok_r(copy, ";", &save); attr;
+	    attr = strtok_r(NULL, ";", &save)) {
+		char *eq = strchr(attr, '=');
+
+		*eq = '\0';
+		attrs_writer_attr(&w, attr, strlen(attr));
+		for (v = strtok_r(eq + 1, "|", &vs); v; v = strtok_r(NULL, "|",
+		    &vs))
+			attrs_writer_value(&w, v, strlen(v));
+	}
+	attrs_writer_finish(&w);
+	free(copy);
+	return (struct span){ b->data, b->len };
+}
+
+/* The records the events wrote to worker 0's queue, as "type dn" lines. */
+static void
+drain(struct pipes *p, char *out, size_t outlen)
+{
+	struct event	 ev;
+	size_t		 n, off = 0, o = 0;
+
+	out[0] = '\0';
+	for (;;) {
+		struct buf	 view = { p->q[0].data + off, p->q[0].len - off,
+				    0 };
+
+		if ((n = pipe_record_complete(&view)) == 0)
+			break;
+		pipe_record_decode((struct span){ view.data, n }, &ev);
+		o += snprintf(out + o, outlen - o, "%s%d:%llu:%.*s",
+		    o ? " " : "", ev.type, (unsigned long long)ev.seq,
+		    (int)ev.dn.len, ev.dn.p);
+		if (ev.type == EV_RENAME)
+			o += snprintf(out + o, outlen - o, "<%.*s",
+			    (int)ev.old_dn.len, ev.old_dn.p);
+		if (ev.type == EV_MODIFY) {
+			struct span	 c = ev.changed, name;
+
+			while (names_iter(&c, &name) == 1)
+				o += snprintf(out + o, outlen - o, "[%.*s]",
+				    (int)name.len, name.p);
+		}
+		off += n;
+	}
+	buf_reset(&p->q[0]);
+}
+
+static int
+count_below(void *arg, const unsigned char *uuid, struct span dn,
+    struct span attrs)
+{
+	(void)uuid;
+	(void)dn;
+	(void)attrs;
+	(*(int *)arg)++;
+	return 0;
+}
+
+int
+main(void)
+{
+	struct store	*st;
+	struct config	 cfg;
+	struct events	 ev;
+	struct pipes	 p;
+	struct buf	 b1 = { 0 }, b2 = { 0 }, changed = { 0 };
+	struct span	 dn, attrs, v;
+	unsigned char	 u[16];
+	char		 dir[] = "/tmp/lf-store-XXXXXX", out[8192], path[256];
+	int		 fds[2], n, i;
+	uint64_t	 swept;
+	size_t		 c;
+
+	if (mkdtemp(dir) == NULL)
+		return 1;
+	ok(store_open(&st, dir, 0, 1 << 20) == 0, "store opens with a 1 MiB map");
+
+	/* meta */
+	ok(store_get_meta(st, "cookie", &v) == 0, "no cookie in a new store");
+	ok(store_put_meta(st, "cookie", S("rid=000,csn=x")) == 0 &&
+	    store_get_meta(st, "cookie", &v) == 1 && v.len == 13,
+	    "cookie stored");
+	ok(store_put_u64(st, "seq", 0x0102030405060708ULL) == 0 &&
+	    store_get_u64(st, "seq", 0) == 0x0102030405060708ULL, "u64 meta");
+	ok(store_commit(st) == 0, "commit");
+
+	/* entries and the DN index */
+	uuid_of(u, 1);
+	ok(store_put_entry(st, u, S("ou=people,dc=x"), A(&b1, "ou=people"),
+	    NULL) == 0, "put entry");
+	for (i = 0; i < 3; i++) {
+		snprintf(path, sizeof(path), "uid=u%d,ou=people,dc=x", i);
+		uuid_of(u, 10 + i);
+		store_put_entry(st, u, S(path), A(&b1, "uid=u"), NULL);
+	}
+	uuid_of(u, 20);
+	store_put_entry(st, u, S("uid=deep,ou=team,ou=people,dc=x"),
+	    A(&b1, "uid=deep"), NULL);
+	uuid_of(u, 21);
+	store_put_entry(st, u, S("ou=people2,dc=x"), A(&b1, "ou=people2"),
+	    NULL);
+	uuid_of(u, 22);
+	store_put_entry(st, u, S("uid=esc\\,aped,ou=people,dc=x"),
+	    A(&b1, "uid=e"), NULL);
+	n = 0;
+	store_foreach_below(st, S("ou=people,dc=x"), count_below, &n);
+	ok(n == 5, "5 entries below ou=people (not ou=people2): %d", n);
+	n = 0;
+	store_foreach_below(st, S("OU=People,DC=X"), count_below, &n);
+	ok(n == 5, "the subtree scan ignores case: %d", n);
+	n = 0;
+	store_foreach_below(st, S("dc=x"), count_below, &n);
+	ok(n == 7, "7 entries below dc=x: %d", n);
+	ok(store_count(st) == 7, "count 7");
+	uuid_of(u, 10);
+	ok(store_get_entry(st, u, &dn, &attrs) == 1 &&
+	    dn.len == strlen("uid=u0,ou=people,dc=x"), "get entry");
+	ok(store_del_entry(st, u) == 1 && store_get_entry(st, u, &dn, &attrs) ==
+	    0, "delete entry");
+	n = 0;
+	store_foreach_below(st, S("ou=people,dc=x"), count_below, &n);
+	ok(n == 4, "the index forgets a deleted entry: %d", n);
+	ok(store_dn_is_below(S("uid=a,ou=p,dc=x"), S("ou=p,dc=x")) &&
+	    !store_dn_is_below(S("ou=p,dc=x"), S("ou=p,dc=x")) &&
+	    !store_dn_is_below(S("uid=a\\,ou=p,dc=x"), S("ou=p,dc=x")) &&
+	    !store_dn_is_below(S("uid=aou=p,dc=x"), S("ou=p,dc=x")),
+	    "dn_is_below: strict, comma-bounded, escape-aware");
+
+	/* present-phase sweep */
+	for (i = 11; i <= 12; i++) {
+		uuid_of(u, i);
+		store_mark_seen(st, u, 7);
+	}
+	n = 0;
+	store_foreach_unseen(st, 7, count_below, &n);
+	ok(n == 4, "4 entries unseen in generation 7: %d", n);
+	store_commit(st);
+
+	/* map growth: 6 MiB of entries through a 1 MiB map */
+	buf_reset(&b2);
+	buf_reserve(&b2, 64 * 1024);
+	memset(b2.data, 'v', 64 * 1024);
+	b2.len = 64 * 1024;
+	for (i = 0; i < 100; i++) {
+		struct attrs_writer	 w;
+
+		if (i % 10 == 0) {
+			if (store_commit(st) == -1)
+				break;
+		}
+		buf_reset(&b1);
+		attrs_writer_init(&w, &b1);
+		attrs_writer_attr(&w, "photo", 5);
+		attrs_writer_value(&w, b2.data, b2.len);
+		attrs_writer_finish(&w);
+		snprintf(path, sizeof(path), "cn=big%d,dc=x", i);
+		uuid_of(u, 1000 + i);
+		if (store_put_entry(st, u, S(path), (struct span){ b1.data,
+		    b1.len }, NULL) == -1)
+			break;
+	}
+	ok(i == 100 && store_commit(st) == 0,
+	    "the map grows instead of failing with MDB_MAP_FULL");
+	store_close(st);
+	ok(store_open(&st, dir, 0, 1 << 20) == 0 && store_count(st) == 106,
+	    "reopened, all there: %llu", (unsigned long long)store_count(st));
+	store_close(st);
+	ok(store_open(&st, dir, 1, 0) == 0 && store_count(st) == 0,
+	    "wipe empties the store");
+	snprintf(path, sizeof(path), "%s/ldapfeed.store", dir);
+
+	/* attribute diffs */
+	c = events_diff(A(&b1, "cn=a;sn=b"), A(&b2, "sn=b;cn=a"), &changed);
+	ok(c == 0, "same attributes in another order: no change");
+	c = events_diff(A(&b1, "member=1|2|3"), A(&b2, "member=3|1|2"),
+	    &changed);
+	ok(c == 0, "same values in another order: no change");
+	c = events_diff(A(&b1, "CN=a"), A(&b2, "cn=a"), &changed);
+	ok(c == 0, "attribute names compare without case");
+	c = events_diff(A(&b1, "cn=a;mail=x;sn=b"), A(&b2, "cn=a;sn=c;uid=u"),
+	    &changed);
+	{
+		struct span	 l = { changed.data, changed.len }, name;
+		char		 names[128] = "";
+
+		while (names_iter(&l, &name) == 1)
+			snprintf(names + strlen(names), sizeof(names) -
+			    strlen(names), "%.*s,", (int)name.len, name.p);
+		ok(c == 3 && strcmp(names, "mail,sn,uid,") == 0,
+		    "changed: removed, modified, added, sorted: %s", names);
+	}
+	c = events_diff(A(&b1, "member=1|2"), A(&b2, "member=1|2|2"), &changed);
+	ok(c == 1, "a duplicate value is a change");
+	c = events_diff(A(&b1, "cn=a"), A(&b2, "cn=A"), &changed);
+	ok(c == 1, "values compare exactly (bytes)");
+
+	/* events: add, nothing, modify, rename with descendants, delete */
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.base = "ou=people,dc=x";
+	cfg.scope = LDAP_SCOPE_SUBTREE;
+	if (pipe(fds) == -1)
+		return 1;
+	signals_init();
+	pipes_init(&p, &fds[1], 1);
+	memset(&ev, 0, sizeof(ev));
+	ev.cfg = &cfg;
+	ev.store = st;
+	ev.pipes = &p;
+	uuid_of(u, 1);
+	events_entry(&ev, u, S("ou=team,ou=people,dc=x"), A(&b1, "ou=team"));
+	uuid_of(u, 2);
+	events_entry(&ev, u, S("uid=a,ou=team,ou=people,dc=x"),
+	    A(&b1, "uid=a;cn=A"));
+	uuid_of(u, 3);
+	events_entry(&ev, u, S("uid=b,ou=team,ou=people,dc=x"),
+	    A(&b1, "uid=b"));
+	drain(&p, out, sizeof(out));
+	ok(strcmp(out, "2:1:ou=team,ou=people,dc=x 2:2:uid=a,ou=team,ou=people,"
+	    "dc=x 2:3:uid=b,ou=team,ou=people,dc=x") == 0, "three adds: %s", out);
+	uuid_of(u, 2);
+	events_entry(&ev, u, S("uid=a,ou=team,ou=people,dc=x"),
+	    A(&b1, "cn=A;uid=a"));
+	drain(&p, out, sizeof(out));
+	ok(out[0] == '\0', "unchanged entry resent: nothing");
+	events_entry(&ev, u, S("uid=a,ou=team,ou=people,dc=x"),
+	    A(&b1, "cn=Alice;uid=a"));
+	drain(&p, out, sizeof(out));
+	ok(strcmp(out, "3:4:uid=a,ou=team,ou=people,dc=x[cn]") == 0,
+	    "modify with changed=[cn]: %s", out);
+	uuid_of(u, 1);
+	events_entry(&ev, u, S("ou=squad,ou=people,dc=x"), A(&b1, "ou=squad"));
+	drain(&p, out, sizeof(out));
+	ok(strstr(out, "4:5:ou=squad,ou=people,dc=x<ou=team,ou=people,dc=x") ==
+	    out && strstr(out, "uid=a,ou=squad,ou=people,dc=x<uid=a,ou=team,"
+	    "ou=people,dc=x") && strstr(out, "uid=b,ou=squad,ou=people,dc=x<"
+	    "uid=b,ou=team,ou=people,dc=x") && strstr(out, "[ou]"),
+	    "subtree rename: root, each descendant, then the modify: %s", out);
+	uuid_of(u, 3);
+	ok(store_get_entry(st, u, &dn, &attrs) == 1 && dn.len ==
+	    strlen("uid=b,ou=squad,ou=people,dc=x"), "descendant rewritten in "
+	    "the store");
+	uuid_of(u, 1);
+	events_delete(&ev, u, S("ou=squad,ou=elsewhere,dc=x"), 1);
+	drain(&p, out, sizeof(out));
+	ok(strstr(out, "5:9:ou=squad,ou=people,dc=x") == out &&
+	    strstr(out, "5:10:") && strstr(out, "5:11:") &&
+	    store_count(st) == 0,
+	    "subtree moved out: the root and its stored descendants deleted, "
+	    "by stored DN: %s", out);
+	uuid_of(u, 4);
+	events_entry(&ev, u, S("uid=c,ou=people,dc=x"), A(&b1, "uid=c"));
+	events_delete(&ev, u, S("uid=c,ou=people,dc=x"), 1);
+	uuid_of(u, 5);
+	ok(events_delete(&ev, u, S("uid=zz,ou=people,dc=x"), 1) == 0,
+	    "delete of an unknown UUID: nothing");
+	drain(&p, out, sizeof(out));
+	ok(strcmp(out, "2:12:uid=c,ou=people,dc=x 5:13:uid=c,ou=people,dc=x") ==
+	    0, "add then delete: %s", out);
+	for (i = 0; i < 3; i++) {
+		uuid_of(u, 50 + i);
+		snprintf(path, sizeof(path), "uid=s%d,ou=people,dc=x", i);
+		events_entry(&ev, u, S(path), A(&b1, "uid=s"));
+		if (i != 1)
+			store_mark_seen(st, u, 42);
+	}
+	drain(&p, out, sizeof(out));
+	events_sweep(&ev, 42, &swept);
+	drain(&p, out, sizeof(out));
+	ok(swept == 1 && strcmp(out, "5:17:uid=s1,ou=people,dc=x") == 0,
+	    "sweep deletes only the unseen: %s", out);
+	ok(events_in_scope(&cfg, S("uid=a,ou=people,dc=x")) &&
+	    events_in_scope(&cfg, S("OU=People,DC=x")) &&
+	    !events_in_scope(&cfg, S("uid=a,ou=other,dc=x")), "scope: sub");
+	cfg.scope = LDAP_SCOPE_ONELEVEL;
+	ok(events_in_scope(&cfg, S("uid=a,ou=people,dc=x")) &&
+	    !events_in_scope(&cfg, S("ou=people,dc=x")) &&
+	    !events_in_scope(&cfg, S("uid=a,ou=t,ou=people,dc=x")) &&
+	    events_in_scope(&cfg, S("uid=a\\,b,ou=people,dc=x")),
+	    "scope: one level");
+
+	store_commit(st);
+	store_close(st);
+	events_free(&ev);
+	pipes_free(&p);
+	buf_free(&b1);
+	buf_free(&b2);
+	buf_free(&changed);
+	snprintf(out, sizeof(out), "rm -rf %s", dir);
+	system(out);
+	return tap_done();
+}
