@@ -14,7 +14,14 @@ UNIT_BINS = $(UNIT_SRCS:.c=)
 TOOL_SRCS = $(wildcard tests/tools/*.c)
 TOOL_BINS = $(TOOL_SRCS:.c=)
 
-.PHONY: all deps check unit e2e clean distclean install uninstall demo
+.PHONY: all deps check test check-asan fuzz clean distclean
+
+# Objects depend on the flags they were built with, so that switching to a
+# sanitizer build (check-asan) and back rebuilds everything.
+FLAGS_STAMP = .build-flags
+$(shell echo '$(CC) $(CFLAGS) $(LDFLAGS)' | cmp -s - $(FLAGS_STAMP) || \
+    echo '$(CC) $(CFLAGS) $(LDFLAGS)' > $(FLAGS_STAMP))
+$(FLAGS_STAMP): ;
 
 all: ldapfeed
 
@@ -29,7 +36,7 @@ ldapfeed: $(OBJS)
 	@echo "  LD      $@"
 	@$(CC) $(LDFLAGS) -o $@ $(OBJS) $(LIBS)
 
-src/%.o: src/%.c include/ldapfeed.h config.mk
+src/%.o: src/%.c include/ldapfeed.h config.mk $(FLAGS_STAMP)
 	@echo "  CC      $<"
 	@$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
@@ -37,11 +44,11 @@ libldapfeed.a: $(LIBOBJS)
 	@rm -f $@
 	@ar rcs $@ $(LIBOBJS)
 
-tests/unit/%: tests/unit/%.c tests/unit/tap.h libldapfeed.a
+tests/unit/%: tests/unit/%.c tests/unit/tap.h libldapfeed.a $(FLAGS_STAMP)
 	@echo "  CC      $<"
 	@$(CC) $(ALL_CFLAGS) -Itests/unit $(LDFLAGS) -o $@ $< libldapfeed.a $(LIBS)
 
-tests/tools/%: tests/tools/%.c libldapfeed.a
+tests/tools/%: tests/tools/%.c libldapfeed.a $(FLAGS_STAMP)
 	@echo "  CC      $<"
 	@$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< libldapfeed.a $(LIBS)
 
@@ -57,8 +64,38 @@ check: deps
 test: all $(UNIT_BINS) $(TOOL_BINS)
 	python3 tests/run $(T)
 
+# The whole suite again under AddressSanitizer and UndefinedBehaviorSanitizer
+# (a separate build; the next plain `make` rebuilds without them).
+ASAN_FLAGS = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
+	-fno-sanitize-recover=all
+check-asan: deps
+	$(MAKE) all $(UNIT_BINS) $(TOOL_BINS) CFLAGS="$(ASAN_FLAGS)" \
+	    LDFLAGS="-fsanitize=address,undefined"
+	ASAN_OPTIONS=abort_on_error=0:detect_leaks=1:exitcode=86 \
+	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	    E2E_TIME_SCALE=3 python3 tests/run
+
+# libFuzzer (clang) on every parser of outside bytes, FUZZ_SECS each.
+FUZZERS	= tests/fuzz/fuzz_syncrepl tests/fuzz/fuzz_config tests/fuzz/fuzz_wire
+FUZZ_SECS ?= 60
+FUZZ_CFLAGS = -std=c11 -D_GNU_SOURCE -g -O1 -Iinclude \
+	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
+tests/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(filter-out src/main.c,$(SRCS)) include/ldapfeed.h
+	@echo "  FUZZ    $<"
+	@clang $(FUZZ_CFLAGS) $(CPPFLAGS) -o $@ $< $(filter-out src/main.c,$(SRCS)) $(LIBS)
+fuzz: $(FUZZERS)
+	@for f in $(FUZZERS); do \
+	    n=$${f##*/fuzz_}; work=$$(mktemp -d); \
+	    echo "fuzz: $$n for $(FUZZ_SECS) s"; \
+	    ./$$f -max_total_time=$(FUZZ_SECS) -print_final_stats=1 \
+	        -artifact_prefix=tests/fuzz/crash-$$n- $$work \
+	        tests/fuzz/corpus/$$n 2>&1 | grep -E 'ERROR|SUMMARY|number_of_executed_units' ; \
+	    rc=$$?; rm -rf $$work; \
+	    ls tests/fuzz/crash-$$n-* >/dev/null 2>&1 && { echo "fuzz: $$n crashed"; exit 1; }; \
+	done; echo "fuzz: no crash"
+
 clean:
-	rm -f ldapfeed libldapfeed.a src/*.o $(UNIT_BINS) $(TOOL_BINS)
+	rm -f ldapfeed libldapfeed.a src/*.o $(UNIT_BINS) $(TOOL_BINS) $(FUZZERS) $(FLAGS_STAMP)
 
 distclean: clean
 	rm -rf config.mk config.log config.status configure autom4te.cache

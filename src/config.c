@@ -141,7 +141,7 @@ read_secret(const char *flag, const char *path, struct buf *out, char *err,
 	ssize_t		 n;
 	int		 fd;
 
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)) == -1)
 		return fail(err, errlen, EX_NOINPUT, "%s %s: %s", flag, path,
 		    strerror(errno));
 	if (fstat(fd, &st) == 0 && !S_ISREG(st.st_mode)) {
@@ -404,7 +404,7 @@ config_parse(struct config *cfg, int argc, char **argv, char *err,
 
 	memset(cfg, 0, sizeof(*cfg));
 	cfg->foreground = 0;
-	optind = 1;
+	optind = 0;	/* glibc: a full reset, for repeated parses (tests) */
 	opterr = 0;
 	while ((ch = getopt_long(argc, argv, ":H:y:D:m:o:t:k:p:ZfP:vqVh",
 	    long_options, NULL)) != -1) {
