@@ -530,8 +530,8 @@ visit_chunks(struct store *s, MDB_dbi dbi, struct span prefix,
 		more = 0;
 		while ((rc = mdb_cursor_get(c, &k, &v, op)) == 0) {
 			op = MDB_NEXT;
-			if (k.mv_size < prefix.len ||
-			    memcmp(k.mv_data, prefix.p, prefix.len) != 0)
+			if (k.mv_size < prefix.len || (prefix.len > 0 &&
+			    memcmp(k.mv_data, prefix.p, prefix.len) != 0))
 				break;
 			if (n == CHUNK) {
 				/* resume here next pass */
