@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sysexits.h>
 #include <time.h>
 #include <unistd.h>
@@ -57,6 +58,9 @@ struct reader {
 	unsigned		 reconnects;
 	struct buf		 cookie;
 	struct buf		 attrs;
+	char		       **attrs_asked;	/* the search's, + hasSubordinates */
+	int			 has_subs;	/* of the entry just read */
+	int			 strip_subs;	/* we asked for hasSubordinates */
 	struct sync_state	 st;
 	struct sync_done	 done;
 	struct sync_info	 info;
@@ -307,8 +311,51 @@ end_refresh(struct reader *r, int has, const struct buf *cookie)
 
 /* ---- messages ---- */
 
+/* "3906f8c4-7c8b-1041-92e1-057ae57b83af" into its 16 bytes. */
 static int
-read_attrs(struct reader *r, LDAPMessage *msg, BerElement *ber)
+uuid_parse_text(const char *s, size_t len, unsigned char *out)
+{
+	size_t	 i, n = 0;
+	int	 hi = -1, d;
+
+	for (i = 0; i < len; i++) {
+		if (s[i] == '-')
+			continue;
+		if (s[i] >= '0' && s[i] <= '9')
+			d = s[i] - '0';
+		else if (s[i] >= 'a' && s[i] <= 'f')
+			d = s[i] - 'a' + 10;
+		else if (s[i] >= 'A' && s[i] <= 'F')
+			d = s[i] - 'A' + 10;
+		else
+			return -1;
+		if (hi == -1)
+			hi = d;
+		else {
+			if (n == 16)
+				return -1;
+			out[n++] = (unsigned char)(hi << 4 | d);
+			hi = -1;
+		}
+	}
+	return n == 16 && hi == -1 ? 0 : -1;
+}
+
+static int
+is_attr(const struct berval *a, const char *name)
+{
+	return a->bv_len == strlen(name) &&
+	    strncasecmp(a->bv_val, name, a->bv_len) == 0;
+}
+
+/*
+ * The entry's attributes into r->attrs.  hasSubordinates, when we asked for
+ * it ourselves, is noted and left out: it changes without sync traffic.  An
+ * entryUUID (asked for by fetch_subtree only) goes to *uuid.
+ */
+static int
+read_attrs(struct reader *r, LDAPMessage *msg, BerElement *ber,
+    unsigned char *uuid)
 {
 	struct attrs_writer	 w;
 	struct berval		 attr, *vals, *v;
@@ -316,6 +363,7 @@ read_attrs(struct reader *r, LDAPMessage *msg, BerElement *ber)
 
 	buf_reset(&r->attrs);
 	attrs_writer_init(&w, &r->attrs);
+	r->has_subs = 0;
 	for (;;) {
 		vals = NULL;
 		rc = ldap_get_attribute_ber(r->ld, msg, ber, &attr, &vals);
@@ -326,6 +374,23 @@ read_attrs(struct reader *r, LDAPMessage *msg, BerElement *ber)
 		}
 		if (attr.bv_val == NULL)
 			break;
+		if (r->strip_subs && is_attr(&attr, "hasSubordinates")) {
+			r->has_subs = vals && vals[0].bv_val &&
+			    is_attr(&vals[0], "TRUE");
+			ber_memfree(vals);
+			continue;
+		}
+		if (uuid != NULL && is_attr(&attr, "entryUUID")) {
+			if (vals == NULL || vals[0].bv_val == NULL ||
+			    uuid_parse_text(vals[0].bv_val, vals[0].bv_len,
+			    uuid) == -1) {
+				log_warnx("malformed entryUUID from the server");
+				ber_memfree(vals);
+				return -1;
+			}
+			ber_memfree(vals);
+			continue;
+		}
 		attrs_writer_attr(&w, attr.bv_val, attr.bv_len);
 		for (v = vals; v && v->bv_val; v++)
 			attrs_writer_value(&w, v->bv_val, v->bv_len);
@@ -350,16 +415,99 @@ mark_present(struct reader *r, const unsigned char *uuid)
 	return r->track ? store_mark_seen(r->store, uuid, r->gen) : 0;
 }
 
+/*
+ * An unknown entry with children arrived: a subtree moved into the search
+ * (PROTOCOL 4.3).  Its descendants come with no sync message, now or in a
+ * later present phase, so a plain search fetches them, one message at a
+ * time (a big subtree must not sit in memory); each unknown one is an add.
+ */
+static int
+fetch_subtree(struct reader *r, struct span root)
+{
+	struct timeval	 tv = { 60, 0 };
+	LDAPMessage	*msg;
+	BerElement	*ber;
+	struct berval	 dnbv;
+	struct span	 dn, odn, oattrs;
+	unsigned char	 uuid[16];
+	char		*base, **attrs;
+	size_t		 n, i;
+	int		 rc, msgid, fetched = 0, done = 0, err = 0;
+
+	if (r->cfg->scope != LDAP_SCOPE_SUBTREE &&
+	    r->cfg->scope != LDAP_SCOPE_SUBORDINATE)
+		return 0;
+	for (n = 0; r->attrs_asked[n]; n++)
+		;
+	attrs = xcalloc(n + 2, sizeof(char *));
+	for (i = 0; i < n; i++)
+		attrs[i] = r->attrs_asked[i];
+	attrs[n] = "entryUUID";
+	base = xmalloc(root.len + 1);
+	memcpy(base, root.p, root.len);
+	base[root.len] = '\0';
+	rc = ldap_search_ext(r->ld, base, LDAP_SCOPE_SUBORDINATE,
+	    r->cfg->filter, attrs, 0, NULL, NULL, NULL, LDAP_NO_LIMIT, &msgid);
+	free(attrs);
+	while (rc == LDAP_SUCCESS && !done) {
+		if (ldap_result(r->ld, msgid, LDAP_MSG_ONE, &tv, &msg) <= 0) {
+			rc = LDAP_SERVER_DOWN;
+			break;
+		}
+		if (ldap_msgtype(msg) == LDAP_RES_SEARCH_RESULT) {
+			if (ldap_parse_result(r->ld, msg, &err, NULL, NULL,
+			    NULL, NULL, 0) != LDAP_SUCCESS)
+				err = LDAP_PROTOCOL_ERROR;
+			done = 1;
+		} else if (ldap_msgtype(msg) == LDAP_RES_SEARCH_ENTRY) {
+			ber = NULL;
+			if (ldap_get_dn_ber(r->ld, msg, &ber, &dnbv) !=
+			    LDAP_SUCCESS || read_attrs(r, msg, ber, uuid) == -1)
+				rc = LDAP_DECODING_ERROR;
+			else {
+				dn.p = (unsigned char *)dnbv.bv_val;
+				dn.len = dnbv.bv_len;
+				if (store_get_entry(r->store, uuid, &odn,
+				    &oattrs) == 0) {
+					fetched++;
+					if (events_entry(&r->ev, uuid, dn,
+					    (struct span){ r->attrs.data,
+					    r->attrs.len }) == -1)
+						rc = LDAP_OTHER;
+				}
+				if (rc == LDAP_SUCCESS && r->in_refresh &&
+				    r->track && store_mark_seen(r->store, uuid,
+				    r->gen) == -1)
+					rc = LDAP_OTHER;
+			}
+			if (ber)
+				ber_free(ber, 0);
+		}
+		ldap_msgfree(msg);
+	}
+	if (rc == LDAP_SUCCESS && err != LDAP_SUCCESS &&
+	    err != LDAP_NO_SUCH_OBJECT)
+		rc = err;
+	if (rc != LDAP_SUCCESS)
+		log_warnx("fetching the subtree moved in under %s: %s", base,
+		    ldap_err2string(rc));
+	else
+		log_info("subtree moved in under %s: %d descendants fetched",
+		    base, fetched);
+	free(base);
+	return rc == LDAP_SUCCESS ? 0 : -1;
+}
+
 static enum outcome
 on_entry(struct reader *r, LDAPMessage *msg)
 {
 	LDAPControl	**ctrls = NULL, *c, **next = NULL;
 	BerElement	*ber = NULL;
 	struct berval	 dnbv;
-	struct span	 dn;
+	struct span	 dn, odn, oattrs;
 	const char	*why;
 	enum outcome	 out = FATAL;
-	int		 rc;
+	int		 rc, subtree;
 
 	if (ldap_get_entry_controls(r->ld, msg, &ctrls) != LDAP_SUCCESS ||
 	    (c = ldap_control_find(LDAP_CONTROL_SYNC_STATE, ctrls, &next)) ==
@@ -387,12 +535,19 @@ on_entry(struct reader *r, LDAPMessage *msg)
 		break;
 	case SYNC_ADD:
 	case SYNC_MODIFY:
-		if (read_attrs(r, msg, ber) == -1)
+		if (read_attrs(r, msg, ber, NULL) == -1)
 			goto out;
+		/* (In a full load every descendant comes anyway.) */
+		subtree = r->has_subs && (!r->in_refresh || r->had_cookie) &&
+		    store_get_entry(r->store, r->st.uuid, &odn, &oattrs) == 0;
 		rc = events_entry(&r->ev, r->st.uuid, dn,
 		    (struct span){ r->attrs.data, r->attrs.len });
 		if (rc == 0 && r->in_refresh && r->track)
 			rc = store_mark_seen(r->store, r->st.uuid, r->gen);
+		/* A subtree moved in: the server says nothing of its
+		 * descendants, so ask for them. */
+		if (rc == 0 && subtree)
+			rc = fetch_subtree(r, dn);
 		log_debug("%s %.*s", r->st.state == SYNC_ADD ? "add" : "modify",
 		    (int)dn.len, (const char *)dn.p);
 		break;
@@ -636,7 +791,7 @@ start_search(struct reader *r)
 	ctrls[0] = &ctrl;
 	ctrls[1] = NULL;
 	rc = ldap_search_ext(r->ld, r->cfg->base, r->cfg->scope, r->cfg->filter,
-	    r->cfg->attrs, 0, ctrls, NULL, NULL, LDAP_NO_LIMIT, &r->msgid);
+	    r->attrs_asked, 0, ctrls, NULL, NULL, LDAP_NO_LIMIT, &r->msgid);
 	buf_free(&value);
 	if (rc != LDAP_SUCCESS) {
 		log_warnx("search: %s", ldap_err2string(rc));
@@ -837,6 +992,37 @@ run(struct reader *r)
 	}
 }
 
+/*
+ * The attributes to ask for: the search's, plus hasSubordinates, which
+ * tells a subtree moving into the search from a leaf (PROTOCOL 4.3).
+ */
+static void
+ask_attrs(struct reader *r)
+{
+	char	**a = r->cfg->attrs;
+	size_t	 n = 0, i;
+
+	for (n = 0; a && a[n]; n++)
+		if (strcasecmp(a[n], "hasSubordinates") == 0 ||
+		    strcmp(a[n], "+") == 0)
+			break;
+	if (a && a[n]) {	/* asked for already: it is the user's */
+		for (n = 0; a[n]; n++)
+			;
+		r->attrs_asked = xcalloc(n + 1, sizeof(char *));
+		memcpy(r->attrs_asked, a, n * sizeof(char *));
+		return;
+	}
+	r->attrs_asked = xcalloc(n + 2 + (a == NULL), sizeof(char *));
+	if (a == NULL)
+		r->attrs_asked[n++] = "*";
+	else
+		for (i = 0; i < n; i++)
+			r->attrs_asked[i] = a[i];
+	r->attrs_asked[n] = "hasSubordinates";
+	r->strip_subs = 1;
+}
+
 int
 reader_main(const struct child_ctx *ctx)
 {
@@ -879,6 +1065,7 @@ reader_main(const struct child_ctx *ctx)
 			fatalx(EX_SOFTWARE, "cannot create the store in %s",
 			    r.cfg->data_dir);
 	}
+	ask_attrs(&r);
 	pipes_init(&r.pipes, ctx->pipes, ctx->workers);
 	r.ev.cfg = r.cfg;
 	r.ev.store = r.store;
@@ -918,6 +1105,7 @@ reader_main(const struct child_ctx *ctx)
 	buf_free(&r.cand);
 	buf_free(&r.cookie);
 	buf_free(&r.attrs);
+	free(r.attrs_asked);
 	pipes_free(&r.pipes);
 	return code;
 }
