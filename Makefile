@@ -99,3 +99,40 @@ clean:
 
 distclean: clean
 	rm -rf config.mk config.log config.status configure autom4te.cache
+
+# Installing.  configure's config.mk sets prefix, sbindir, mandir and docdir;
+# `make install PREFIX=/usr DESTDIR=/tmp/pkg` works too, with or without it.
+PACKAGE_TARNAME = ldapfeed
+ifneq ($(PREFIX),)
+prefix	= $(PREFIX)
+endif
+prefix	?= /usr/local
+exec_prefix ?= $(prefix)
+sbindir	?= $(exec_prefix)/sbin
+datarootdir ?= $(prefix)/share
+mandir	?= $(datarootdir)/man
+docdir	?= $(datarootdir)/doc/$(PACKAGE_TARNAME)
+INSTALL	?= install
+DOCS	= README.md LICENSE
+EXAMPLE_SCRIPTS = examples/consumer.py examples/ldapfeed.init
+EXAMPLE_FILES = examples/ldapfeed.service examples/ldapfeed.default
+
+install: ldapfeed
+	$(INSTALL) -d $(DESTDIR)$(sbindir) $(DESTDIR)$(mandir)/man8 \
+	    $(DESTDIR)$(docdir)/examples
+	$(INSTALL) -m 755 ldapfeed $(DESTDIR)$(sbindir)/ldapfeed
+	$(INSTALL) -m 644 man/ldapfeed.8 $(DESTDIR)$(mandir)/man8/ldapfeed.8
+	$(INSTALL) -m 644 $(DOCS) $(DESTDIR)$(docdir)/
+	$(INSTALL) -m 755 $(EXAMPLE_SCRIPTS) $(DESTDIR)$(docdir)/examples/
+	$(INSTALL) -m 644 $(EXAMPLE_FILES) $(DESTDIR)$(docdir)/examples/
+
+uninstall:
+	rm -f $(DESTDIR)$(sbindir)/ldapfeed $(DESTDIR)$(mandir)/man8/ldapfeed.8
+	rm -f $(addprefix $(DESTDIR)$(docdir)/,$(DOCS))
+	rm -f $(addprefix $(DESTDIR)$(docdir)/examples/,$(notdir $(EXAMPLE_SCRIPTS) $(EXAMPLE_FILES)))
+	rmdir $(DESTDIR)$(docdir)/examples $(DESTDIR)$(docdir) 2>/dev/null || true
+
+# A throwaway slapd, the example consumer and ldapfeed, end to end.
+demo: deps
+	$(MAKE) all
+	python3 scripts/demo

@@ -356,7 +356,7 @@ void	status_log(const struct proc_stats *, unsigned);
 int	status_write_file(const struct proc_stats *, unsigned, const char *);
 
 /* daemon.c: detaching with a startup report, and the pidfile. */
-int	daemon_detach(void);
+int	daemon_detach(const sigset_t *);
 void	daemon_report(int *, int, const char *);
 int	pidfile_lock(const char *, char *, size_t);
 int	pidfile_write(int, pid_t);
@@ -394,6 +394,7 @@ void	log_init(int, int, const char *);
 void	log_procname(const char *);
 void	log_warn(const char *, ...) PRINTFLIKE(1, 2);
 void	log_warnx(const char *, ...) PRINTFLIKE(1, 2);
+void	log_notice(const char *, ...) PRINTFLIKE(1, 2);
 void	log_info(const char *, ...) PRINTFLIKE(1, 2);
 void	log_debug(const char *, ...) PRINTFLIKE(1, 2);
 __dead void fatal(int, const char *, ...) PRINTFLIKE(2, 3);

@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 
 #include <errno.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,7 +24,7 @@
  * Returns the pipe's write end in the daemon.
  */
 int
-daemon_detach(void)
+daemon_detach(const sigset_t *launcher_mask)
 {
 	char	 line[1024];
 	ssize_t	 n;
@@ -37,6 +38,8 @@ daemon_detach(void)
 	if ((pid = fork()) == -1)
 		fatal(EX_OSERR, "fork");
 	if (pid > 0) {
+		/* The launcher: Ctrl-C or a kill still ends it. */
+		sigprocmask(SIG_SETMASK, launcher_mask, NULL);
 		close(p[1]);
 		waitpid(pid, &st, 0);	/* the middle process exits at once */
 		while (len < sizeof(line) - 1 && (n = read(p[0], line + len,

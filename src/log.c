@@ -73,6 +73,17 @@ log_warnx(const char *fmt, ...)
 	va_end(ap);
 }
 
+/* Asked-for output (status): shown whatever the verbosity. */
+void
+log_notice(const char *fmt, ...)
+{
+	va_list	 ap;
+
+	va_start(ap, fmt);
+	vlog(LOG_NOTICE, fmt, ap, 0);
+	va_end(ap);
+}
+
 void
 log_info(const char *fmt, ...)
 {

@@ -305,6 +305,8 @@ end_refresh(struct reader *r, int has, const struct buf *cookie)
 		/* Once per run: a consumer may treat it as "snapshot complete". */
 		events_refresh_done(&r->ev);
 		r->refresh_done_sent = 1;
+		if (store_del_meta(r->store, "snapshot") == -1)
+			return -1;
 	}
 	return 0;
 }
@@ -1050,6 +1052,8 @@ reader_main(const struct child_ctx *ctx)
 		    (stored.len != fp.len || memcmp(stored.p, fp.data,
 		    fp.len) != 0))
 			wipe = 2;
+		else if (store_get_meta(r.store, "snapshot", &stored) == 1)
+			wipe = 3;
 		store_abort(r.store);
 	}
 	if (barrier_wait(ctx->barrier, &sig_term, ctx->supervisor) == -1)
@@ -1058,6 +1062,7 @@ reader_main(const struct child_ctx *ctx)
 	if (wipe) {
 		log_info("%s: wiping the store for a full reload", wipe == 2 ?
 		    "the search differs from the one the store was built for" :
+		    wipe == 3 ? "the last full reload did not finish" :
 		    "no clean-shutdown marker");
 		store_close(r.store);
 		r.store = NULL;
@@ -1076,9 +1081,18 @@ reader_main(const struct child_ctx *ctx)
 		fatalx(EX_SOFTWARE, "cannot write the store");
 	buf_free(&fp);
 
+	/*
+	 * From an empty store, a full snapshot follows.  Until its
+	 * refresh_done is out, the store says so: a run stopped before that
+	 * starts the snapshot over, for the consumer may drop what a snapshot
+	 * did not send.
+	 */
 	memset(&hello, 0, sizeof(hello));
 	hello.type = EV_HELLO;
 	hello.reload = store_count(r.store) == 0;
+	if (hello.reload && store_put_meta(r.store, "snapshot",
+	    (struct span){ (const unsigned char *)"1", 1 }) == -1)
+		fatalx(EX_SOFTWARE, "cannot write the store");
 	pipes_send_all(&r.pipes, &hello);
 
 	code = run(&r);

@@ -67,9 +67,18 @@ status_log(const struct proc_stats *s, unsigned n)
 		const struct proc_stats *p = &s[i];
 
 		slot_name(i, name, sizeof(name));
-		log_warnx("status %s pid %ld: phase %s, events %s add %llu "
+		char	 tail[96];
+
+		if (i == 0)
+			snprintf(tail, sizeof(tail), "reconnects %llu, store "
+			    "entries %llu", (unsigned long long)p->reconnects,
+			    (unsigned long long)p->entries);
+		else
+			snprintf(tail, sizeof(tail), "messages %llu",
+			    (unsigned long long)p->messages);
+		log_notice("status %s pid %ld: phase %s, events %s add %llu "
 		    "modify %llu rename %llu delete %llu refresh_done %llu, "
-		    "queue %llu bytes, reconnects %llu%s%llu, up %lld s",
+		    "queue %llu bytes, %s, up %lld s",
 		    name, (long)p->pid, phase_names[p->phase],
 		    i == 0 ? "made" : "sent",
 		    (unsigned long long)p->events[EV_ADD],
@@ -77,10 +86,7 @@ status_log(const struct proc_stats *s, unsigned n)
 		    (unsigned long long)p->events[EV_RENAME],
 		    (unsigned long long)p->events[EV_DELETE],
 		    (unsigned long long)p->events[EV_REFRESH_DONE],
-		    (unsigned long long)p->queue,
-		    (unsigned long long)p->reconnects,
-		    i == 0 ? ", store entries " : ", messages ",
-		    (unsigned long long)(i == 0 ? p->entries : p->messages),
+		    (unsigned long long)p->queue, tail,
 		    p->started ? (long long)(now - p->started) : 0LL);
 	}
 }
@@ -146,11 +152,20 @@ status_write_file(const struct proc_stats *s, unsigned n, const char *path)
 
 	prometheus(s, n, &b);
 	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	if ((fp = fopen(tmp, "w")) == NULL ||
-	    fwrite(b.data, 1, b.len, fp) != b.len || fclose(fp) != 0 ||
-	    rename(tmp, path) == -1) {
-		log_warn("status file %s", path);
+	if ((fp = fopen(tmp, "w")) == NULL) {
+		log_warn("status file %s", tmp);
+		buf_free(&b);
+		return -1;
+	}
+	if (fwrite(b.data, 1, b.len, fp) != b.len)
 		r = -1;
+	if (fclose(fp) != 0)
+		r = -1;
+	if (r == 0 && rename(tmp, path) == -1)
+		r = -1;
+	if (r == -1) {
+		log_warn("status file %s", path);
+		unlink(tmp);
 	}
 	buf_free(&b);
 	return r;

@@ -27,6 +27,7 @@
 #define STORE_SENTINEL	"ldapfeed.store"
 #define KILL_AFTER_SECS	10	/* after a failure, children get this long */
 #define STATUS_SECS	5	/* --status-file period */
+#define ABORT_KILL_SECS	1	/* a failed startup's stragglers get this */
 
 struct child {
 	pid_t		 pid;
@@ -52,6 +53,7 @@ struct supervisor {
 	time_t		 status_due;
 	time_t		 kill_due;
 	int		 killed;
+	int		 aborting;	/* startup failed: children told */
 };
 
 /*
@@ -409,25 +411,34 @@ startup_check(struct supervisor *sv)
 {
 	unsigned	 i;
 
-	if (barrier_state(sv->barrier) != BARRIER_OPEN)
-		return;
-	/* A child gone before the barrier opened breaks it. */
-	for (i = 0; i < sv->nchildren; i++)
-		if (sv->children[i].exited) {
-			char	 why[64], name[32], msg[160];
+	if (barrier_state(sv->barrier) == BARRIER_OPEN) {
+		/* A child gone before the barrier opened breaks it. */
+		for (i = 0; i < sv->nchildren; i++)
+			if (sv->children[i].exited) {
+				char	 why[64], name[32], msg[160];
 
-			snprintf(msg, sizeof(msg), "%s %s during startup",
-			    child_name(&sv->children[i], name, sizeof(name)),
-			    describe(&sv->children[i], why, sizeof(why)));
-			if (barrier_break(sv->barrier, EX_SOFTWARE, msg))
-				log_warnx("%s", msg);
-			return;
-		}
-	if (sig_term) {
-		sig_term = 0;
-		if (barrier_break(sv->barrier, EX_SOFTWARE,
+				snprintf(msg, sizeof(msg), "%s %s during "
+				    "startup", child_name(&sv->children[i], name,
+				    sizeof(name)), describe(&sv->children[i],
+				    why, sizeof(why)));
+				if (barrier_break(sv->barrier, EX_SOFTWARE, msg))
+					log_warnx("%s", msg);
+				break;
+			}
+		if (sig_term && barrier_break(sv->barrier, EX_SOFTWARE,
 		    "startup interrupted by a signal"))
 			log_warnx("startup interrupted by a signal");
+		sig_term = 0;
+	}
+	/*
+	 * Broken: nothing has been changed yet, so the parties still in their
+	 * preparation (a handshake, a bind) need not finish it.
+	 */
+	if (barrier_state(sv->barrier) == BARRIER_BROKEN && !sv->aborting) {
+		sv->aborting = 1;
+		kill_children(sv, SIGTERM);
+		sv->kill_due = time(NULL) + ABORT_KILL_SECS;
+		sv->killed = 1;
 	}
 }
 
@@ -476,8 +487,8 @@ tick(struct supervisor *sv)
 			sv->status_due = now + STATUS_SECS;
 		}
 		if (sv->kill_due && now >= sv->kill_due) {
-			log_warnx("children still running %d s after a "
-			    "failure: killing them", KILL_AFTER_SECS);
+			log_warnx("children still running after a failure: "
+			    "killing them");
 			kill_children(sv, SIGKILL);
 			sv->kill_due = 0;
 		}
@@ -556,6 +567,10 @@ supervisor_run(struct config *cfg, int report_fd)
 	sigaddset(&block, SIGUSR2);
 	sigaddset(&block, SIGALRM);
 	sigprocmask(SIG_BLOCK, &block, &old);
+	/* main() blocked them already: sigsuspend must let them in. */
+	for (i = 1; i < NSIG; i++)
+		if (sigismember(&block, (int)i))
+			sigdelset(&old, (int)i);
 
 	memset(&ctx, 0, sizeof(ctx));
 	ctx.cfg = cfg;

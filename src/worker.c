@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sysexits.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "ldapfeed.h"
@@ -31,28 +32,52 @@ struct worker {
 	uint64_t		 sent;
 };
 
+static long
+now_ms(void)
+{
+	struct timespec	 ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+}
+
+/*
+ * Connect within CONNECT_TIMEOUT_MS.  A unix socket whose listen queue is
+ * full (Python's Listener uses a backlog of 1, and W workers connect at
+ * once) fails with EAGAIN without connecting: try again shortly.
+ */
 static int
 connect_consumer(const struct config *cfg, int *fdp)
 {
 	struct pollfd	 pfd;
 	socklen_t	 len;
-	int		 fd, err, r;
+	long		 deadline = now_ms() + CONNECT_TIMEOUT_MS, left;
+	int		 fd, err, r, pause_ms = 5;
 
-	fd = socket(cfg->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC |
-	    SOCK_NONBLOCK, 0);
-	if (fd == -1)
-		return -1;
-	if (connect(fd, (const struct sockaddr *)&cfg->addr, cfg->addrlen) ==
-	    -1) {
-		if (errno != EINPROGRESS && errno != EAGAIN) {
-			err = errno;
+	for (;;) {
+		fd = socket(cfg->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC |
+		    SOCK_NONBLOCK, 0);
+		if (fd == -1)
+			return -1;
+		if (connect(fd, (const struct sockaddr *)&cfg->addr,
+		    cfg->addrlen) == 0)
+			break;
+		err = errno;
+		if (err == EAGAIN && cfg->addr.ss_family == AF_UNIX &&
+		    (left = deadline - now_ms()) > 0 && !sig_term) {
 			close(fd);
-			errno = err;
+			poll(NULL, 0, pause_ms < left ? pause_ms : (int)left);
+			pause_ms = pause_ms < 200 ? pause_ms * 2 : 200;
+			continue;
+		}
+		if (err != EINPROGRESS) {
+			close(fd);
+			errno = err == EAGAIN ? ETIMEDOUT : err;
 			return -1;
 		}
 		pfd.fd = fd;
 		pfd.events = POLLOUT;
-		while ((r = poll(&pfd, 1, CONNECT_TIMEOUT_MS)) == -1 &&
+		while ((r = poll(&pfd, 1, (int)(deadline - now_ms()))) == -1 &&
 		    errno == EINTR && !sig_term)
 			;
 		if (r <= 0) {
@@ -67,6 +92,7 @@ connect_consumer(const struct config *cfg, int *fdp)
 			errno = err;
 			return -1;
 		}
+		break;
 	}
 	*fdp = fd;
 	return 0;
