@@ -834,6 +834,7 @@ follow(struct reader *r)
 		pfd[0].events = POLLIN;
 		pfd[1].fd = signals_fd();
 		pfd[1].events = POLLIN;
+		r->ctx->stats->queue = pipes_pending(&r->pipes);
 		for (i = 0; i < r->pipes.n; i++) {
 			pfd[2 + i].fd = r->pipes.q[i].len ? r->pipes.fd[i] : -1;
 			pfd[2 + i].events = POLLOUT;

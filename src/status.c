@@ -69,12 +69,15 @@ status_log(const struct proc_stats *s, unsigned n)
 		slot_name(i, name, sizeof(name));
 		char	 tail[96];
 
+		/* Workers never reconnect (a lost consumer ends the run):
+		 * their count is 0, shown so every line has the same fields. */
 		if (i == 0)
 			snprintf(tail, sizeof(tail), "reconnects %llu, store "
 			    "entries %llu", (unsigned long long)p->reconnects,
 			    (unsigned long long)p->entries);
 		else
-			snprintf(tail, sizeof(tail), "messages %llu",
+			snprintf(tail, sizeof(tail), "reconnects %llu, messages "
+			    "%llu", (unsigned long long)p->reconnects,
 			    (unsigned long long)p->messages);
 		log_notice("status %s pid %ld: phase %s, events %s add %llu "
 		    "modify %llu rename %llu delete %llu refresh_done %llu, "

@@ -225,6 +225,7 @@ run(struct worker *w)
 			log_warnx("the reader's last record was cut short");
 			return EX_SOFTWARE;
 		}
+		update_queue(w);	/* what is pending as we wait */
 		pfd[0].fd = signals_fd();
 		pfd[0].events = POLLIN;
 		pfd[1].fd = w->sock;
@@ -240,7 +241,6 @@ run(struct worker *w)
 		}
 		if (pfd[0].revents)
 			signals_drain();
-		update_queue(w);
 		if ((pfd[1].revents & (POLLIN | POLLHUP | POLLERR)) &&
 		    consumer_gone(w)) {
 			log_warnx("the consumer closed the connection");
