@@ -351,8 +351,8 @@ is_attr(const struct berval *a, const char *name)
 }
 
 /*
- * The entry's attributes into r->attrs.  hasSubordinates, when we asked for
- * it ourselves, is noted and left out: it changes without sync traffic.  An
+ * The entry's attributes into r->attrs.  hasSubordinates is noted, and left
+ * out when we asked for it ourselves: it changes without sync traffic.  An
  * entryUUID (asked for by fetch_subtree only) goes to *uuid.
  */
 static int
@@ -376,11 +376,13 @@ read_attrs(struct reader *r, LDAPMessage *msg, BerElement *ber,
 		}
 		if (attr.bv_val == NULL)
 			break;
-		if (r->strip_subs && is_attr(&attr, "hasSubordinates")) {
+		if (is_attr(&attr, "hasSubordinates")) {
 			r->has_subs = vals && vals[0].bv_val &&
 			    is_attr(&vals[0], "TRUE");
-			ber_memfree(vals);
-			continue;
+			if (r->strip_subs) {
+				ber_memfree(vals);
+				continue;
+			}
 		}
 		if (uuid != NULL && is_attr(&attr, "entryUUID")) {
 			if (vals == NULL || vals[0].bv_val == NULL ||
