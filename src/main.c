@@ -1,12 +1,36 @@
 /*
  * ldapfeed: flags into a config, then the supervisor takes over.
  */
+#include <sys/mman.h>
+#include <sys/resource.h>
+
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sysexits.h>
 
 #include "ldapfeed.h"
+
+/*
+ * Every process holds the key and the password: no core dumps (unless
+ * LDAPFEED_CORE_DUMPS=1 asks for them), and the secrets' pages locked out
+ * of swap where the limits allow.
+ */
+static void
+protect_secrets(const struct config *cfg)
+{
+	const char	*env = getenv("LDAPFEED_CORE_DUMPS");
+	struct rlimit	 none = { 0, 0 };
+
+	if ((env == NULL || strcmp(env, "1") != 0) &&
+	    setrlimit(RLIMIT_CORE, &none) == -1)
+		log_warn("setrlimit RLIMIT_CORE");
+	if (cfg->key.data)
+		(void)mlock(cfg->key.data, cfg->key.cap);
+	if (cfg->password.data)
+		(void)mlock(cfg->password.data, cfg->password.cap);
+}
 
 int
 main(int argc, char *argv[])
@@ -45,6 +69,7 @@ main(int argc, char *argv[])
 	if (!cfg.foreground)
 		report = daemon_detach(&orig);
 	log_init(cfg.foreground, cfg.verbosity, "supervisor");
+	protect_secrets(&cfg);
 	code = supervisor_run(&cfg, report);
 	config_free(&cfg);
 	return code;
