@@ -278,8 +278,11 @@ struct barrier *barrier_create(unsigned);
 void	barrier_destroy(struct barrier *);
 /* Arrive and wait: 0 once all parties arrived, -1 if broken. */
 int	barrier_wait(struct barrier *, volatile sig_atomic_t *, pid_t);
-/* Arrive without waiting (the supervisor): returns the state after it. */
+/* Arrive without waiting: returns the state after it. */
 enum barrier_state barrier_arrive(struct barrier *);
+/* The last party: when all others are in, fn then the release. */
+enum barrier_state barrier_complete(struct barrier *,
+	    int (*)(void *, char *, size_t), void *);
 /* Break it for everyone; returns 1 for the first to break it. */
 int	barrier_break(struct barrier *, int, const char *);
 enum barrier_state barrier_state(struct barrier *);
@@ -307,6 +310,7 @@ int	store_put_entry(struct store *, const unsigned char *, struct span,
 	    struct span, const struct span *);
 int	store_del_entry(struct store *, const unsigned char *);
 int	store_mark_seen(struct store *, const unsigned char *, uint64_t);
+int	store_seen_unknown(struct store *, uint64_t, uint64_t *);
 uint64_t store_count(struct store *);
 int	store_foreach_unseen(struct store *, uint64_t, store_visit, void *);
 int	store_foreach_below(struct store *, struct span, store_visit, void *);

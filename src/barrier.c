@@ -1,7 +1,10 @@
 /*
  * The startup barrier: 1 + 1 + W processes meet here before anything is
  * changed.  It lives in shared memory and can be broken: a party that fails,
- * dies, or sees its supervisor die wakes everyone, and nobody hangs.
+ * dies, or sees its supervisor die wakes everyone, and nobody hangs.  The
+ * supervisor is always the last party: told when the others are in, it
+ * does what must precede the release (the marker) under the barrier's lock,
+ * so no party can break it halfway.
  */
 #include <sys/mman.h>
 
@@ -24,7 +27,7 @@ struct barrier {
 	unsigned		 parties;
 	unsigned		 arrived;
 	enum barrier_state	 state;
-	pid_t			 notify;	/* told with SIGUSR2 on release */
+	pid_t			 notify;	/* told with SIGUSR2: all but it in */
 	int			 fail_code;
 	char			 fail_msg[512];
 };
@@ -97,10 +100,39 @@ arrive_locked(struct barrier *b)
 	if (++b->arrived == b->parties) {
 		b->state = BARRIER_RELEASED;
 		pthread_cond_broadcast(&b->cond);
-		if (b->notify != 0 && b->notify != getpid())
-			kill(b->notify, SIGUSR2);
-	}
+	} else if (b->arrived == b->parties - 1 && b->notify != 0 &&
+	    b->notify != getpid())
+		kill(b->notify, SIGUSR2);	/* only the last one missing */
 	return b->state;
+}
+
+/*
+ * The last party: once all the others are in, run fn (it may still fail:
+ * then the barrier breaks with its code) and release everyone.  Returns the
+ * state after; BARRIER_OPEN while others are still missing.
+ */
+enum barrier_state
+barrier_complete(struct barrier *b, int (*fn)(void *, char *, size_t),
+    void *arg)
+{
+	enum barrier_state	 s;
+	char			 msg[sizeof(b->fail_msg)];
+	int			 code;
+
+	lock(b);
+	if (b->state == BARRIER_OPEN && b->arrived == b->parties - 1) {
+		msg[0] = '\0';
+		if ((code = fn(arg, msg, sizeof(msg))) != 0) {
+			b->state = BARRIER_BROKEN;
+			b->fail_code = code;
+			snprintf(b->fail_msg, sizeof(b->fail_msg), "%s", msg);
+			pthread_cond_broadcast(&b->cond);
+		} else
+			arrive_locked(b);
+	}
+	s = b->state;
+	unlock(b);
+	return s;
 }
 
 void

@@ -287,6 +287,9 @@ end_refresh(struct reader *r, int has, const struct buf *cookie)
 		return -1;
 	r->in_refresh = 0;
 	r->ctx->stats->phase = PHASE_PERSIST;
+	if (r->present_unknown && store_seen_unknown(r->store, r->gen,
+	    &r->present_unknown) == -1)
+		return -1;
 	if (r->present_unknown)
 		log_warnx("%llu entries the server lists as present are not in "
 		    "the store (a subtree moved into the search?): delete the "
@@ -413,8 +416,10 @@ mark_present(struct reader *r, const unsigned char *uuid)
 	if ((found = store_get_entry(r->store, uuid, &dn, &attrs)) == -1)
 		return -1;
 	if (!found) {
+		/* Often an entry added while we were away, whose add comes
+		 * later in this refresh: end_refresh counts what is left. */
 		r->present_unknown++;
-		return 0;
+		return store_mark_seen(r->store, uuid, r->gen);
 	}
 	return r->track ? store_mark_seen(r->store, uuid, r->gen) : 0;
 }

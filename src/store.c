@@ -481,6 +481,37 @@ store_mark_seen(struct store *s, const unsigned char *uuid, uint64_t gen)
 	return 0;
 }
 
+/*
+ * Marks for UUIDs that never became entries: count those of generation gen
+ * (present on the server, unknown here) and drop them all.
+ */
+int
+store_seen_unknown(struct store *s, uint64_t gen, uint64_t *count)
+{
+	MDB_cursor	*c;
+	MDB_val		 k, v, e;
+	int		 rc, op = MDB_FIRST;
+
+	*count = 0;
+	if (need_txn(s) == -1)
+		return -1;
+	if ((rc = mdb_cursor_open(s->txn, s->seen, &c)) != 0)
+		return lmdb_fail("cursor", rc);
+	while ((rc = mdb_cursor_get(c, &k, &v, op)) == 0) {
+		op = MDB_NEXT;
+		if (mdb_get(s->txn, s->entries, &k, &e) == 0)
+			continue;
+		if (v.mv_size == 8 && get_u64(v.mv_data) == gen)
+			(*count)++;
+		if ((rc = mdb_cursor_del(c, 0)) != 0)
+			break;
+	}
+	mdb_cursor_close(c);
+	if (rc != 0 && rc != MDB_NOTFOUND)
+		return lmdb_fail("seen scan", rc);
+	return 0;
+}
+
 uint64_t
 store_count(struct store *s)
 {

@@ -442,17 +442,31 @@ startup_check(struct supervisor *sv)
 	}
 }
 
+/*
+ * Everyone else is ready: the marker goes before any child may change the
+ * store or send an event (the barrier runs this under its lock).
+ */
+static int
+before_release(void *arg, char *err, size_t errlen)
+{
+	struct supervisor	*sv = arg;
+	const char		*marker = sv->cfg->marker;
+
+	if ((unlink(marker) == -1 && errno != ENOENT) ||
+	    fsync_dir_of(marker) == -1) {
+		snprintf(err, errlen, "removing the marker %s: %s", marker,
+		    strerror(errno));
+		return EX_CONFIG;
+	}
+	return 0;
+}
+
 static void
 started(struct supervisor *sv)
 {
 	const struct config *cfg = sv->cfg;
 
 	sv->running = 1;
-	/* From here on the store may diverge from what the consumer has. */
-	if (unlink(cfg->marker) == -1 && errno != ENOENT)
-		log_warn("unlink marker %s", cfg->marker);
-	else
-		fsync_dir_of(cfg->marker);
 	if (sv->pid_fd != -1 && pidfile_write(sv->pid_fd, getpid()) == -1)
 		log_warn("pidfile %s", cfg->pidfile);
 	log_info("started: %s, %d workers, %s, format %s, consumer %s",
@@ -504,10 +518,11 @@ static int
 fail_early(struct supervisor *sv, int code, const char *msg)
 {
 	log_warnx("%s", msg);
-	daemon_report(&sv->report_fd, code, msg);
 	pidfile_remove(sv->pid_fd, sv->cfg->pidfile);
 	if (sv->lock_fd != -1)
 		close(sv->lock_fd);
+	/* Last: the launcher exits on this, everything must be clean. */
+	daemon_report(&sv->report_fd, code, msg);
 	return code;
 }
 
@@ -612,14 +627,15 @@ supervisor_run(struct config *cfg, int report_fd)
 	free(wr);
 
 	sv.status_due = time(NULL);
-	if (barrier_arrive(sv.barrier) == BARRIER_RELEASED)
-		started(&sv);
 	for (;;) {
 		reap(&sv);
 		if (!sv.running) {
 			startup_check(&sv);
-			if (barrier_state(sv.barrier) == BARRIER_RELEASED)
+			if (barrier_complete(sv.barrier, before_release, &sv) ==
+			    BARRIER_RELEASED)
 				started(&sv);
+			else
+				startup_check(&sv);	/* broken by the marker */
 		}
 		if (sv.alive == 0)
 			break;
@@ -650,7 +666,6 @@ supervisor_run(struct config *cfg, int report_fd)
 			code = EX_SOFTWARE;
 			snprintf(err, sizeof(err), "startup failed");
 		}
-		daemon_report(&sv.report_fd, code, err);
 	} else if (sv.failed) {
 		code = EX_SOFTWARE;
 	} else {
@@ -671,5 +686,8 @@ supervisor_run(struct config *cfg, int report_fd)
 	free(sv.children);
 	close(sv.lock_fd);
 	pidfile_remove(sv.pid_fd, cfg->pidfile);
+	/* Last: the launcher exits on this, everything must be clean. */
+	if (!sv.running)
+		daemon_report(&sv.report_fd, code, err);
 	return code;
 }

@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -46,6 +47,26 @@ status_of(pid_t pid)
 	return WEXITSTATUS(st);
 }
 
+static int	 calls;
+
+static int
+marker_ok(void *arg, char *err, size_t len)
+{
+	(void)arg;
+	(void)err;
+	(void)len;
+	calls++;
+	return 0;
+}
+
+static int
+marker_fails(void *arg, char *err, size_t len)
+{
+	(void)arg;
+	snprintf(err, len, "removing the marker: Permission denied");
+	return 78;
+}
+
 static void
 handler(int sig)
 {
@@ -74,6 +95,34 @@ main(void)
 	ok(barrier_break(b, 69, "late") == 0 &&
 	    barrier_state(b) == BARRIER_RELEASED,
 	    "breaking after release changes nothing");
+	barrier_destroy(b);
+
+	/* The supervisor completes it, last, after its own step. */
+	b = barrier_create(3);
+	p1 = party(b, 0);
+	ok(barrier_complete(b, marker_ok, NULL) == BARRIER_OPEN && calls == 0,
+	    "not complete while a party is missing: the step waits");
+	p2 = party(b, 0);
+	t0 = now();
+	while (barrier_complete(b, marker_ok, NULL) == BARRIER_OPEN &&
+	    now() - t0 < 10)
+		usleep(1000);
+	ok(calls == 1 && barrier_state(b) == BARRIER_RELEASED,
+	    "completed once all others arrived, the step run once");
+	ok(status_of(p1) == 10 && status_of(p2) == 10,
+	    "parties released only by the completion");
+	barrier_destroy(b);
+
+	b = barrier_create(2);
+	p1 = party(b, 0);
+	t0 = now();
+	while (barrier_complete(b, marker_fails, NULL) == BARRIER_OPEN &&
+	    now() - t0 < 10)
+		usleep(1000);
+	ok(barrier_state(b) == BARRIER_BROKEN &&
+	    barrier_fail_code(b, msg, sizeof(msg)) == 78 &&
+	    strstr(msg, "marker"), "a failed step breaks it with its code");
+	ok(status_of(p1) == 20, "and the waiting party sees it broken");
 	barrier_destroy(b);
 
 	/* A party dies before arriving: the supervisor breaks it. */
