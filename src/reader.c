@@ -689,9 +689,14 @@ on_result(struct reader *r, LDAPMessage *msg)
 	r->msgid = -1;
 	switch (err) {
 	case LDAP_SUCCESS:
-		if (r->cfg->mode != MODE_REFRESH || !r->in_refresh) {
+		if (r->cfg->mode != MODE_REFRESH) {
 			log_warnx("the server ended the search; searching again");
 			out = LOST;
+			break;
+		}
+		if (!r->in_refresh) {
+			log_warnx("protocol error: a second refreshDone in one "
+			    "search");
 			break;
 		}
 		if ((c = ldap_control_find(LDAP_CONTROL_SYNC_DONE, ctrls,
