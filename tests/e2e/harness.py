@@ -1421,6 +1421,16 @@ class Consumer:
         if self._accept_thread.is_alive():
             self._wake_accept()
             self._accept_thread.join(2)
+        if self._accept_thread.is_alive():
+            # Still inside accept() (a handshake with a silent peer): shut the
+            # listening socket so it returns, before its fd may be reused.
+            sock = getattr(getattr(self._listener, '_listener', None), '_socket', None)
+            try:
+                if sock is not None:
+                    sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self._accept_thread.join(10)
         try:
             self._listener.close()
         except OSError:
