@@ -368,7 +368,10 @@ void	pidfile_remove(int, const char *);
 
 /* signals.c: handlers set these flags and poke a self-pipe. */
 extern volatile sig_atomic_t sig_term, sig_chld, sig_hup, sig_usr1, sig_usr2,
-	    sig_alrm;
+	    sig_alrm, sig_stopreq;
+/* A child's "please stop everything": not a SIGTERM, which an operator
+ * may send a second time to mean "stop now". */
+#define SIGSTOPREQ	(SIGRTMIN + 1)
 int	signals_init(void);
 int	signals_fd(void);
 void	signals_drain(void);

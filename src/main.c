@@ -65,6 +65,7 @@ main(int argc, char *argv[])
 	sigaddset(&block, SIGUSR2);
 	sigaddset(&block, SIGCHLD);
 	sigaddset(&block, SIGALRM);
+	sigaddset(&block, SIGSTOPREQ);
 	sigprocmask(SIG_BLOCK, &block, &orig);
 	if (!cfg.foreground)
 		report = daemon_detach(&orig);

@@ -976,8 +976,10 @@ run(struct reader *r)
 			out = LOST;
 		} else
 			out = follow(r);
-		if (!r->in_refresh)
-			backoff = 1;	/* it worked for a while */
+		/* A search that lived a while resets the backoff; one that a
+		 * server drops at once, refresh done or not, does not. */
+		if (since(&r->started) >= BACKOFF_MAX_SECS)
+			backoff = 1;
 		switch (out) {
 		case DONE:
 			return 0;

@@ -11,7 +11,7 @@
 #include "ldapfeed.h"
 
 volatile sig_atomic_t	 sig_term, sig_chld, sig_hup, sig_usr1, sig_usr2,
-			 sig_alrm;
+			 sig_alrm, sig_stopreq;
 static int		 self_pipe[2] = { -1, -1 };
 
 static void
@@ -39,6 +39,10 @@ handler(int sig)
 	case SIGALRM:
 		sig_alrm = 1;
 		break;
+	default:
+		if (sig == SIGSTOPREQ)
+			sig_stopreq = 1;
+		break;
 	}
 	if (self_pipe[1] != -1)
 		(void)write(self_pipe[1], "", 1);
@@ -49,8 +53,8 @@ handler(int sig)
 int
 signals_init(void)
 {
-	static const int	 sigs[] = { SIGTERM, SIGINT, SIGCHLD, SIGHUP,
-				    SIGUSR1, SIGUSR2, SIGALRM };
+	const int		 sigs[] = { SIGTERM, SIGINT, SIGCHLD, SIGHUP,
+				    SIGUSR1, SIGUSR2, SIGALRM, SIGSTOPREQ };
 	struct sigaction	 sa;
 	size_t			 i;
 
@@ -61,6 +65,7 @@ signals_init(void)
 	if (pipe2(self_pipe, O_CLOEXEC | O_NONBLOCK) == -1)
 		return -1;
 	sig_term = sig_chld = sig_hup = sig_usr1 = sig_usr2 = sig_alrm = 0;
+	sig_stopreq = 0;
 	memset(&sa, 0, sizeof(sa));
 	sigemptyset(&sa.sa_mask);
 	sa.sa_handler = handler;

@@ -54,6 +54,7 @@ struct supervisor {
 	time_t		 kill_due;
 	int		 killed;
 	int		 aborting;	/* startup failed: children told */
+	int		 operator_stop;	/* SIGTERMs and SIGINTs received */
 };
 
 /*
@@ -282,7 +283,7 @@ void
 child_ask_shutdown(const struct child_ctx *ctx)
 {
 	if (getppid() == ctx->supervisor)
-		kill(ctx->supervisor, SIGTERM);
+		kill(ctx->supervisor, SIGSTOPREQ);
 }
 
 /* Before the barrier: one line, the barrier broken, out with the code. */
@@ -425,10 +426,10 @@ startup_check(struct supervisor *sv)
 					log_warnx("%s", msg);
 				break;
 			}
-		if (sig_term && barrier_break(sv->barrier, EX_SOFTWARE,
-		    "startup interrupted by a signal"))
+		if ((sig_term || sig_stopreq) && barrier_break(sv->barrier,
+		    EX_SOFTWARE, "startup interrupted by a signal"))
 			log_warnx("startup interrupted by a signal");
-		sig_term = 0;
+		sig_term = sig_stopreq = 0;
 	}
 	/*
 	 * Broken: nothing has been changed yet, so the parties still in their
@@ -477,9 +478,21 @@ started(struct supervisor *sv)
 		sig_alrm = 1;	/* a first status file at once */
 }
 
+/*
+ * An orderly shutdown delivers every event first, however long a consumer
+ * takes to read them.  A second SIGTERM or SIGINT gives that up: everything
+ * stops now, without the marker (the next start reloads).
+ */
 static void
-stop(struct supervisor *sv)
+stop(struct supervisor *sv, int by_operator)
 {
+	if (by_operator && sv->operator_stop++ > 0 && !sv->failed) {
+		log_warnx("asked again to stop: not waiting for the consumer; "
+		    "no marker, the next start reloads");
+		sv->failed = 1;
+		kill_children(sv, SIGKILL);
+		return;
+	}
 	if (!sv->stopping && !sv->failed)
 		log_info("shutting down");
 	sv->stopping = 1;
@@ -581,6 +594,7 @@ supervisor_run(struct config *cfg, int report_fd)
 	sigaddset(&block, SIGUSR1);
 	sigaddset(&block, SIGUSR2);
 	sigaddset(&block, SIGALRM);
+	sigaddset(&block, SIGSTOPREQ);
 	sigprocmask(SIG_BLOCK, &block, &old);
 	/* main() blocked them already: sigsuspend must let them in. */
 	for (i = 1; i < NSIG; i++)
@@ -641,7 +655,11 @@ supervisor_run(struct config *cfg, int report_fd)
 			break;
 		if (sv.running && sig_term) {
 			sig_term = 0;
-			stop(&sv);
+			stop(&sv, 1);
+		}
+		if (sv.running && sig_stopreq) {
+			sig_stopreq = 0;
+			stop(&sv, 0);
 		}
 		if (sig_usr1) {
 			sig_usr1 = 0;

@@ -18,6 +18,7 @@ import hashlib
 import hmac
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -1006,6 +1007,34 @@ def fake_ldap_present_phase(tmp):
         note('%s: %s' % (name, warned[0].split(': ', 1)[-1] if warned else 'no warning'))
     assert not out, '\n'.join(out)
 
+
+
+@test(timeout=120)
+def second_sigterm_gives_up_the_drain(tmp):
+    # Scenario: a consumer that never reads holds the workers; SIGTERM starts
+    # an orderly shutdown, which waits to deliver everything (the daemon is
+    # still alive seconds later); a second SIGTERM gives up: exit 70 at once,
+    # no marker, no process left.  A SIGTERM a child passes on (here: the
+    # reader's, sent to the whole group first) does not count as a second.
+    s = Slapd(tmp)
+    s.add_people(300, extra=lambda i: {'audio': os.urandom(32 << 10)})
+    con = Consumer(tmp, name='stuck')
+    con.pause()
+    d = Daemon(tmp, s, con, processes=4, extra=['-v'])
+    wait_until(lambda: con.connections >= 2, 30, 'the workers to connect')
+    wait_until(lambda: d.stderr().count('reader: add ') >= 50, 30, 'events queued behind the consumer')
+    d.kill_group(signal.SIGTERM)          # every process, as systemd's control-group kill
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 3:      # the scenario: it must keep waiting
+        assert d.alive(), 'gave up the drain without a second SIGTERM:\n' + d.stderr()
+        time.sleep(0.1)
+    d.signal(signal.SIGTERM)
+    rc = d.wait(10)
+    assert rc == 70, 'exit %s after a second SIGTERM:\n%s' % (rc, d.stderr())
+    assert not d.marker_exists(), 'a marker after an abandoned drain'
+    assert 'asked again to stop' in d.stderr(), d.stderr()
+    wait_until(lambda: not d.group(), 10, 'every ldapfeed process to be gone')
+    con.resume()
 
 if __name__ == '__main__':
     main()
