@@ -71,7 +71,7 @@ ASAN_FLAGS = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
 check-asan: deps
 	$(MAKE) all $(UNIT_BINS) $(TOOL_BINS) CFLAGS="$(ASAN_FLAGS)" \
 	    LDFLAGS="-fsanitize=address,undefined"
-	ASAN_OPTIONS=abort_on_error=0:detect_leaks=1:exitcode=86 \
+	ASAN_OPTIONS=abort_on_error=0:detect_leaks=1:exitcode=86:fast_unwind_on_malloc=0:disable_coredump=0 \
 	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	    E2E_TIME_SCALE=3 python3 tests/run
 

@@ -940,6 +940,13 @@ pause_for(int secs)
 static void
 disconnect(struct reader *r)
 {
+	struct timeval	 zero = { 0, 0 };
+	LDAPMessage	*msg;
+
+	/* A Notice of Disconnection waits as an unsolicited message. */
+	while (r->ld && ldap_result(r->ld, LDAP_RES_UNSOLICITED, LDAP_MSG_ALL,
+	    &zero, &msg) > 0)
+		ldap_msgfree(msg);
 	if (r->ld)
 		ldap_unbind_ext(r->ld, NULL, NULL);
 	r->ld = NULL;

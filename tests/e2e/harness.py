@@ -46,7 +46,7 @@ __all__ = [
     'Slapd', 'LdapError', 'SlapdError', 'parse_ldif', 'ldif_entry', 'ldif_modify',
     'Consumer', 'Model', 'assert_model_equals_server', 'normalize_attrs',
     'Daemon', 'ldap_url', 'free_port', 'pid_alive', 'proc_children', 'proc_descendants',
-    'group_members', 'register_process', 'terminate_pid',
+    'group_members', 'register_process', 'terminate_pid', 'instance_procs', 'store_snapshot',
 ]
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -128,6 +128,45 @@ def pid_alive(pid):
     st = _proc_stat(pid)
     return st is not None and st[0] not in ('Z', 'X')
 
+
+
+def instance_procs(token):
+    """Live pids whose command line holds token (an instance's data dir)."""
+    out = []
+    tok = token.encode()
+    for name in os.listdir('/proc'):
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            with open('/proc/%s/cmdline' % name, 'rb') as f:
+                args = f.read().split(b'\0')
+        except OSError:
+            continue
+        if tok in args and pid_alive(int(name)):
+            out.append(int(name))
+    return sorted(out)
+
+
+def store_snapshot(datadir, marker):
+    """What a failed start must leave as it was: every store file's checksum
+    (not LMDB's lock.mdb, which holds only runtime reader slots), the list of
+    names, and the marker (existence, contents, mtime)."""
+    import hashlib
+    files = {}
+    for name in sorted(os.listdir(datadir)) if os.path.isdir(datadir) else []:
+        path = os.path.join(datadir, name)
+        if name == 'lock.mdb' or not os.path.isfile(path):
+            files[name] = None
+            continue
+        with open(path, 'rb') as f:
+            files[name] = hashlib.sha256(f.read()).hexdigest()
+    try:
+        st = os.stat(marker)
+        with open(marker, 'rb') as f:
+            mark = (f.read(), st.st_mtime_ns)
+    except FileNotFoundError:
+        mark = None
+    return {'files': files, 'marker': mark}
 
 def proc_children(pid, include_zombies=False):
     """Sorted pids whose parent is pid."""

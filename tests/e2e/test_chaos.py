@@ -82,21 +82,6 @@ def worker_pids(con):
     return out
 
 
-def instance_procs(token):
-    """Live pids whose command line holds token (an instance's data dir)."""
-    out = []
-    tok = token.encode()
-    for name in os.listdir('/proc'):
-        if not name.isdigit() or int(name) == os.getpid():
-            continue
-        try:
-            with open('/proc/%s/cmdline' % name, 'rb') as f:
-                args = f.read().split(b'\0')
-        except OSError:
-            continue
-        if tok in args and pid_alive(int(name)):
-            out.append(int(name))
-    return sorted(out)
 
 
 # ---------------------------------------------------------------- LDIF records

@@ -122,42 +122,8 @@ def roomy(address, family=None, authkey=None):
     return Listener(address, family=family, authkey=authkey, backlog=16)
 
 
-def instance_procs(token):
-    """Live pids whose command line holds token (an instance's data dir)."""
-    out = []
-    tok = token.encode()
-    for name in os.listdir('/proc'):
-        if not name.isdigit() or int(name) == os.getpid():
-            continue
-        try:
-            with open('/proc/%s/cmdline' % name, 'rb') as f:
-                args = f.read().split(b'\0')
-        except OSError:
-            continue
-        if tok in args and pid_alive(int(name)):
-            out.append(int(name))
-    return sorted(out)
 
 
-def snapshot(datadir, marker):
-    """What must survive a failed start: every store file's checksum (not
-    LMDB's lock.mdb, which holds only runtime reader slots), the list of
-    names, and the marker (existence, contents, mtime)."""
-    files = {}
-    for name in sorted(os.listdir(datadir)) if os.path.isdir(datadir) else []:
-        path = os.path.join(datadir, name)
-        if name == 'lock.mdb' or not os.path.isfile(path):
-            files[name] = None
-            continue
-        with open(path, 'rb') as f:
-            files[name] = hashlib.sha256(f.read()).hexdigest()
-    try:
-        st = os.stat(marker)
-        with open(marker, 'rb') as f:
-            mark = (f.read(), st.st_mtime_ns)
-    except FileNotFoundError:
-        mark = None
-    return {'files': files, 'marker': mark}
 
 
 def prepared(tmp, people=5, **slapd_kw):
@@ -192,7 +158,7 @@ def startup_failure(problems, label, code, culprits, datadir, marker, limit=15, 
     one line on stderr naming every string in `culprits` (case-folded),
     store and marker untouched, no process of the instance left.  Appends
     what is wrong to `problems` (so one test reports every case)."""
-    before = snapshot(datadir, marker)
+    before = store_snapshot(datadir, marker)
     t0 = time.monotonic()
     d = Daemon(datadir=datadir, marker=marker, **kw)
     try:
@@ -210,7 +176,7 @@ def startup_failure(problems, label, code, culprits, datadir, marker, limit=15, 
         out.append('%d error lines, expected exactly one' % len(lines))
     if not any(all(c.lower() in ln.lower() for c in culprits) for ln in lines):
         out.append('no line names %r' % (culprits,))
-    after = snapshot(datadir, marker)
+    after = store_snapshot(datadir, marker)
     if after['marker'] != before['marker']:
         out.append('marker changed: %r -> %r' % (before['marker'], after['marker']))
     if after['files'] != before['files']:
@@ -951,7 +917,7 @@ def _barrier_end(d, datadir, marker, before, what, limit=15):
     took = time.monotonic() - t0
     assert rc not in (0, None) and rc > 0, '%s: exit %s\n%s' % (what, rc, d.stderr())
     assert group_members(d.pid) == [] and instance_procs(datadir) == [], '%s: processes left' % what
-    assert snapshot(datadir, marker) == before, '%s: store or marker changed' % what
+    assert store_snapshot(datadir, marker) == before, '%s: store or marker changed' % what
     note('%s: exit %d %.2fs later; stderr: %s' % (what, rc, took, ' | '.join(d.stderr().splitlines()[:4])))
     return rc, took
 
@@ -963,7 +929,7 @@ def barrier_worker_dies_before_arriving(tmp):
     # worker is SIGKILLed: the barrier breaks, every process exits at once, the daemon exits non-zero (no
     # hang), no hello is sent, store and marker untouched, nothing left.
     s, datadir, marker = prepared(tmp)
-    before = snapshot(datadir, marker)
+    before = store_snapshot(datadir, marker)
     key = b'barrier-key-' + os.urandom(8).hex().encode()
     keyfile = write_secret(os.path.join(tmp, 'barrier.key'), key)
     hang = HangListener(os.path.join(tmp, 'hang.sock'), key=key, mute={1})
@@ -987,7 +953,7 @@ def barrier_party_dies_while_others_prepare(tmp):
     # it: the daemon exits non-zero at once (well before the workers' own handshake timeout), store and
     # marker untouched, nothing left.
     s, datadir, marker = prepared(tmp)
-    before = snapshot(datadir, marker)
+    before = store_snapshot(datadir, marker)
     hang = HangListener(os.path.join(tmp, 'hang.sock'))
     con = Consumer(tmp)
     d = Daemon(tmp, s, con, processes=5, output=hang.path, datadir=datadir, marker=marker)
@@ -1005,7 +971,7 @@ def barrier_reader_dies_before_arriving(tmp):
     # arrive while the workers wait at the barrier; SIGKILL of the reader breaks it: non-zero exit promptly,
     # store and marker untouched, nothing left.
     s, datadir, marker = prepared(tmp)
-    before = snapshot(datadir, marker)
+    before = store_snapshot(datadir, marker)
     mute = MuteLdap()
     con = Consumer(tmp, listener_factory=roomy)
     url = ldap_url('ldap://127.0.0.1:%d' % mute.port, s.suffix, exts=['bindname=' + s.reader_dn])
@@ -1029,7 +995,7 @@ def barrier_listener_accepts_some(tmp):
     # others unanswered; startup cannot complete: the daemon exits non-zero within the deadline, without
     # sending a hello, store and marker untouched, nothing left.
     s, datadir, marker = prepared(tmp)
-    before = snapshot(datadir, marker)
+    before = store_snapshot(datadir, marker)
     path = os.path.join(tmp, 'some.sock')
     key = b'k' * 16
     keyfile = write_secret(os.path.join(tmp, 'some.key'), key)
@@ -1069,7 +1035,7 @@ def barrier_sigterm_during_startup(tmp):
     # Scenario: SIGTERM to the supervisor while the workers hang in the handshake: startup is abandoned,
     # non-zero exit promptly, store and marker untouched, nothing left.
     s, datadir, marker = prepared(tmp)
-    before = snapshot(datadir, marker)
+    before = store_snapshot(datadir, marker)
     hang = HangListener(os.path.join(tmp, 'hang.sock'))
     con = Consumer(tmp)
     d = Daemon(tmp, s, con, processes=4, output=hang.path, datadir=datadir, marker=marker)

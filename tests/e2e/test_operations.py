@@ -41,21 +41,6 @@ def proc_stat(pid):
     return {'state': f[0].decode(), 'ppid': int(f[1]), 'pgrp': int(f[2]), 'session': int(f[3])}
 
 
-def instance_procs(token):
-    """Live pids whose command line holds token (an instance's data dir)."""
-    out = []
-    tok = token.encode()
-    for name in os.listdir('/proc'):
-        if not name.isdigit() or int(name) == os.getpid():
-            continue
-        try:
-            with open('/proc/%s/cmdline' % name, 'rb') as f:
-                args = f.read().split(b'\0')
-        except OSError:
-            continue
-        if tok in args and pid_alive(int(name)):
-            out.append(int(name))
-    return sorted(out)
 
 
 def peer_pid(conn):
@@ -88,24 +73,6 @@ def worker_connection(con, index):
     raise AssertionError('no connection of worker %d' % index)
 
 
-def snapshot(datadir, marker):
-    """Store files' checksums (not LMDB's lock.mdb, runtime reader slots only)
-    and the marker's contents and mtime."""
-    files = {}
-    for name in sorted(os.listdir(datadir)) if os.path.isdir(datadir) else []:
-        path = os.path.join(datadir, name)
-        if name == 'lock.mdb' or not os.path.isfile(path):
-            files[name] = None
-            continue
-        with open(path, 'rb') as f:
-            files[name] = hashlib.sha256(f.read()).hexdigest()
-    try:
-        st = os.stat(marker)
-        with open(marker, 'rb') as f:
-            mark = (f.read(), st.st_mtime_ns)
-    except FileNotFoundError:
-        mark = None
-    return {'files': files, 'marker': mark}
 
 
 def prepared(tmp, people=5):
@@ -212,7 +179,7 @@ def detach_startup_failures(tmp):
     for label, code, culprits, kw in cases:
         dd = kw.pop('datadir', datadir)
         kw.setdefault('consumer', con)
-        before = snapshot(dd, marker)
+        before = store_snapshot(dd, marker)
         foreign_before = open(os.path.join(foreign, 'notes.txt')).read()
         t0 = time.monotonic()
         d = Daemon(tmp, s, processes=4, foreground=False, datadir=dd, marker=marker, **kw)
@@ -230,7 +197,7 @@ def detach_startup_failures(tmp):
             bad.append('no stderr line names %r' % culprits)
         if os.path.exists(d.pidfile):
             bad.append('pidfile left: %r' % open(d.pidfile).read())
-        if snapshot(dd, marker) != before:
+        if store_snapshot(dd, marker) != before:
             bad.append('store or marker changed')
         if open(os.path.join(foreign, 'notes.txt')).read() != foreign_before or \
                 os.listdir(foreign) != ['notes.txt']:
