@@ -46,6 +46,18 @@ void	buf_printf(struct buf *, const char *, ...) PRINTFLIKE(2, 3);
 void	buf_consume(struct buf *, size_t);	/* drop a prefix */
 void	buf_reset(struct buf *);
 void	buf_free(struct buf *);
+/*
+ * A byte queue: appended at the end, taken from the front without moving
+ * the rest each time (a 10 MB event sent in 200 KB pieces must not be
+ * memmoved fifty times).
+ */
+struct queue {
+	struct buf	 b;
+	size_t		 off;	/* bytes already taken */
+};
+#define queue_len(q)	((q)->b.len - (q)->off)
+#define queue_data(q)	((q)->b.data + (q)->off)
+void	queue_drop(struct queue *, size_t);
 uint32_t get_u32(const unsigned char *);
 uint64_t get_u64(const unsigned char *);
 void	*xmalloc(size_t);
@@ -91,6 +103,10 @@ extern const struct span attrs_empty;	/* a blob with no attribute */
  */
 int	names_iter(struct span *, struct span *);	/* 1, 0 or -1 as above */
 
+/* entry.c: one PartialAttribute of an LDAP entry, read in place. */
+int	entry_attr_parse(struct span, struct span *, struct span *);
+int	entry_next_value(struct span *, struct span *);
+
 /* Events, as the reader hands them to the workers (SPEC section 7). */
 enum event_type {
 	EV_HELLO = 1,
@@ -133,7 +149,7 @@ uint64_t shard_hash(const void *, size_t);	/* fnv1a64, A-Z folded */
 struct pipes {
 	unsigned	 n;
 	int		*fd;	/* write ends, one per worker */
-	struct buf	*q;	/* what each has not taken yet */
+	struct queue	*q;	/* what each has not taken yet */
 };
 void	pipes_init(struct pipes *, int *, unsigned);
 void	pipes_free(struct pipes *);

@@ -151,6 +151,21 @@ buf_consume(struct buf *b, size_t n)
 	b->len -= n;
 }
 
+/* Take n bytes off the front; compact only once most of it is taken. */
+void
+queue_drop(struct queue *q, size_t n)
+{
+	q->off += n < queue_len(q) ? n : queue_len(q);
+	if (q->off == q->b.len) {
+		q->off = 0;
+		q->b.len = 0;
+	} else if (q->off > q->b.len / 2 && q->off >= 64 * 1024) {
+		memmove(q->b.data, q->b.data + q->off, q->b.len - q->off);
+		q->b.len -= q->off;
+		q->off = 0;
+	}
+}
+
 void
 buf_reset(struct buf *b)
 {

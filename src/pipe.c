@@ -150,7 +150,7 @@ pipes_free(struct pipes *p)
 	unsigned	 i;
 
 	for (i = 0; i < p->n; i++) {
-		buf_free(&p->q[i]);
+		buf_free(&p->q[i].b);
 		if (p->fd[i] != -1)
 			close(p->fd[i]);
 		p->fd[i] = -1;
@@ -164,16 +164,16 @@ write_some(struct pipes *p, unsigned i)
 {
 	ssize_t	 n;
 
-	if (p->q[i].len == 0)
+	if (queue_len(&p->q[i]) == 0)
 		return 0;
-	n = write(p->fd[i], p->q[i].data, p->q[i].len);
+	n = write(p->fd[i], queue_data(&p->q[i]), queue_len(&p->q[i]));
 	if (n == -1) {
 		if (errno == EAGAIN || errno == EINTR)
 			return 0;
 		log_warn("pipe to worker %u", i);
 		return -1;
 	}
-	buf_consume(&p->q[i], (size_t)n);
+	queue_drop(&p->q[i], (size_t)n);
 	return 0;
 }
 
@@ -184,7 +184,7 @@ pipes_pending(const struct pipes *p)
 	unsigned	 i;
 
 	for (i = 0; i < p->n; i++)
-		total += p->q[i].len;
+		total += queue_len(&p->q[i]);
 	return total;
 }
 
@@ -209,7 +209,7 @@ pipes_flush(struct pipes *p, int all)
 			}
 		for (i = 0, waiting = 0; i < p->n; i++) {
 			pfd[i].fd = -1;
-			if (p->q[i].len > (all ? 0 : PIPES_HIGH_WATER)) {
+			if (queue_len(&p->q[i]) > (all ? 0 : PIPES_HIGH_WATER)) {
 				pfd[i].fd = p->fd[i];
 				pfd[i].events = POLLOUT;
 				waiting++;
@@ -242,7 +242,7 @@ out:
 void
 pipes_send(struct pipes *p, unsigned worker, const struct event *ev)
 {
-	pipe_record_encode(&p->q[worker], ev);
+	pipe_record_encode(&p->q[worker].b, ev);
 }
 
 /* One event to every worker (hello, refresh_done). */
@@ -252,5 +252,5 @@ pipes_send_all(struct pipes *p, const struct event *ev)
 	unsigned	 i;
 
 	for (i = 0; i < p->n; i++)
-		pipe_record_encode(&p->q[i], ev);
+		pipe_record_encode(&p->q[i].b, ev);
 }

@@ -347,10 +347,10 @@ uuid_parse_text(const char *s, size_t len, unsigned char *out)
 }
 
 static int
-is_attr(const struct berval *a, const char *name)
+span_is(struct span a, const char *name)
 {
-	return a->bv_len == strlen(name) &&
-	    strncasecmp(a->bv_val, name, a->bv_len) == 0;
+	return a.len == strlen(name) &&
+	    strncasecmp((const char *)a.p, name, a.len) == 0;
 }
 
 /*
@@ -359,52 +359,52 @@ is_attr(const struct berval *a, const char *name)
  * entryUUID (asked for by fetch_subtree only) goes to *uuid.
  */
 static int
-read_attrs(struct reader *r, LDAPMessage *msg, BerElement *ber,
-    unsigned char *uuid)
+read_attrs(struct reader *r, BerElement *ber, unsigned char *uuid)
 {
 	struct attrs_writer	 w;
-	struct berval		 attr, *vals, *v;
-	int			 rc;
+	struct berval		 seq;
+	struct span		 type, vals, v;
+	ber_len_t		 rem;
+	int			 rv;
 
 	buf_reset(&r->attrs);
 	attrs_writer_init(&w, &r->attrs);
 	r->has_subs = 0;
-	for (;;) {
-		vals = NULL;
-		rc = ldap_get_attribute_ber(r->ld, msg, ber, &attr, &vals);
-		if (rc != LDAP_SUCCESS) {
-			log_warnx("malformed entry from the server: %s",
-			    ldap_err2string(rc));
-			return -1;
-		}
-		if (attr.bv_val == NULL)
-			break;
-		if (is_attr(&attr, "hasSubordinates")) {
-			r->has_subs = vals && vals[0].bv_val &&
-			    is_attr(&vals[0], "TRUE");
-			if (r->strip_subs) {
-				ber_memfree(vals);
+	/* libldap bounded the element to the attribute list for us. */
+	while (ber_get_option(ber, LBER_OPT_REMAINING_BYTES, &rem) ==
+	    LBER_OPT_SUCCESS && rem > 0) {
+		if (ber_skip_element(ber, &seq) != LBER_SEQUENCE ||
+		    entry_attr_parse((struct span){ (unsigned char *)
+		    seq.bv_val, seq.bv_len }, &type, &vals) == -1)
+			goto bad;
+		if (span_is(type, "hasSubordinates")) {
+			struct span	 peek = vals;
+
+			r->has_subs = entry_next_value(&peek, &v) == 1 &&
+			    span_is(v, "TRUE");
+			if (r->strip_subs)
 				continue;
-			}
 		}
-		if (uuid != NULL && is_attr(&attr, "entryUUID")) {
-			if (vals == NULL || vals[0].bv_val == NULL ||
-			    uuid_parse_text(vals[0].bv_val, vals[0].bv_len,
-			    uuid) == -1) {
+		if (uuid != NULL && span_is(type, "entryUUID")) {
+			if (entry_next_value(&vals, &v) != 1 ||
+			    uuid_parse_text((const char *)v.p, v.len, uuid) ==
+			    -1) {
 				log_warnx("malformed entryUUID from the server");
-				ber_memfree(vals);
 				return -1;
 			}
-			ber_memfree(vals);
 			continue;
 		}
-		attrs_writer_attr(&w, attr.bv_val, attr.bv_len);
-		for (v = vals; v && v->bv_val; v++)
-			attrs_writer_value(&w, v->bv_val, v->bv_len);
-		ber_memfree(vals);
+		attrs_writer_attr(&w, type.p, type.len);
+		while ((rv = entry_next_value(&vals, &v)) == 1)
+			attrs_writer_value(&w, v.p, v.len);
+		if (rv == -1)
+			goto bad;
 	}
 	attrs_writer_finish(&w);
 	return 0;
+bad:
+	log_warnx("malformed entry from the server: a bad attribute list");
+	return -1;
 }
 
 static int
@@ -471,7 +471,7 @@ fetch_subtree(struct reader *r, struct span root)
 		} else if (ldap_msgtype(msg) == LDAP_RES_SEARCH_ENTRY) {
 			ber = NULL;
 			if (ldap_get_dn_ber(r->ld, msg, &ber, &dnbv) !=
-			    LDAP_SUCCESS || read_attrs(r, msg, ber, uuid) == -1)
+			    LDAP_SUCCESS || read_attrs(r, ber, uuid) == -1)
 				rc = LDAP_DECODING_ERROR;
 			else {
 				dn.p = (unsigned char *)dnbv.bv_val;
@@ -544,7 +544,7 @@ on_entry(struct reader *r, LDAPMessage *msg)
 		break;
 	case SYNC_ADD:
 	case SYNC_MODIFY:
-		if (read_attrs(r, msg, ber, NULL) == -1)
+		if (read_attrs(r, ber, NULL) == -1)
 			goto out;
 		/* (In a full load every descendant comes anyway.) */
 		subtree = r->has_subs && (!r->in_refresh || r->had_cookie) &&
@@ -848,7 +848,8 @@ follow(struct reader *r)
 		pfd[1].events = POLLIN;
 		r->ctx->stats->queue = pipes_pending(&r->pipes);
 		for (i = 0; i < r->pipes.n; i++) {
-			pfd[2 + i].fd = r->pipes.q[i].len ? r->pipes.fd[i] : -1;
+			pfd[2 + i].fd = queue_len(&r->pipes.q[i]) ?
+			    r->pipes.fd[i] : -1;
 			pfd[2 + i].events = POLLOUT;
 		}
 		if (poll(pfd, 2 + r->pipes.n, -1) == -1 && errno != EINTR) {

@@ -384,6 +384,23 @@ store_get_entry(struct store *s, const unsigned char *uuid,
 	return 1;
 }
 
+/*
+ * A put that tries MDB_APPEND first: keys that arrive in ascending order
+ * (time-based entryUUIDs in a full load) then fill LMDB's pages instead of
+ * splitting them in half, which keeps the store near the size of its data.
+ */
+static int
+put_append(struct store *s, MDB_dbi dbi, MDB_val *k, MDB_val *v,
+    unsigned flags)
+{
+	int	 rc;
+
+	rc = mdb_put(s->txn, dbi, k, v, flags | MDB_APPEND);
+	if (rc == MDB_KEYEXIST)
+		rc = mdb_put(s->txn, dbi, k, v, flags);
+	return rc;
+}
+
 static int
 dn_index(struct store *s, const unsigned char *uuid, struct span dn,
     int add)
@@ -394,8 +411,10 @@ dn_index(struct store *s, const unsigned char *uuid, struct span dn,
 	dn_key(&s->key, dn);
 	buf_add(&s->key, uuid, 16);
 	k = val(s->key.data, s->key.len);
-	rc = add ? mdb_put(s->txn, s->dns, &k, &v, 0) :
-	    mdb_del(s->txn, s->dns, &k, NULL);
+	if (add)
+		rc = put_append(s, s->dns, &k, &v, 0);
+	else
+		rc = mdb_del(s->txn, s->dns, &k, NULL);
 	if (rc != 0 && !(rc == MDB_NOTFOUND && !add))
 		return lmdb_fail("dn index", rc);
 	return 0;
@@ -407,7 +426,7 @@ store_put_entry(struct store *s, const unsigned char *uuid,
     struct span dn, struct span attrs, const struct span *old_dn)
 {
 	MDB_val	 k = val(uuid, 16), v;
-	int	 rc;
+	int	 rc, was_new = old_dn == NULL;
 
 	if (need_txn(s) == -1)
 		return -1;
@@ -425,7 +444,9 @@ store_put_entry(struct store *s, const unsigned char *uuid,
 	}
 	v.mv_size = 4 + dn.len + attrs.len;
 	v.mv_data = NULL;
-	if ((rc = mdb_put(s->txn, s->entries, &k, &v, MDB_RESERVE)) != 0)
+	rc = was_new ? put_append(s, s->entries, &k, &v, MDB_RESERVE) :
+	    mdb_put(s->txn, s->entries, &k, &v, MDB_RESERVE);
+	if (rc != 0)
 		return lmdb_fail("put entry", rc);
 	{
 		unsigned char	*p = v.mv_data;

@@ -28,7 +28,7 @@ struct worker {
 	int			 pipe_fd;
 	int			 pipe_eof;
 	struct buf		 in;	/* records from the reader */
-	struct buf		 out;	/* frames for the consumer */
+	struct queue		 out;	/* frames for the consumer */
 	uint64_t		 sent;
 };
 
@@ -105,18 +105,18 @@ frame_event(struct worker *w, struct event *ev)
 	unsigned char	 hdr[WIRE_MAX_HEADER];
 	size_t		 start, len, hlen;
 
-	start = w->out.len;
-	buf_add(&w->out, "\0\0\0\0", 4);
-	encode_event(&w->out, ev, w->ctx->cfg->format);
-	len = w->out.len - start - 4;
+	start = w->out.b.len;
+	buf_add(&w->out.b, "\0\0\0\0", 4);
+	encode_event(&w->out.b, ev, w->ctx->cfg->format);
+	len = w->out.b.len - start - 4;
 	hlen = wire_frame_header(hdr, len);
 	if (hlen != 4) {	/* a 2 GiB payload: make room for the long form */
-		buf_reserve(&w->out, hlen - 4);
-		memmove(w->out.data + start + hlen, w->out.data + start + 4,
+		buf_reserve(&w->out.b, hlen - 4);
+		memmove(w->out.b.data + start + hlen, w->out.b.data + start + 4,
 		    len);
-		w->out.len += hlen - 4;
+		w->out.b.len += hlen - 4;
 	}
-	memcpy(w->out.data + start, hdr, hlen);
+	memcpy(w->out.b.data + start, hdr, hlen);
 	w->sent++;
 	w->ctx->stats->messages++;
 	w->ctx->stats->events[ev->type]++;
@@ -129,7 +129,7 @@ take_records(struct worker *w)
 	struct span	 rec;
 	size_t		 n, off = 0;
 
-	while (w->out.len < OUT_HIGH_WATER) {
+	while (queue_len(&w->out) < OUT_HIGH_WATER) {
 		struct buf	 view = { w->in.data + off, w->in.len - off, 0 };
 
 		if ((n = pipe_record_complete(&view)) == 0)
@@ -173,10 +173,11 @@ write_out(struct worker *w)
 {
 	ssize_t	 n;
 
-	n = send(w->sock, w->out.data, w->out.len, MSG_NOSIGNAL);
+	n = send(w->sock, queue_data(&w->out), queue_len(&w->out),
+	    MSG_NOSIGNAL);
 	if (n == -1)
 		return errno == EINTR || errno == EAGAIN ? 0 : -1;
-	buf_consume(&w->out, (size_t)n);
+	queue_drop(&w->out, (size_t)n);
 	return 0;
 }
 
@@ -201,7 +202,8 @@ update_queue(struct worker *w)
 
 	if (!w->pipe_eof)
 		(void)ioctl(w->pipe_fd, FIONREAD, &inpipe);
-	w->ctx->stats->queue = (uint64_t)inpipe + w->in.len + w->out.len;
+	w->ctx->stats->queue = (uint64_t)inpipe + w->in.len +
+	    queue_len(&w->out);
 }
 
 static int
@@ -218,9 +220,9 @@ run(struct worker *w)
 		}
 		if (take_records(w) == -1)
 			return EX_SOFTWARE;
-		if (w->pipe_eof && w->out.len == 0 && w->in.len == 0)
+		if (w->pipe_eof && queue_len(&w->out) == 0 && w->in.len == 0)
 			return 0;
-		if (w->pipe_eof && w->in.len != 0 && w->out.len == 0 &&
+		if (w->pipe_eof && w->in.len != 0 && queue_len(&w->out) == 0 &&
 		    pipe_record_complete(&w->in) == 0) {
 			log_warnx("the reader's last record was cut short");
 			return EX_SOFTWARE;
@@ -229,8 +231,8 @@ run(struct worker *w)
 		pfd[0].fd = signals_fd();
 		pfd[0].events = POLLIN;
 		pfd[1].fd = w->sock;
-		pfd[1].events = POLLIN | (w->out.len ? POLLOUT : 0);
-		pfd[2].fd = w->pipe_eof || w->out.len >= OUT_HIGH_WATER ?
+		pfd[1].events = POLLIN | (queue_len(&w->out) ? POLLOUT : 0);
+		pfd[2].fd = w->pipe_eof || queue_len(&w->out) >= OUT_HIGH_WATER ?
 		    -1 : w->pipe_fd;
 		pfd[2].events = POLLIN;
 		if ((r = poll(pfd, 3, -1)) == -1) {
@@ -294,6 +296,6 @@ worker_main(const struct child_ctx *ctx)
 		    (unsigned long long)w.sent);
 	close(w.sock);
 	buf_free(&w.in);
-	buf_free(&w.out);
+	buf_free(&w.out.b);
 	return code;
 }

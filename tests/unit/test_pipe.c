@@ -86,6 +86,38 @@ main(void)
 	    "short record refused");
 	buf_reset(&b);
 
+	/* A byte queue taken from the front in pieces keeps its bytes. */
+	{
+		struct queue	 q = { { 0 }, 0 };
+		size_t		 taken = 0, bad = 0, k;
+
+		for (k = 0; k < 3 << 20; k++)
+			buf_add_u8(&q.b, (uint8_t)(k * 7));
+		while (queue_len(&q) > 0) {
+			size_t	 piece = queue_len(&q) < 200000 ?
+				    queue_len(&q) : 200000;
+
+			for (k = 0; k < piece; k++)
+				bad += queue_data(&q)[k] !=
+				    (uint8_t)((taken + k) * 7);
+			queue_drop(&q, piece);
+			taken += piece;
+			if (q.off > 0 && q.off > q.b.len / 2 &&
+			    q.off >= 64 * 1024)
+				bad++;	/* should have compacted */
+		}
+		ok(bad == 0 && taken == 3 << 20 && q.b.len == 0 && q.off == 0,
+		    "queue: 3 MiB taken in 200 KB pieces, bytes intact");
+		buf_add(&q.b, "abc", 3);
+		queue_drop(&q, 1);
+		buf_add(&q.b, "d", 1);
+		ok(queue_len(&q) == 3 && memcmp(queue_data(&q), "bcd", 3) == 0,
+		    "queue: appending after a partial take");
+		queue_drop(&q, 99);
+		ok(queue_len(&q) == 0 && q.off == 0, "queue: over-taking empties it");
+		buf_free(&q.b);
+	}
+
 	/* A 10 MiB value streams through a real pipe. */
 	buf_reserve(&big, 10 << 20);
 	memset(big.data, 'x', 10 << 20);

@@ -64,7 +64,7 @@ drain(struct pipes *p, char *out, size_t outlen)
 
 	out[0] = '\0';
 	for (;;) {
-		struct buf	 view = { p->q[0].data + off, p->q[0].len - off,
+		struct buf	 view = { p->q[0].b.data + off, p->q[0].b.len - off,
 				    0 };
 
 		if ((n = pipe_record_complete(&view)) == 0)
@@ -85,7 +85,7 @@ drain(struct pipes *p, char *out, size_t outlen)
 		}
 		off += n;
 	}
-	buf_reset(&p->q[0]);
+	buf_reset(&p->q[0].b);
 }
 
 static int
