@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 #include <time.h>
 
 #define LDAPFEED_VERSION	"0.1.0"
@@ -34,12 +35,47 @@ struct buf {
 	size_t			 cap;
 };
 
-/* buf.c: out of memory is fatal (there is no sane way to go on). */
-void	buf_reserve(struct buf *, size_t);
-void	buf_add(struct buf *, const void *, size_t);
+/*
+ * buf.c: out of memory is fatal (there is no sane way to go on).  The
+ * appends are inline: the reader and the encoders make millions of them.
+ */
+void	buf_grow(struct buf *, size_t);
+
+static inline void
+buf_reserve(struct buf *b, size_t extra)
+{
+	if (b->cap - b->len < extra)
+		buf_grow(b, extra);
+}
+
+static inline void
+buf_add(struct buf *b, const void *p, size_t n)
+{
+	if (n == 0)
+		return;
+	buf_reserve(b, n);
+	memcpy(b->data + b->len, p, n);
+	b->len += n;
+}
+
+static inline void
+buf_add_u8(struct buf *b, uint8_t v)
+{
+	buf_reserve(b, 1);
+	b->data[b->len++] = v;
+}
+
+static inline void
+buf_add_u32(struct buf *b, uint32_t v)	/* little-endian */
+{
+	buf_reserve(b, 4);
+	b->data[b->len++] = v & 0xff;
+	b->data[b->len++] = (v >> 8) & 0xff;
+	b->data[b->len++] = (v >> 16) & 0xff;
+	b->data[b->len++] = (v >> 24) & 0xff;
+}
+
 void	buf_add_str(struct buf *, const char *);
-void	buf_add_u8(struct buf *, uint8_t);
-void	buf_add_u32(struct buf *, uint32_t);	/* little-endian */
 void	buf_add_u64(struct buf *, uint64_t);	/* little-endian */
 void	buf_put_u32(struct buf *, size_t, uint32_t);	/* patch in place */
 void	buf_printf(struct buf *, const char *, ...) PRINTFLIKE(2, 3);
@@ -326,9 +362,8 @@ int	store_put_entry(struct store *, const unsigned char *, struct span,
 	    struct span, const struct span *);
 int	store_del_entry(struct store *, const unsigned char *);
 int	store_mark_seen(struct store *, const unsigned char *, uint64_t);
-int	store_seen_unknown(struct store *, uint64_t, uint64_t *);
 uint64_t store_count(struct store *);
-int	store_foreach_unseen(struct store *, uint64_t, store_visit, void *);
+int	store_sweep(struct store *, uint64_t, store_visit, void *, uint64_t *);
 int	store_foreach_below(struct store *, struct span, store_visit, void *);
 int	store_dn_is_below(struct span, struct span);
 
@@ -345,7 +380,7 @@ struct events {
 int	events_entry(struct events *, const unsigned char *, struct span,
 	    struct span);
 int	events_delete(struct events *, const unsigned char *, struct span, int);
-int	events_sweep(struct events *, uint64_t, uint64_t *);
+int	events_sweep(struct events *, uint64_t, uint64_t *, uint64_t *);
 void	events_refresh_done(struct events *);
 void	events_free(struct events *);
 size_t	events_diff(struct span, struct span, struct buf *);

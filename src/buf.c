@@ -50,8 +50,9 @@ xstrdup(const char *s)
 	return p;
 }
 
+/* The slow path of buf_reserve: at least double, so appends stay linear. */
 void
-buf_reserve(struct buf *b, size_t extra)
+buf_grow(struct buf *b, size_t extra)
 {
 	size_t	 need, cap;
 
@@ -68,36 +69,9 @@ buf_reserve(struct buf *b, size_t extra)
 }
 
 void
-buf_add(struct buf *b, const void *p, size_t n)
-{
-	if (n == 0)
-		return;
-	buf_reserve(b, n);
-	memcpy(b->data + b->len, p, n);
-	b->len += n;
-}
-
-void
 buf_add_str(struct buf *b, const char *s)
 {
 	buf_add(b, s, strlen(s));
-}
-
-void
-buf_add_u8(struct buf *b, uint8_t v)
-{
-	buf_add(b, &v, 1);
-}
-
-void
-buf_add_u32(struct buf *b, uint32_t v)
-{
-	unsigned char	 le[4];
-	int		 i;
-
-	for (i = 0; i < 4; i++)
-		le[i] = (v >> (8 * i)) & 0xff;
-	buf_add(b, le, sizeof(le));
 }
 
 void

@@ -31,11 +31,12 @@
 #define BATCH		1000
 
 /*
- * Where the bytes go: with p NULL only len advances, which is how an event
- * is measured; the same code then writes it into exactly that much room.
+ * Where the bytes go: appended to b, which grows as needed; with b NULL
+ * only len advances, which is how a string that needs cleaning is measured
+ * before its length prefix is written.
  */
 struct sink {
-	unsigned char	*p;
+	struct buf	*b;
 	size_t		 len;
 };
 
@@ -52,19 +53,19 @@ static const char b64digit[] =
 #define ONES	0x0101010101010101ULL
 #define HIGHS	0x8080808080808080ULL
 
-static void
+static inline void
 put(struct sink *s, const void *d, size_t n)
 {
-	if (s->p != NULL && n > 0)
-		memcpy(s->p + s->len, d, n);
+	if (s->b != NULL)
+		buf_add(s->b, d, n);
 	s->len += n;
 }
 
-static void
+static inline void
 put1(struct sink *s, unsigned char c)
 {
-	if (s->p != NULL)
-		s->p[s->len] = c;
+	if (s->b != NULL)
+		buf_add_u8(s->b, c);
 	s->len++;
 }
 
@@ -238,13 +239,15 @@ pk_str(struct sink *s, const unsigned char *p, size_t n)
 {
 	struct sink	 m = { NULL, 0 };
 
-	put_utf8_clean(&m, p, n);
 	put1(s, P_BINUNICODE);
+	if (ascii_prefix(p, n) == n) {	/* the usual case: as it is */
+		put_u32(s, n);
+		put(s, p, n);
+		return;
+	}
+	put_utf8_clean(&m, p, n);
 	put_u32(s, m.len);
-	if (s->p == NULL)
-		s->len += m.len;
-	else
-		put_utf8_clean(s, p, n);
+	put_utf8_clean(s, p, n);
 }
 
 /* An ASCII literal of ours. */
@@ -351,9 +354,11 @@ js_base64(struct sink *s, const unsigned char *p, size_t n)
 	size_t		 i;
 
 	put(s, "{\"base64\":\"", 11);
-	if (s->p != NULL) {
-		/* The room is measured: write straight into it. */
-		q = s->p + s->len;
+	if (s->b != NULL) {
+		/* Reserve the room, then write straight into it. */
+		buf_reserve(s->b, (n + 2) / 3 * 4);
+		q = s->b->data + s->b->len;
+		s->b->len += (n + 2) / 3 * 4;
 		for (i = 0; n - i >= 3; i += 3, q += 4) {
 			v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8 |
 			    p[i + 2];
@@ -671,23 +676,13 @@ void
 encode_event(struct buf *out, const struct event *ev, enum format fmt)
 {
 	struct enc	 e;
-	size_t		 need;
 
 	if (fmt != FORMAT_PICKLE && fmt != FORMAT_JSON)
 		fatalx(EX_SOFTWARE, "encode: unknown format %d", (int)fmt);
 	e.fmt = fmt;
-	e.s.p = NULL;
+	e.s.b = out;
 	e.s.len = 0;
 	encode_fields(&e, ev);
-	need = e.s.len;
-	buf_reserve(out, need);
-	e.s.p = out->data + out->len;
-	e.s.len = 0;
-	encode_fields(&e, ev);
-	if (e.s.len != need)
-		fatalx(EX_SOFTWARE, "encode: measured %zu bytes, wrote %zu",
-		    need, e.s.len);
-	out->len += need;
 }
 
 const char *

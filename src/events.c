@@ -370,14 +370,18 @@ events_delete(struct events *e, const unsigned char *uuid, struct span msg_dn,
 	return 1;
 }
 
-/* After a present phase or a reload: whatever was not seen is gone. */
+/*
+ * After a present phase or a reload: whatever was not seen is gone.  Also
+ * counts, in *unknown, the UUIDs listed present that the store lacks.
+ */
 int
-events_sweep(struct events *e, uint64_t gen, uint64_t *count)
+events_sweep(struct events *e, uint64_t gen, uint64_t *count,
+    uint64_t *unknown)
 {
 	uint64_t	 before = e->counts[EV_DELETE];
 	int		 r;
 
-	r = store_foreach_unseen(e->store, gen, delete_visit, e);
+	r = store_sweep(e->store, gen, delete_visit, e, unknown);
 	*count = e->counts[EV_DELETE] - before;
 	return r;
 }

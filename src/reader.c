@@ -275,8 +275,9 @@ end_refresh(struct reader *r, int has, const struct buf *cookie)
 		log_warnx("the server sent a second refreshDone in one search");
 		return -1;
 	}
+	/* (Without tracking, every stored entry came in this search.) */
 	if ((r->present || !r->had_cookie) && r->track &&
-	    events_sweep(&r->ev, r->gen, &swept) == -1)
+	    events_sweep(&r->ev, r->gen, &swept, &r->present_unknown) == -1)
 		return -1;
 	if (has)
 		set_cand(r, cookie);
@@ -287,9 +288,6 @@ end_refresh(struct reader *r, int has, const struct buf *cookie)
 		return -1;
 	r->in_refresh = 0;
 	r->ctx->stats->phase = PHASE_PERSIST;
-	if (r->present_unknown && store_seen_unknown(r->store, r->gen,
-	    &r->present_unknown) == -1)
-		return -1;
 	if (r->present_unknown)
 		log_warnx("%llu entries the server lists as present are not in "
 		    "the store (a subtree moved into the search?): delete the "
@@ -407,20 +405,14 @@ bad:
 	return -1;
 }
 
+/*
+ * Listed present: marked, without a look at the store (a present phase
+ * lists every entry); the sweep deletes what was not, and counts what it
+ * marked but does not have.
+ */
 static int
 mark_present(struct reader *r, const unsigned char *uuid)
 {
-	struct span	 dn, attrs;
-	int		 found;
-
-	if ((found = store_get_entry(r->store, uuid, &dn, &attrs)) == -1)
-		return -1;
-	if (!found) {
-		/* Often an entry added while we were away, whose add comes
-		 * later in this refresh: end_refresh counts what is left. */
-		r->present_unknown++;
-		return store_mark_seen(r->store, uuid, r->gen);
-	}
 	return r->track ? store_mark_seen(r->store, uuid, r->gen) : 0;
 }
 
@@ -622,7 +614,8 @@ on_intermediate(struct reader *r, LDAPMessage *msg)
 			if (r->present && r->track) {
 				uint64_t	 swept;
 
-				rc = events_sweep(&r->ev, r->gen, &swept);
+				rc = events_sweep(&r->ev, r->gen, &swept,
+				    &r->present_unknown);
 			}
 		}
 		break;
@@ -786,7 +779,9 @@ start_search(struct reader *r)
 		return -1;
 	}
 	r->had_cookie = has;
-	r->track = store_count(r->store) > 0;
+	/* Marks matter only for a sweep: none when the store starts empty
+	 * and the search is a full load (everything comes in it). */
+	r->track = has || store_count(r->store) > 0;
 	r->in_refresh = 1;
 	r->ctx->stats->phase = PHASE_REFRESH;
 	r->present = 0;

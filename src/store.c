@@ -502,37 +502,6 @@ store_mark_seen(struct store *s, const unsigned char *uuid, uint64_t gen)
 	return 0;
 }
 
-/*
- * Marks for UUIDs that never became entries: count those of generation gen
- * (present on the server, unknown here) and drop them all.
- */
-int
-store_seen_unknown(struct store *s, uint64_t gen, uint64_t *count)
-{
-	MDB_cursor	*c;
-	MDB_val		 k, v, e;
-	int		 rc, op = MDB_FIRST;
-
-	*count = 0;
-	if (need_txn(s) == -1)
-		return -1;
-	if ((rc = mdb_cursor_open(s->txn, s->seen, &c)) != 0)
-		return lmdb_fail("cursor", rc);
-	while ((rc = mdb_cursor_get(c, &k, &v, op)) == 0) {
-		op = MDB_NEXT;
-		if (mdb_get(s->txn, s->entries, &k, &e) == 0)
-			continue;
-		if (v.mv_size == 8 && get_u64(v.mv_data) == gen)
-			(*count)++;
-		if ((rc = mdb_cursor_del(c, 0)) != 0)
-			break;
-	}
-	mdb_cursor_close(c);
-	if (rc != 0 && rc != MDB_NOTFOUND)
-		return lmdb_fail("seen scan", rc);
-	return 0;
-}
-
 uint64_t
 store_count(struct store *s)
 {
@@ -619,25 +588,91 @@ visit_chunks(struct store *s, MDB_dbi dbi, struct span prefix,
 }
 
 static int
-select_unseen(struct store *s, MDB_val *k, MDB_val *v, void *arg)
+mark_is(MDB_val *v, uint64_t gen)
 {
-	uint64_t	 gen = *(uint64_t *)arg;
-	MDB_val		 sv;
-
-	(void)v;
-	if (k->mv_size != 16)
-		return 0;
-	if (mdb_get(s->txn, s->seen, k, &sv) != 0 || sv.mv_size != 8)
-		return 1;
-	return get_u64(sv.mv_data) != gen;
+	return v->mv_size == 8 && get_u64(v->mv_data) == gen;
 }
 
-/* Every entry not marked seen in generation gen. */
+/*
+ * The sweep after a present phase or a reload, as one ordered walk of the
+ * entries and their marks (both keyed by UUID): an entry not marked in
+ * generation gen goes to fn (which deletes it), a mark with no entry is
+ * dropped, and counted in *unknown when it is of generation gen (listed
+ * present by the server, unknown here).  Entries are collected a chunk at
+ * a time, so that fn may change the store.
+ */
 int
-store_foreach_unseen(struct store *s, uint64_t gen, store_visit fn, void *arg)
+store_sweep(struct store *s, uint64_t gen, store_visit fn, void *arg,
+    uint64_t *unknown)
 {
-	return visit_chunks(s, s->entries, (struct span){ NULL, 0 },
-	    select_unseen, &gen, fn, arg);
+	MDB_cursor	*ce = NULL, *cs = NULL;
+	MDB_val		 ke, ve, ks, vs;
+	struct buf	 uuids = { 0 }, resume = { 0 };
+	struct span	 dn, attrs;
+	size_t		 i, n;
+	int		 re, rs, r = 0, more = 1, cmp, op;
+
+	*unknown = 0;
+	if (need_txn(s) == -1)
+		return -1;
+	while (more && r == 0) {
+		more = 0;
+		n = 0;
+		buf_reset(&uuids);
+		if ((re = mdb_cursor_open(s->txn, s->entries, &ce)) != 0 ||
+		    (re = mdb_cursor_open(s->txn, s->seen, &cs)) != 0) {
+			r = lmdb_fail("cursor", re);
+			break;
+		}
+		op = resume.len ? MDB_SET_RANGE : MDB_FIRST;
+		ke.mv_data = ks.mv_data = resume.data;
+		ke.mv_size = ks.mv_size = resume.len;
+		re = mdb_cursor_get(ce, &ke, &ve, op);
+		rs = mdb_cursor_get(cs, &ks, &vs, op);
+		while (re == 0 || rs == 0) {
+			if (re == 0 && rs == 0 && ke.mv_size == 16 &&
+			    ks.mv_size == 16)
+				cmp = memcmp(ke.mv_data, ks.mv_data, 16);
+			else
+				cmp = re == 0 ? -1 : 1;
+			if (cmp <= 0 && n == CHUNK) {
+				buf_reset(&resume);
+				buf_add(&resume, ke.mv_data, ke.mv_size);
+				more = 1;
+				break;
+			}
+			if (cmp < 0 || (cmp == 0 && !mark_is(&vs, gen))) {
+				buf_add(&uuids, ke.mv_data, 16);
+				n++;
+			}
+			if (cmp > 0) {
+				if (mark_is(&vs, gen))
+					(*unknown)++;
+				if ((rs = mdb_cursor_del(cs, 0)) != 0)
+					break;
+			}
+			if (cmp <= 0)
+				re = mdb_cursor_get(ce, &ke, &ve, MDB_NEXT);
+			if (cmp >= 0)
+				rs = mdb_cursor_get(cs, &ks, &vs, MDB_NEXT);
+		}
+		mdb_cursor_close(ce);
+		mdb_cursor_close(cs);
+		if ((re != 0 && re != MDB_NOTFOUND) ||
+		    (rs != 0 && rs != MDB_NOTFOUND)) {
+			r = lmdb_fail("sweep", re ? re : rs);
+			break;
+		}
+		for (i = 0; i < uuids.len && r == 0; i += 16)
+			if ((re = store_get_entry(s, uuids.data + i, &dn,
+			    &attrs)) == 1)
+				r = fn(arg, uuids.data + i, dn, attrs);
+			else if (re == -1)
+				r = -1;
+	}
+	buf_free(&uuids);
+	buf_free(&resume);
+	return r;
 }
 
 struct below {

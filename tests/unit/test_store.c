@@ -88,6 +88,18 @@ drain(struct pipes *p, char *out, size_t outlen)
 	buf_reset(&p->q[0].b);
 }
 
+static struct store *sweep_store;
+
+static int
+delete_it(void *arg, const unsigned char *uuid, struct span dn,
+    struct span attrs)
+{
+	(void)dn;
+	(void)attrs;
+	(*(int *)arg)++;
+	return store_del_entry(sweep_store, uuid) == 1 ? 0 : -1;
+}
+
 static int
 count_below(void *arg, const unsigned char *uuid, struct span dn,
     struct span attrs)
@@ -111,7 +123,7 @@ main(void)
 	unsigned char	 u[16];
 	char		 dir[] = "/tmp/lf-store-XXXXXX", out[8192], path[256];
 	int		 fds[2], n, i;
-	uint64_t	 swept;
+	uint64_t	 swept, unknown;
 	size_t		 c;
 
 	if (mkdtemp(dir) == NULL)
@@ -174,9 +186,51 @@ main(void)
 		uuid_of(u, i);
 		store_mark_seen(st, u, 7);
 	}
+	uuid_of(u, 900);		/* listed present, never added */
+	store_mark_seen(st, u, 7);
+	uuid_of(u, 901);		/* a stale mark from another search */
+	store_mark_seen(st, u, 3);
+	uuid_of(u, 1);
+	store_mark_seen(st, u, 3);	/* an entry marked in another search */
 	n = 0;
-	store_foreach_unseen(st, 7, count_below, &n);
-	ok(n == 4, "4 entries unseen in generation 7: %d", n);
+	ok(store_sweep(st, 7, count_below, &n, &unknown) == 0 && n == 4,
+	    "sweep: 4 entries unseen in generation 7: %d", n);
+	ok(unknown == 1, "sweep: 1 UUID listed present but unknown: %llu",
+	    (unsigned long long)unknown);
+	n = 0;
+	store_sweep(st, 7, count_below, &n, &unknown);
+	ok(n == 4 && unknown == 0, "sweep: marks without an entry are gone "
+	    "after a sweep");
+	store_commit(st);
+
+	/* a sweep over many chunks that deletes as it goes */
+	for (i = 0; i < 10000; i++) {
+		if (i % 1000 == 0)
+			store_commit(st);	/* batches, as the reader's */
+		uuid_of(u, 20000 + i);
+		snprintf(path, sizeof(path), "uid=s%d,ou=many,dc=x", i);
+		store_put_entry(st, u, S(path), A(&b1, "uid=s"), NULL);
+		if (i % 3 == 0)
+			store_mark_seen(st, u, 8);
+		else if (i % 3 == 1)
+			store_mark_seen(st, u, 5);
+	}
+	for (i = 0; i < 3000; i++) {	/* marks interleaved, no entries */
+		uuid_of(u, 20000 + 10000 + i);
+		store_mark_seen(st, u, 8);
+	}
+	sweep_store = st;
+	n = 0;
+	{
+		uint64_t	 before = store_count(st);
+
+		ok(store_sweep(st, 8, delete_it, &n, &unknown) == 0 &&
+		    n == (int)before - 3334 && unknown == 3000 &&
+		    store_count(st) == 3334,
+		    "sweep across chunks: %d deleted, %llu unknown, %llu left",
+		    n, (unsigned long long)unknown,
+		    (unsigned long long)store_count(st));
+	}
 	store_commit(st);
 
 	/* map growth: 6 MiB of entries through a 1 MiB map */
@@ -205,7 +259,7 @@ main(void)
 	ok(i == 100 && store_commit(st) == 0,
 	    "the map grows instead of failing with MDB_MAP_FULL");
 	store_close(st);
-	ok(store_open(&st, dir, 0, 1 << 20) == 0 && store_count(st) == 106,
+	ok(store_open(&st, dir, 0, 1 << 20) == 0 && store_count(st) == 3434,
 	    "reopened, all there: %llu", (unsigned long long)store_count(st));
 	store_close(st);
 	ok(store_open(&st, dir, 1, 0) == 0 && store_count(st) == 0,
@@ -307,7 +361,7 @@ main(void)
 			store_mark_seen(st, u, 42);
 	}
 	drain(&p, out, sizeof(out));
-	events_sweep(&ev, 42, &swept);
+	events_sweep(&ev, 42, &swept, &unknown);
 	drain(&p, out, sizeof(out));
 	ok(swept == 1 && strcmp(out, "5:17:uid=s1,ou=people,dc=x") == 0,
 	    "sweep deletes only the unseen: %s", out);
