@@ -1,0 +1,252 @@
+"""The benchmark's lab: generated data and a throwaway slapd with syncprov.
+
+gen_ldif() writes N realistic inetOrgPerson entries of about 1 KiB (some
+with binary jpegPhoto / userCertificate values, some with non-ASCII text)
+and optional big groups; Slapd loads them offline with `slapadd -q -w`
+(entryUUID, entryCSN and the contextCSN syncprov needs), caches the loaded
+database per data set, and runs slapd on 127.0.0.1 on a free port.
+"""
+import base64
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import time
+
+SUFFIX = 'dc=example,dc=com'
+ROOTDN = 'cn=admin,' + SUFFIX
+ROOTPW = 'secret'
+READER_DN = 'cn=reader,' + SUFFIX
+READER_PW = 'readerpw'
+PEOPLE = 'ou=people,' + SUFFIX
+GROUPS = 'ou=groups,' + SUFFIX
+GEN_VERSION = 3         # bump when the generated data change
+
+SLAPD = os.environ.get('SLAPD', '/usr/sbin/slapd')
+SLAPADD = os.environ.get('SLAPADD', '/usr/sbin/slapadd')
+
+
+def person_dn(i):
+    return 'uid=u%07d,%s' % (i, PEOPLE)
+
+
+PERSON_DN_FMT = 'uid=u%07d,' + PEOPLE
+MEMBER_DN_FMT = 'uid=m%07d,' + PEOPLE
+
+
+def group_dn(m):
+    return 'cn=g%d,%s' % (m, GROUPS)
+
+
+_GIVEN = ['James', 'Mary', 'John', 'Patricia', 'Robert', 'Jennifer', 'Michael', 'Linda', 'David',
+          'Elizabeth', 'William', 'Barbara', 'Richard', 'Susan', 'Joseph', 'Jessica', 'Thomas',
+          'Sarah', 'Karen', 'Lisa', 'Nancy', 'Chloé', 'Zoë', 'José', 'François', 'Jürgen', 'Søren',
+          'Ægir', 'Łukasz', 'Dmitrij', 'Hiroshi', 'Aiko', 'Noémie', 'Björn', 'Íñigo']
+_SN = ['Smith', 'Johnson', 'Williams', 'Brown', 'Jones', 'Garcia', 'Miller', 'Davis', 'Rodriguez',
+       'Martinez', 'Hernandez', 'Lopez', 'Gonzalez', 'Wilson', 'Anderson', 'Thomas', 'Taylor',
+       'Moore', 'Jackson', 'Martin', 'Lee', 'Perez', 'Thompson', 'White', 'Müller', 'Dvořák',
+       'Øvergaard', 'Nakamura', 'Núñez', 'Kowalski']
+_TITLES = ['Engineer', 'Senior Engineer', 'Staff Engineer', 'Manager', 'Director', 'Analyst',
+           'Accountant', 'Designer', 'Technician', 'Consultant', 'Administrator', 'Scientist']
+_DEPTS = ['Engineering', 'Finance', 'Sales', 'Marketing', 'Operations', 'Research', 'Legal',
+          'Human Resources', 'Support', 'Facilities']
+_CITIES = [('Springfield', 'Oregon', '97403'), ('Portland', 'Maine', '04101'),
+           ('Austin', 'Texas', '73301'), ('Madison', 'Wisconsin', '53703'),
+           ('Boulder', 'Colorado', '80302'), ('Raleigh', 'North Carolina', '27601')]
+_WORDS = ('the of and to in is was for on are with as his they be at one have this from or had by '
+          'word but what some we can out other were all there when up use your how said an each she '
+          'which do their time if will way about many then them write would like so these her long '
+          'make thing see him two has look more day could go come did number sound no most people '
+          'my over know water than call first who may down side been now find').split()
+
+
+def _line(attr, value):
+    """One LDIF line; str values as they are when LDIF-safe, bytes base64."""
+    if isinstance(value, str) and value.isascii() and value.isprintable() and \
+            value[:1] not in (' ', ':', '<') and value[-1:] != ' ':
+        return '%s: %s\n' % (attr, value)
+    if isinstance(value, str):
+        value = value.encode('utf-8')
+    return '%s:: %s\n' % (attr, base64.b64encode(value).decode())
+
+
+def person_ldif(i, rng):
+    g = _GIVEN[rng.randrange(len(_GIVEN))]
+    s = _SN[rng.randrange(len(_SN))]
+    city, st, zipc = _CITIES[rng.randrange(len(_CITIES))]
+    uid = 'u%07d' % i
+    street = '%d %s Street' % (rng.randrange(1, 9999), _SN[rng.randrange(len(_SN))])
+    words = ' '.join(rng.choice(_WORDS) for _ in range(12))
+    out = ['dn: uid=%s,%s\n' % (uid, PEOPLE),
+           'objectClass: top\nobjectClass: person\nobjectClass: organizationalPerson\n'
+           'objectClass: inetOrgPerson\n',
+           'uid: %s\n' % uid,
+           _line('cn', '%s %s' % (g, s)),
+           _line('sn', s), _line('givenName', g),
+           _line('displayName', '%s %s (%s)' % (g, s, _DEPTS[i % len(_DEPTS)])),
+           _line('initials', '%s. %s.' % (g[0], s[0])),
+           'mail: %s@example.com\n' % uid,
+           'mail: %s.%d@mail.example.com\n' % (uid, rng.randrange(100)),
+           'telephoneNumber: +1 555 %07d\n' % i,
+           'mobile: +1 555 %07d\n' % rng.randrange(10 ** 7),
+           'title: %s\n' % _TITLES[rng.randrange(len(_TITLES))],
+           'ou: %s\n' % _DEPTS[i % len(_DEPTS)],
+           'departmentNumber: %d\n' % (1000 + i % 97),
+           'employeeNumber: %d\n' % i,
+           'employeeType: %s\n' % rng.choice(('full-time', 'part-time', 'contractor')),
+           'o: Example Corporation\n',
+           'l: %s\nst: %s\n' % (city, st),
+           'street: %s\n' % street,
+           'postalCode: %s\n' % zipc,
+           'postalAddress: %s$%s, %s %s\n' % (street, city, st, zipc),
+           'roomNumber: %s-%d\n' % ('ABCDEFG'[rng.randrange(7)], rng.randrange(1000, 9999)),
+           'manager: %s\n' % person_dn(i // 10),
+           'preferredLanguage: en-US\n',
+           'labeledURI: https://wiki.example.com/~%s Home page\n' % uid,
+           'carLicense: %s-%04d\n' % (''.join(rng.choice('ABCDEFGHJKLMNPRSTUVWXYZ') for _ in range(3)),
+                                      rng.randrange(10000)),
+           _line('description', words)]
+    if i % 2 == 0:
+        out.append(_line('jpegPhoto', b'\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00' + rng.randbytes(rng.randrange(80, 230))))
+    if i % 4 == 1:
+        out.append(_line('userSMIMECertificate', b'\x30\x82' + rng.randbytes(rng.randrange(200, 300))))
+    out.append('\n')
+    return ''.join(out)
+
+
+def base_ldif():
+    return ('dn: %s\nobjectClass: dcObject\nobjectClass: organization\ndc: example\no: example\n\n'
+            'dn: %s\nobjectClass: organizationalUnit\nou: people\n\n'
+            'dn: %s\nobjectClass: organizationalUnit\nou: groups\n\n'
+            'dn: %s\nobjectClass: organizationalRole\nobjectClass: simpleSecurityObject\n'
+            'cn: reader\nuserPassword: %s\n\n' % (SUFFIX, PEOPLE, GROUPS, READER_DN, READER_PW))
+
+
+def group_ldif(m):
+    lines = ['dn: %s\n' % group_dn(m), 'objectClass: groupOfNames\n', 'cn: g%d\n' % m]
+    lines.extend('member: %s\n' % (MEMBER_DN_FMT % j) for j in range(m))
+    lines.append('\n')
+    return ''.join(lines)
+
+
+def gen_ldif(path, n, groups=(), seed=1):
+    """Write the data set; returns its size in bytes."""
+    rng = random.Random(seed)
+    with open(path + '.tmp', 'w', encoding='utf-8', buffering=1 << 20) as f:
+        f.write(base_ldif())
+        for i in range(n):
+            f.write(person_ldif(i, rng))
+        for m in groups:
+            f.write(group_ldif(m))
+    os.rename(path + '.tmp', path)
+    return os.path.getsize(path)
+
+
+def sparse_copy(src, dst):
+    """Copy an LMDB file keeping its holes: slapadd -q (MDB_WRITEMAP) leaves
+    data.mdb as large as the map, mostly holes, and a plain copy would
+    write every byte of them."""
+    need = os.stat(src).st_blocks * 512
+    if shutil.disk_usage(os.path.dirname(dst)).free < need + (4 << 30):
+        raise RuntimeError('not enough free disk for %s (%d MiB)' % (dst, need >> 20))
+    subprocess.run(['cp', '--sparse=always', src, dst], check=True)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(('127.0.0.1', 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def config_text(d, sessionlog=0, maxsize=8 << 30):
+    lines = ['include /etc/ldap/schema/%s.schema' % s for s in ('core', 'cosine', 'inetorgperson', 'nis')]
+    lines += ['modulepath /usr/lib/ldap', 'moduleload back_mdb', 'moduleload syncprov',
+              'pidfile %s/slapd.pid' % d, 'argsfile %s/slapd.args' % d, 'loglevel 0',
+              'tool-threads 2', '',
+              'database mdb', 'suffix "%s"' % SUFFIX, 'rootdn "%s"' % ROOTDN, 'rootpw %s' % ROOTPW,
+              'directory %s/db' % d, 'maxsize %d' % maxsize, 'dbnosync',
+              'index objectClass eq', 'index entryCSN,entryUUID eq',
+              'limits dn.exact="%s" size=unlimited time=unlimited' % READER_DN,
+              'access to attrs=userPassword by self write by anonymous auth by * none',
+              'access to * by * read',
+              'overlay syncprov', 'syncprov-checkpoint 100 10']
+    if sessionlog:
+        lines.append('syncprov-sessionlog %d' % sessionlog)
+    return '\n'.join(lines) + '\n'
+
+
+class Slapd:
+    """A slapd in directory d, its database loaded from a cached slapadd."""
+
+    def __init__(self, d, ldif, cache_key, cache_dir, sessionlog=0, log=print):
+        self.dir = d
+        self.ldif = ldif
+        self.sessionlog = sessionlog
+        self.popen = None
+        self.port = None
+        os.makedirs(d, exist_ok=True)
+        self.conf = os.path.join(d, 'slapd.conf')
+        with open(self.conf, 'w') as f:
+            f.write(config_text(d, sessionlog))
+        cached = os.path.join(cache_dir, cache_key + '.mdb')
+        dbdir = os.path.join(d, 'db')
+        shutil.rmtree(dbdir, ignore_errors=True)
+        os.makedirs(dbdir)
+        if not os.path.exists(cached):
+            log('slapadd %s ...' % os.path.basename(ldif))
+            t0 = time.monotonic()
+            subprocess.run([SLAPADD, '-q', '-w', '-f', self.conf, '-l', ldif], check=True,
+                           stdout=subprocess.DEVNULL)
+            log('slapadd took %.1f s' % (time.monotonic() - t0))
+            sparse_copy(os.path.join(dbdir, 'data.mdb'), cached + '.tmp')
+            os.rename(cached + '.tmp', cached)
+        else:
+            sparse_copy(cached, os.path.join(dbdir, 'data.mdb'))
+
+    @property
+    def url(self):
+        return 'ldap://127.0.0.1:%d' % self.port
+
+    @property
+    def pid(self):
+        return self.popen.pid if self.popen and self.popen.poll() is None else None
+
+    def start(self):
+        for _ in range(20):
+            self.port = free_port()
+            self.popen = subprocess.Popen([SLAPD, '-h', self.url + '/', '-f', self.conf, '-d', '0'],
+                                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                          stderr=open(os.path.join(self.dir, 'slapd.log'), 'ab'),
+                                          start_new_session=True)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and self.popen.poll() is None:
+                r = subprocess.run(['ldapsearch', '-x', '-LLL', '-H', self.url, '-b', '', '-s', 'base',
+                                    '1.1'], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                if r.returncode == 0:
+                    return self
+                time.sleep(0.05)
+            self.stop()
+        raise RuntimeError('slapd did not start; see %s/slapd.log' % self.dir)
+
+    def stop(self):
+        if self.popen and self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(60)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        self.popen = None
+
+    def destroy(self):
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def bind_args(self, who='reader'):
+        if who == 'root':
+            return ['-D', ROOTDN, '-w', ROOTPW]
+        return ['-D', READER_DN, '-w', READER_PW]
