@@ -427,6 +427,11 @@ int	signals_init(void);
 int	signals_fd(void);
 void	signals_drain(void);
 
+/* conn.c: the reader's LDAP connection (an LDAP * from <ldap.h>). */
+struct ldap;
+int	conn_open(const struct config *, struct ldap **, char *, size_t);
+int	conn_check_search(const struct config *, struct ldap *, char *, size_t);
+
 /* supervisor.c, reader.c, worker.c: the three kinds of process. */
 struct child_ctx {
 	const struct config	*cfg;

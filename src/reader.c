@@ -17,7 +17,6 @@
 
 #include "ldapfeed.h"
 
-#define NETWORK_TIMEOUT_SECS	10
 #define BATCH_MESSAGES		2000	/* commit at least this often */
 #define BACKOFF_MAX_SECS	60
 #define CANCEL_WAIT_SECS	5
@@ -65,113 +64,6 @@ struct reader {
 	struct sync_done	 done;
 	struct sync_info	 info;
 };
-
-/*
- * Connect, StartTLS if asked, bind.  Returns 0, or the sysexits code of the
- * failure with a one-line reason in err: 77 for refused credentials, 69 for
- * a server that cannot be reached or talked to.
- */
-static int
-ldap_open(const struct config *cfg, LDAP **ldp, char *err, size_t errlen)
-{
-	struct timeval	 tv = { NETWORK_TIMEOUT_SECS, 0 };
-	struct berval	 cred = { 0, NULL };
-	LDAP		*ld;
-	const char	*dn = NULL, *mech = LDAP_SASL_SIMPLE;
-	int		 rc, v3 = LDAP_VERSION3, on = 1, idle = 60, probes = 3,
-			 intvl = 10;
-
-	if ((rc = ldap_initialize(&ld, cfg->server_url)) != LDAP_SUCCESS) {
-		snprintf(err, errlen, "%s: %s", cfg->server_url,
-		    ldap_err2string(rc));
-		return EX_USAGE;
-	}
-	ldap_set_option(ld, LDAP_OPT_PROTOCOL_VERSION, &v3);
-	ldap_set_option(ld, LDAP_OPT_NETWORK_TIMEOUT, &tv);
-	ldap_set_option(ld, LDAP_OPT_TIMEOUT, &tv);
-	ldap_set_option(ld, LDAP_OPT_REFERRALS, LDAP_OPT_OFF);
-	ldap_set_option(ld, LDAP_OPT_RESTART, &on);
-	/* An idle persist search carries no traffic: keepalive finds a dead peer. */
-	ldap_set_option(ld, LDAP_OPT_X_KEEPALIVE_IDLE, &idle);
-	ldap_set_option(ld, LDAP_OPT_X_KEEPALIVE_PROBES, &probes);
-	ldap_set_option(ld, LDAP_OPT_X_KEEPALIVE_INTERVAL, &intvl);
-
-	if (cfg->starttls &&
-	    (rc = ldap_start_tls_s(ld, NULL, NULL)) != LDAP_SUCCESS) {
-		snprintf(err, errlen, "%s: StartTLS failed: %s",
-		    cfg->server_url, ldap_err2string(rc));
-		ldap_unbind_ext(ld, NULL, NULL);
-		return rc == LDAP_SERVER_DOWN || rc == LDAP_CONNECT_ERROR ||
-		    rc == LDAP_TIMEOUT ? EX_UNAVAILABLE : EX_UNAVAILABLE;
-	}
-	if (cfg->bindname) {
-		dn = cfg->bindname;
-		cred.bv_val = (char *)cfg->password.data;
-		cred.bv_len = cfg->password.len;
-	} else if (cfg->saslmech) {
-		/* EXTERNAL: empty credentials, not absent ones (absent gets
-		 * saslBindInProgress and an empty challenge from slapd). */
-		mech = cfg->saslmech;
-		cred.bv_val = "";
-	}
-	rc = ldap_sasl_bind_s(ld, dn, mech, &cred, NULL, NULL, NULL);
-	if (rc != LDAP_SUCCESS) {
-		snprintf(err, errlen, "%s: bind%s%s failed: %s",
-		    cfg->server_url, dn ? " as " : "", dn ? dn : "",
-		    ldap_err2string(rc));
-		ldap_unbind_ext(ld, NULL, NULL);
-		switch (rc) {
-		case LDAP_INVALID_CREDENTIALS:
-		case LDAP_INAPPROPRIATE_AUTH:
-		case LDAP_INSUFFICIENT_ACCESS:
-		case LDAP_STRONG_AUTH_REQUIRED:
-		case LDAP_UNWILLING_TO_PERFORM:
-		case LDAP_AUTH_METHOD_NOT_SUPPORTED:
-			return EX_NOPERM;
-		default:
-			return EX_UNAVAILABLE;
-		}
-	}
-	*ldp = ld;
-	return 0;
-}
-
-/*
- * Check the search before anything is changed: a base that does not exist
- * or a filter libldap cannot encode is a configuration error.
- */
-static int
-check_search(const struct config *cfg, LDAP *ld, char *err, size_t errlen)
-{
-	struct timeval	 tv = { NETWORK_TIMEOUT_SECS, 0 };
-	char		*noattrs[] = { LDAP_NO_ATTRS, NULL };
-	LDAPMessage	*res = NULL;
-	int		 rc;
-
-	rc = ldap_search_ext_s(ld, cfg->base, LDAP_SCOPE_BASE, cfg->filter,
-	    noattrs, 0, NULL, NULL, &tv, 1, &res);
-	if (res)
-		ldap_msgfree(res);
-	switch (rc) {
-	case LDAP_SUCCESS:
-	case LDAP_SIZELIMIT_EXCEEDED:
-		return 0;
-	case LDAP_FILTER_ERROR:
-		snprintf(err, errlen, "--url: bad filter '%s'", cfg->filter);
-		return EX_USAGE;
-	case LDAP_NO_SUCH_OBJECT:
-		snprintf(err, errlen, "--url: search base '%s' does not exist",
-		    cfg->base);
-		return EX_CONFIG;
-	case LDAP_INVALID_DN_SYNTAX:
-		snprintf(err, errlen, "--url: bad search base '%s'", cfg->base);
-		return EX_USAGE;
-	default:
-		snprintf(err, errlen, "%s: search of '%s' failed: %s",
-		    cfg->server_url, cfg->base, ldap_err2string(rc));
-		return rc < 0 ? EX_UNAVAILABLE : EX_CONFIG;
-	}
-}
 
 /* ---- the store's side ---- */
 
@@ -961,7 +853,7 @@ run(struct reader *r)
 		if (sig_term)
 			return 0;
 		if (r->ld == NULL) {
-			if ((code = ldap_open(r->cfg, &r->ld, err,
+			if ((code = conn_open(r->cfg, &r->ld, err,
 			    sizeof(err))) != 0) {
 				if (code != EX_UNAVAILABLE) {
 					log_warnx("%s", err);
@@ -1057,8 +949,8 @@ reader_main(const struct child_ctx *ctx)
 	r.ctx = ctx;
 	r.cfg = ctx->cfg;
 	r.msgid = -1;
-	if ((code = ldap_open(r.cfg, &r.ld, err, sizeof(err))) != 0 ||
-	    (code = check_search(r.cfg, r.ld, err, sizeof(err))) != 0)
+	if ((code = conn_open(r.cfg, &r.ld, err, sizeof(err))) != 0 ||
+	    (code = conn_check_search(r.cfg, r.ld, err, sizeof(err))) != 0)
 		child_startup_failed(ctx, code, "%s", err);
 	fingerprint(r.cfg, &fp);
 	/* Only look now; an untrusted store is wiped once startup succeeded. */
