@@ -76,7 +76,8 @@ check-asan: deps
 	    E2E_TIME_SCALE=3 python3 tests/run
 
 # libFuzzer (clang) on every parser of outside bytes, FUZZ_SECS each.
-FUZZERS	= tests/fuzz/fuzz_syncrepl tests/fuzz/fuzz_config tests/fuzz/fuzz_wire
+FUZZERS	= tests/fuzz/fuzz_syncrepl tests/fuzz/fuzz_config tests/fuzz/fuzz_wire \
+	tests/fuzz/fuzz_entry
 FUZZ_SECS ?= 60
 FUZZ_CFLAGS = -std=c11 -D_GNU_SOURCE -g -O1 -Iinclude \
 	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
