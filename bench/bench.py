@@ -280,7 +280,9 @@ class Feed:
             if f[0] == word:
                 return f
             if f[0] == 'eof':
-                raise RuntimeError('sink ended before %r' % word)
+                raise RuntimeError('sink ended before %r; ldapfeed %s; stderr:\n%s'
+                                   % (word, 'running' if self.popen.poll() is None
+                                      else 'exited %s' % self.popen.returncode, self.stderr_tail()))
 
     def stderr_tail(self):
         try:

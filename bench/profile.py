@@ -2,7 +2,7 @@
 """Where ldapfeed's time goes: the full load (and big-group modifies) under
 strace, perf (software cpu-clock sampling) or callgrind, per process.
 
-    python3 bench/profile.py [--n N] [--fmt F] [--workers W] syscalls|perf|callgrind|store|group ...
+    python3 bench/profile.py [--n N] [--fmt F] [--workers W] syscalls|perf|callgrind|store|group|persist ...
 
 Reports go to bench/results/profile-<what>.txt.  Needs strace, perf and
 valgrind (Debian: strace linux-perf valgrind).
@@ -171,15 +171,65 @@ def do_group(ctx, s, a, out):
             % (a.group_k, m))
 
 
+def do_persist(ctx, s, a, out):
+    """Syscalls and CPU per event in persist: strace -c attached to every
+    process after the refresh, over a burst of modifies from parallel
+    clients (the full load is not in the counts)."""
+    import signal
+    f = bench.Feed(ctx, s, a.fmt, a.workers + 2, 'c').start()
+    f.wait_refresh()
+    roles = roles_of(supervisor_pid(f))
+    traces = {}
+    for pid, role in roles.items():
+        path = ctx.tmp('strace-' + role)
+        traces[pid] = (path, subprocess.Popen(['strace', '-qq', '-c', '-o', path, '-p', str(pid)],
+                                              stderr=subprocess.DEVNULL))
+    time.sleep(1)
+    base = f.stats()['data']
+    cpu0 = f.sampler.cpu()
+    scpu0 = bench.proc_cpu(s.pid)
+    k = min(a.burst, s.n)
+    m = bench.ldmod(ctx, s, k, conns=a.clients)
+    t_last = f.mark(base + k, 600)
+    cpu1 = f.sampler.cpu()
+    scpu1 = bench.proc_cpu(s.pid)
+    for pid, (path, st) in traces.items():
+        st.send_signal(signal.SIGINT)
+        st.wait()
+    f.stop()
+    out.write('Persist: %d modifies of distinct entries from %d clients, N=%d (%s, W=%d); strace -c attached to '
+              'each process after refresh_done.\nServer %.0f modifies/s, events %.0f/s (slowed by strace); '
+              'slapd %.0f us CPU per modify.\n\n'
+              % (k, a.clients, s.n, a.fmt, a.workers, k / (m['last'] - m['first']), k / (t_last - m['first']),
+                 (scpu1 - scpu0) / k * 1e6))
+    for pid, role in sorted(roles.items(), key=lambda x: x[1]):
+        path = traces[pid][0]
+        rows = []
+        with open(path, errors='replace') as fp:
+            for line in fp:
+                w = line.split()
+                if len(w) >= 5 and w[0][0].isdigit() and w[-1] != 'total':
+                    rows.append((int(w[3]), w[-1]))
+        total = sum(c for c, _ in rows)
+        cpu = (cpu1.get(role) or 0) - (cpu0.get(role) or 0)
+        out.write('%s (pid %d): %.2f syscalls per event; %.0f us CPU per event (under strace)\n'
+                  % (role, pid, total / k, cpu / k * 1e6))
+        for c, name in sorted(rows, reverse=True)[:10]:
+            out.write('  %-16s %9d  %6.3f/event\n' % (name, c, c / k))
+        out.write('\n')
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('what', nargs='+', choices=['syscalls', 'perf', 'callgrind', 'store', 'group'])
+    p.add_argument('what', nargs='+', choices=['syscalls', 'perf', 'callgrind', 'store', 'group', 'persist'])
     p.add_argument('--n', type=int, default=20000)
     p.add_argument('--fmt', default='pickle')
     p.add_argument('--workers', type=int, default=1)
     p.add_argument('--group-size', type=int, default=100000)
     p.add_argument('--group-k', type=int, default=20)
     p.add_argument('--freq', type=int, default=999, help='perf sampling rate')
+    p.add_argument('--burst', type=int, default=10000, help='modifies for persist')
+    p.add_argument('--clients', type=int, default=8, help='parallel modify clients for persist')
     p.add_argument('--workdir', default=os.environ.get('BENCH_WORKDIR', '/var/tmp/ldapfeed-bench'))
     p.add_argument('--ldapfeed')
     p.add_argument('--keep', action='store_true')
@@ -190,14 +240,15 @@ def main():
         for what in a.what:
             groups = (a.group_size,) if what == 'group' else ()
             s = bench.make_slapd(ctx, 1000 if what == 'group' else a.n, groups=groups)
-            path = os.path.join(bench.RESULTS, 'profile-%s.txt' % what)
+            path = os.path.join(bench.RESULTS, 'profile-%s%s.txt'
+                                % (what, '-w%d' % a.workers if what == 'persist' else ''))
             try:
                 with open(path, 'w') as out:
                     out.write('# python3 bench/profile.py %s --n %d --fmt %s --workers %d  (%s; ldapfeed %s)\n\n'
                               % (what, a.n, a.fmt, a.workers, time.strftime('%Y-%m-%d %H:%M'),
                                  ctx.binary_info))
                     {'syscalls': do_syscalls, 'perf': do_perf, 'callgrind': do_callgrind,
-                     'store': do_store, 'group': do_group}[what](ctx, s, a, out)
+                     'store': do_store, 'group': do_group, 'persist': do_persist}[what](ctx, s, a, out)
                 bench.log('wrote %s' % path)
             finally:
                 s.destroy()
