@@ -31,6 +31,7 @@ import shlex
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -47,6 +48,7 @@ __all__ = [
     'Consumer', 'Model', 'assert_model_equals_server', 'normalize_attrs',
     'Daemon', 'ldap_url', 'free_port', 'pid_alive', 'proc_children', 'proc_descendants',
     'group_members', 'register_process', 'terminate_pid', 'instance_procs', 'store_snapshot',
+    'write_secret', 'prepared_store',
 ]
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -1354,6 +1356,37 @@ class Consumer:
     def open_connections(self):
         return [i for i, r in self.closed.items() if r is None]
 
+    def connection_pids(self):
+        """{connection index: peer pid} of the open connections (SO_PEERCRED:
+        unix sockets only); a connection that closes meanwhile is left out."""
+        with self._cond:
+            conns = [(i, c['conn']) for i, c in enumerate(self._conns) if c['closed'] is None]
+        out = {}
+        for i, c in conns:
+            try:
+                s = socket.socket(fileno=os.dup(c.fileno()))
+            except OSError:
+                continue
+            try:
+                cred = s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize('3i'))
+            except OSError:
+                continue
+            finally:
+                s.close()
+            out[i] = struct.unpack('3i', cred)[0]
+        return out
+
+    def worker_pids(self):
+        """{worker index: pid} of the workers connected (the index from each
+        connection's hello)."""
+        per = self.per_connection()
+        out = {}
+        for i, pid in self.connection_pids().items():
+            msgs = per.get(i)
+            if msgs and isinstance(msgs[0], dict) and msgs[0].get('type') == 'hello':
+                out[msgs[0]['worker']] = pid
+        return out
+
     def runs(self):
         """Connections grouped into daemon runs, from their hellos: a list of
         lists of connection indices (see Model)."""
@@ -2005,3 +2038,26 @@ class Daemon:
         status = self.popen.poll() if self.popen else None
         return ['--- ldapfeed %s (exit %s) stderr tail:' % (' '.join(self.cmd), status)] + \
             _tail(self.stderr_path, 30).splitlines()
+
+
+def write_secret(path, data):
+    """A new 0600 file (ldapfeed rightly warns about secrets others can read)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, 'wb') as f:
+        f.write(data.encode() if isinstance(data, str) else data)
+    return path
+
+
+def prepared_store(tmp, people=5, **slapd_kw):
+    """A slapd with people, and a store left by one clean foreground run (the
+    marker exists).  Returns (slapd, datadir, marker)."""
+    s = Slapd(tmp, **slapd_kw)
+    s.add_people(people)
+    con = Consumer(tmp, name='prep')
+    d = Daemon(tmp, s, con, processes=4)
+    con.wait_refresh_done()
+    assert d.stop() == 0, d.stderr()
+    assert d.marker_exists()
+    con.close()
+    assert 'data.mdb' in os.listdir(d.datadir), os.listdir(d.datadir)
+    return s, d.datadir, d.marker

@@ -30,8 +30,6 @@ import base64
 import os
 import random
 import signal
-import socket
-import struct
 import subprocess
 import sys
 import threading
@@ -55,33 +53,6 @@ if ONLY_FAULT and ONLY_FAULT not in FAULTS:
     sys.exit('CHAOS_FAULT must be one of: %s' % ', '.join(FAULTS))
 
 tally = {'trials': 0, 'lost': 0, 'phantom': 0, 'wrong': 0, 'excused': 0, 'problems': [], 'failed': []}
-
-
-# ---------------------------------------------------------------- /proc helpers
-
-def peer_pid(conn):
-    """The pid at the other end of an accepted unix-socket connection."""
-    s = socket.socket(fileno=os.dup(conn.fileno()))
-    try:
-        data = s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize('3i'))
-    finally:
-        s.close()
-    return struct.unpack('3i', data)[0]
-
-
-def worker_pids(con):
-    """Pids of the workers on the consumer's open connections."""
-    with con._cond:
-        conns = [c['conn'] for c in con._conns if c['closed'] is None]
-    out = []
-    for c in conns:
-        try:
-            out.append(peer_pid(c))
-        except OSError:
-            pass
-    return out
-
-
 
 
 # ---------------------------------------------------------------- LDIF records
@@ -504,9 +475,9 @@ def run_trial(tmp, n, seed):
             problems.append('%s: ldapfeed exited (%s); it must reconnect' % (fault, d.returncode))
     else:
         # startup over (hellos may sit unread in a stalled consumer's sockets)
-        wait_until(lambda: 'supervisor: started' in d.stderr() and len(worker_pids(con)) >= workers, 30,
+        wait_until(lambda: 'supervisor: started' in d.stderr() and len(list(con.connection_pids().values())) >= workers, 30,
                    'ldapfeed to start (%d workers connected)' % workers)
-        wpids = worker_pids(con)
+        wpids = list(con.connection_pids().values())
         if fault == 'close-connection':
             con.close_connection(r.choice(con.open_connections()))
             expect = 70

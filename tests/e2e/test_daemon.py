@@ -77,39 +77,9 @@ def check_hellos(con, workers, fmt, reload, what=''):
     return firsts
 
 
-def peer_pid(conn):
-    """The pid at the other end of an accepted unix-socket connection."""
-    s = socket.socket(fileno=os.dup(conn.fileno()))
-    try:
-        data = s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize('3i'))
-    finally:
-        s.close()
-    return struct.unpack('3i', data)[0]
-
-
-def connection_pids(con):
-    """{connection index: peer pid} of the open connections of a unix-socket
-    Consumer (the harness keeps the accepted connections private)."""
-    with con._cond:
-        conns = [(i, c['conn']) for i, c in enumerate(con._conns) if c['closed'] is None]
-    return {i: peer_pid(c) for i, c in conns}
-
-
-def worker_pids(con):
-    """{worker index: pid} of the workers connected to a unix-socket Consumer
-    (SO_PEERCRED of each connection; the index from its hello)."""
-    out = {}
-    per = con.per_connection()
-    for idx, pid in connection_pids(con).items():
-        msgs = per.get(idx)
-        if msgs and isinstance(msgs[0], dict) and msgs[0].get('type') == 'hello':
-            out[msgs[0]['worker']] = pid
-    return out
-
-
 def reader_pid(d, con):
     """The supervisor's child that is not connected to the consumer."""
-    workers = set(connection_pids(con).values())
+    workers = set(con.connection_pids().values())
     rest = [p for p in d.children() if p not in workers]
     assert len(rest) == 1, 'children %r, workers %r: cannot tell the reader' % (d.children(), sorted(workers))
     return rest[0]
@@ -120,33 +90,6 @@ def roomy(address, family=None, authkey=None):
     else use it when W >= 3, so that the accept queue of the stock default
     (backlog 1) is covered by consumer_backlog_full alone."""
     return Listener(address, family=family, authkey=authkey, backlog=16)
-
-
-
-
-
-
-def prepared(tmp, people=5, **slapd_kw):
-    """A slapd with people, and a store built by one clean run: the data
-    dir holds a store and the marker exists.  Returns (slapd, datadir, marker)."""
-    s = Slapd(tmp, **slapd_kw)
-    s.add_people(people)
-    con = Consumer(tmp, name='prep')
-    d = Daemon(tmp, s, con, processes=4)
-    con.wait_refresh_done()
-    assert d.stop() == 0, d.stderr()
-    assert d.marker_exists()
-    con.close()
-    assert 'data.mdb' in os.listdir(d.datadir), os.listdir(d.datadir)
-    return s, d.datadir, d.marker
-
-
-def write_secret(path, data):
-    """A 0600 file (ldapfeed rightly warns about secrets others can read)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, 'wb') as f:
-        f.write(data.encode() if isinstance(data, str) else data)
-    return path
 
 
 def error_lines(text):
@@ -290,7 +233,7 @@ def _sigterm_case(tmp, target):
     # marker_deleted_before_events_flow's business)
     wait_until(lambda: not d.marker_exists(), 10, 'the marker to go while the daemon runs')
     con.wait_refresh_done()
-    workers = worker_pids(con)
+    workers = con.worker_pids()
     reader = reader_pid(d, con)
     children = d.children()
     # changes, with the consumer not reading: events pile up in sockets, workers and pipes
@@ -413,7 +356,7 @@ def _sigkill_child_case(tmp, target):
     check_hellos(con, w, 'pickle', False, 'second run')
     con.wait_refresh_done()
     wait_until(lambda: not d.marker_exists(), 10, 'the marker to go while the daemon runs')
-    workers = worker_pids(con)
+    workers = con.worker_pids()
     reader = reader_pid(d, con)
     children = d.children()
     victim = reader if target == 'reader' else workers[1 % w]
@@ -645,7 +588,7 @@ def child_dies_before_supervisor_sees_release(tmp):
         con.wait_refresh_done()
         assert d.stop() == 0
         return
-    pids = worker_pids(con)
+    pids = con.worker_pids()
     victim = pids[w - 1]
     con.close_connection(worker_connection(con, w - 1))
     wait_until(lambda: not pid_alive(victim), 10, 'the worker to exit after losing its consumer')
@@ -676,7 +619,7 @@ def startup_fail_consumer(tmp):
     # Listener refuses us: 77), consumer that welcomes anything but fails our challenge (77): each exits
     # with its code, one line naming the consumer, marker and store untouched, no process left, < 15 s;
     # and once more without a marker: the untrusted store is still left as it was (SPEC 1).
-    s, datadir, marker = prepared(tmp)
+    s, datadir, marker = prepared_store(tmp)
     problems = []
     con = Consumer(tmp, name='good')
     nowhere = os.path.join(tmp, 'nobody-listens.sock')
@@ -706,7 +649,7 @@ def startup_fail_consumer(tmp):
 def startup_fail_ldap(tmp):
     # Scenario: LDAP unreachable (69), wrong LDAP password (77), a search base that does not exist (78),
     # a bad filter (64): exit code, one line naming the server / bind DN / base / filter, nothing changed.
-    s, datadir, marker = prepared(tmp)
+    s, datadir, marker = prepared_store(tmp)
     problems = []
     con = Consumer(tmp)
     port = free_port()   # nothing listens there
@@ -730,7 +673,7 @@ def startup_fail_foreign_datadir(tmp):
     # Scenario: --data-dir holding an unrelated file, and one that looks like slapd's own DB directory
     # (data.mdb, lock.mdb, no ldapfeed.store): exit 78, one line naming the directory, the foreign files
     # byte for byte untouched, the marker kept, no process left.
-    s, datadir, marker = prepared(tmp)
+    s, datadir, marker = prepared_store(tmp)
     problems = []
     con = Consumer(tmp)
     foreign = os.path.join(tmp, 'home')
@@ -759,7 +702,7 @@ def startup_fail_foreign_datadir(tmp):
 def startup_fail_files(tmp):
     # Scenario: missing password file (66), missing key file (66), empty key file (64): exit code, one line
     # naming the file, nothing changed, no process left.
-    s, datadir, marker = prepared(tmp)
+    s, datadir, marker = prepared_store(tmp)
     problems = []
     con = Consumer(tmp)
     url = ldap_url(s, s.suffix, exts=['bindname=' + s.reader_dn])
@@ -791,7 +734,7 @@ def startup_fail_files(tmp):
 def startup_fail_usage(tmp):
     # Scenario: --processes 1 and 2, malformed URLs, bad consumer addresses: usage error 64 with one line
     # naming the flag's value, before anything is touched (marker and store unchanged, no process left).
-    s, datadir, marker = prepared(tmp)
+    s, datadir, marker = prepared_store(tmp)
     problems = []
     con = Consumer(tmp)
     url = ldap_url(s, s.suffix, exts=['bindname=' + s.reader_dn])
@@ -928,7 +871,7 @@ def barrier_worker_dies_before_arriving(tmp):
     # which therefore cannot arrive at the barrier while the reader and the other workers wait there; that
     # worker is SIGKILLed: the barrier breaks, every process exits at once, the daemon exits non-zero (no
     # hang), no hello is sent, store and marker untouched, nothing left.
-    s, datadir, marker = prepared(tmp)
+    s, datadir, marker = prepared_store(tmp)
     before = store_snapshot(datadir, marker)
     key = b'barrier-key-' + os.urandom(8).hex().encode()
     keyfile = write_secret(os.path.join(tmp, 'barrier.key'), key)
@@ -952,7 +895,7 @@ def barrier_party_dies_while_others_prepare(tmp):
     # one is SIGKILLed: the barrier is broken and every process must exit, not only those already waiting at
     # it: the daemon exits non-zero at once (well before the workers' own handshake timeout), store and
     # marker untouched, nothing left.
-    s, datadir, marker = prepared(tmp)
+    s, datadir, marker = prepared_store(tmp)
     before = store_snapshot(datadir, marker)
     hang = HangListener(os.path.join(tmp, 'hang.sock'))
     con = Consumer(tmp)
@@ -970,7 +913,7 @@ def barrier_reader_dies_before_arriving(tmp):
     # Scenario: the LDAP server accepts the connection but never answers the bind, so the reader cannot
     # arrive while the workers wait at the barrier; SIGKILL of the reader breaks it: non-zero exit promptly,
     # store and marker untouched, nothing left.
-    s, datadir, marker = prepared(tmp)
+    s, datadir, marker = prepared_store(tmp)
     before = store_snapshot(datadir, marker)
     mute = MuteLdap()
     con = Consumer(tmp, listener_factory=roomy)
@@ -994,7 +937,7 @@ def barrier_listener_accepts_some(tmp):
     # Scenario: W=3 workers point at a listener that authenticates only the first connection and leaves the
     # others unanswered; startup cannot complete: the daemon exits non-zero within the deadline, without
     # sending a hello, store and marker untouched, nothing left.
-    s, datadir, marker = prepared(tmp)
+    s, datadir, marker = prepared_store(tmp)
     before = store_snapshot(datadir, marker)
     path = os.path.join(tmp, 'some.sock')
     key = b'k' * 16
@@ -1034,7 +977,7 @@ def barrier_listener_accepts_some(tmp):
 def barrier_sigterm_during_startup(tmp):
     # Scenario: SIGTERM to the supervisor while the workers hang in the handshake: startup is abandoned,
     # non-zero exit promptly, store and marker untouched, nothing left.
-    s, datadir, marker = prepared(tmp)
+    s, datadir, marker = prepared_store(tmp)
     before = store_snapshot(datadir, marker)
     hang = HangListener(os.path.join(tmp, 'hang.sock'))
     con = Consumer(tmp)
@@ -1068,7 +1011,7 @@ def sasl_external_ldapi(tmp):
 def starttls_without_tls(tmp):
     # Scenario: -Z against a slapd without TLS: startup fails with 69, one line naming the server and
     # StartTLS, store and marker untouched, no hello sent, no process left.
-    s, datadir, marker = prepared(tmp)
+    s, datadir, marker = prepared_store(tmp)
     problems = []
     con = Consumer(tmp)
     startup_failure(problems, 'StartTLS without TLS', 69, ['starttls', '127.0.0.1:%d' % s.port], datadir, marker,

@@ -41,9 +41,6 @@ CRASH_WORDS = ('Segmentation', 'AddressSanitizer', 'runtime error:', 'LeakSaniti
 # ---------------------------------------------------------------- helpers
 
 
-
-
-
 def _unescape_mdb(text):
     """A value of `mdb_dump -p` (backslash-hex escapes) as bytes."""
     out, i = bytearray(), 0
@@ -83,13 +80,6 @@ def store_info(datadir):
     for k, v in zip(body[0::2], body[1::2]):
         meta[_unescape_mdb(k[1:])] = _unescape_mdb(v[1:])
     return {'entries': entries, 'cookie': meta.get(b'cookie'), 'rc': (st.returncode, dump.returncode)}
-
-
-def write_secret(path, data):
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, 'wb') as f:
-        f.write(data)
-    return path
 
 
 def crash_lines(text):
@@ -134,19 +124,6 @@ def unread_bytes(con):
         fcntl.ioctl(c.fileno(), termios.FIONREAD, buf)
         out.append(buf[0])
     return out
-
-
-def prepared(tmp, people=5):
-    """A slapd with people and a store built by one clean run (marker there)."""
-    s = Slapd(tmp)
-    s.add_people(people)
-    con = Consumer(tmp, name='prep')
-    d = Daemon(tmp, s, con, processes=4)
-    con.wait_refresh_done()
-    assert d.stop() == 0, d.stderr()
-    assert d.marker_exists()
-    con.close()
-    return s, d.datadir, d.marker
 
 
 # ---------------------------------------------------------------- backpressure
@@ -448,7 +425,7 @@ def handshake_garbage(tmp):
     # our challenge (77 each: "the consumer is not one we can authenticate with"); a hang-up right after
     # accept and a listener that never speaks (69: unreachable).  Each: the status within 15 s, exactly one
     # error line naming the consumer and the reason, store and marker byte-identical, no process left.
-    s, datadir, marker = prepared(tmp)
+    s, datadir, marker = prepared_store(tmp)
     key = b'hostile-key-' + os.urandom(8).hex().encode()
     keyfile = write_secret(os.path.join(tmp, 'hostile.key'), key)
     problems = []
@@ -978,7 +955,6 @@ def fake_ldap_present_phase(tmp):
         _check_common(case, name, out)
         note('%s: %s' % (name, warned[0].split(': ', 1)[-1] if warned else 'no warning'))
     assert not out, '\n'.join(out)
-
 
 
 @test(timeout=120)

@@ -10,8 +10,6 @@ import os
 import re
 import secrets
 import signal
-import socket
-import struct
 import sys
 import threading
 import time
@@ -41,58 +39,11 @@ def proc_stat(pid):
     return {'state': f[0].decode(), 'ppid': int(f[1]), 'pgrp': int(f[2]), 'session': int(f[3])}
 
 
-
-
-def peer_pid(conn):
-    s = socket.socket(fileno=os.dup(conn.fileno()))
-    try:
-        data = s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize('3i'))
-    finally:
-        s.close()
-    return struct.unpack('3i', data)[0]
-
-
-def worker_pids(con):
-    """{worker index: pid} of the workers on a unix-socket Consumer (SO_PEERCRED;
-    the harness keeps the accepted connections private)."""
-    with con._cond:
-        conns = [(i, c['conn']) for i, c in enumerate(con._conns) if c['closed'] is None]
-    per = con.per_connection()
-    out = {}
-    for i, c in conns:
-        msgs = per.get(i)
-        if msgs and isinstance(msgs[0], dict) and msgs[0].get('type') == 'hello':
-            out[msgs[0]['worker']] = peer_pid(c)
-    return out
-
-
 def worker_connection(con, index):
     for i, msgs in con.per_connection().items():
         if msgs and msgs[0].get('type') == 'hello' and msgs[0].get('worker') == index:
             return i
     raise AssertionError('no connection of worker %d' % index)
-
-
-
-
-def prepared(tmp, people=5):
-    """A slapd with people and a store left by one clean foreground run (the
-    marker exists).  Returns (slapd, datadir, marker)."""
-    s = Slapd(tmp)
-    s.add_people(people)
-    con = Consumer(tmp, name='prep')
-    d = Daemon(tmp, s, con, processes=4)
-    con.wait_refresh_done()
-    assert d.stop() == 0 and d.marker_exists(), d.stderr()
-    con.close()
-    return s, d.datadir, d.marker
-
-
-def write_secret(path, data):
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, 'wb') as f:
-        f.write(data.encode() if isinstance(data, str) else data)
-    return path
 
 
 def roomy(address, family=None, authkey=None):
@@ -117,7 +68,7 @@ def detach_start_and_sigterm(tmp):
     # supervisor, which is not the launcher's child, has a session of its own, cwd /, stdio on /dev/null,
     # and the workers' hellos have arrived (marker gone); SIGTERM to the pid in the pidfile: the whole
     # daemon exits, pidfile removed, marker written, connections closed, nothing left.
-    s, datadir, marker = prepared(tmp)
+    s, datadir, marker = prepared_store(tmp)
     con = Consumer(tmp)
     w = expected_workers(4)
     d = Daemon(tmp, s, con, processes=4, foreground=False, datadir=datadir, marker=marker)
@@ -158,7 +109,7 @@ def detach_startup_failures(tmp):
     # Scenario: detached starts that fail: consumer not listening (69), wrong key (77), LDAP unreachable
     # (69), foreign data dir (78): the launcher exits with that code within 15 s, the reason (naming the
     # culprit) on its stderr, no pidfile, marker and store untouched, no process of the instance left.
-    s, datadir, marker = prepared(tmp)
+    s, datadir, marker = prepared_store(tmp)
     con = Consumer(tmp)
     other = Consumer(tmp, name='otherkey')
     foreign = os.path.join(tmp, 'home')
@@ -349,7 +300,7 @@ def sigusr1_status_lines(tmp):
     w = expected_workers(4)
     d = Daemon(tmp, s, con, processes=4)
     con.wait_refresh_done()
-    pids = worker_pids(con)
+    pids = con.worker_pids()
     problems = []
     for round_, more in ((1, 25), (2, 7)):
         s.add_people(more, start=round_ * 1000)
@@ -638,14 +589,14 @@ def consumer_drops_worker_midrun(tmp):
     # Scenario: the consumer shuts one worker's connection mid-run: the daemon stops everything and exits 70,
     # no marker, no process left, a worker's log line says the consumer went away and the supervisor's names
     # the worker.
-    s, datadir, marker = prepared(tmp)
+    s, datadir, marker = prepared_store(tmp)
     con = Consumer(tmp, listener_factory=roomy)
     w = expected_workers(5)
     d = Daemon(tmp, s, con, processes=5, datadir=datadir, marker=marker)
     con.wait_refresh_done()
     # mid-run: the supervisor has seen startup succeed (it deleted the marker)
     wait_until(lambda: not d.marker_exists(), 10, 'the marker to go')
-    pids = worker_pids(con)
+    pids = con.worker_pids()
     victim = 1 % w
     con.close_connection(worker_connection(con, victim))
     rc = d.wait(15)
