@@ -5,11 +5,35 @@
  */
 #include <ldap.h>
 #include <stdio.h>
+#include <string.h>
 #include <sysexits.h>
 
 #include "ldapfeed.h"
 
 #define NETWORK_TIMEOUT_SECS	10
+
+/*
+ * libldap's detail of the last failure on ld (a TLS library's certificate
+ * verdict, a server's diagnostic text) as " (detail)" on one line, or "".
+ */
+static const char *
+detail(LDAP *ld, char *buf, size_t len)
+{
+	char	*msg = NULL, *p;
+
+	buf[0] = '\0';
+	/* GnuTLS-built libldap says only this of a refused certificate */
+	if (ldap_get_option(ld, LDAP_OPT_DIAGNOSTIC_MESSAGE, &msg) ==
+	    LDAP_OPT_SUCCESS && msg != NULL && *msg != '\0' &&
+	    strcmp(msg, "(unknown error code)") != 0) {
+		snprintf(buf, len, " (%s)", msg);
+		for (p = buf; *p; p++)
+			if ((unsigned char)*p < ' ')
+				*p = ' ';
+	}
+	ldap_memfree(msg);
+	return buf;
+}
 
 /*
  * Connect, StartTLS if asked, bind.  Returns 0, or the sysexits code of the
@@ -23,6 +47,7 @@ conn_open(const struct config *cfg, LDAP **ldp, char *err, size_t errlen)
 	struct berval	 cred = { 0, NULL };
 	LDAP		*ld;
 	const char	*dn = NULL, *mech = LDAP_SASL_SIMPLE;
+	char		 why[256];
 	int		 rc, v3 = LDAP_VERSION3, on = 1, idle = 60, probes = 3,
 			 intvl = 10;
 
@@ -43,8 +68,9 @@ conn_open(const struct config *cfg, LDAP **ldp, char *err, size_t errlen)
 
 	if (cfg->starttls &&
 	    (rc = ldap_start_tls_s(ld, NULL, NULL)) != LDAP_SUCCESS) {
-		snprintf(err, errlen, "%s: StartTLS failed: %s",
-		    cfg->server_url, ldap_err2string(rc));
+		snprintf(err, errlen, "%s: StartTLS failed: %s%s",
+		    cfg->server_url, ldap_err2string(rc),
+		    detail(ld, why, sizeof(why)));
 		ldap_unbind_ext(ld, NULL, NULL);
 		return EX_UNAVAILABLE;
 	}
@@ -60,9 +86,9 @@ conn_open(const struct config *cfg, LDAP **ldp, char *err, size_t errlen)
 	}
 	rc = ldap_sasl_bind_s(ld, dn, mech, &cred, NULL, NULL, NULL);
 	if (rc != LDAP_SUCCESS) {
-		snprintf(err, errlen, "%s: bind%s%s failed: %s",
+		snprintf(err, errlen, "%s: bind%s%s failed: %s%s",
 		    cfg->server_url, dn ? " as " : "", dn ? dn : "",
-		    ldap_err2string(rc));
+		    ldap_err2string(rc), detail(ld, why, sizeof(why)));
 		ldap_unbind_ext(ld, NULL, NULL);
 		switch (rc) {
 		case LDAP_INVALID_CREDENTIALS:

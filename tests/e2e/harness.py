@@ -48,7 +48,7 @@ __all__ = [
     'Consumer', 'Model', 'assert_model_equals_server', 'normalize_attrs',
     'Daemon', 'ldap_url', 'free_port', 'pid_alive', 'proc_children', 'proc_descendants',
     'group_members', 'register_process', 'terminate_pid', 'instance_procs', 'store_snapshot',
-    'write_secret', 'prepared_store',
+    'write_secret', 'prepared_store', 'TestCA',
 ]
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -688,6 +688,37 @@ def _ephemeral_low():
         return 32768
 
 
+class TestCA:
+    """A throwaway certificate authority (openssl, EC P-256) in `directory`:
+    .cert is its certificate; issue(ip) returns (cert, key) paths of a server
+    certificate for that IP address."""
+
+    def __init__(self, directory):
+        os.makedirs(directory, exist_ok=True)
+        self.dir = directory
+        self.cert, self.key = os.path.join(directory, 'ca.pem'), os.path.join(directory, 'ca.key')
+        self._openssl(['req', '-x509', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1',
+                       '-nodes', '-keyout', self.key, '-out', self.cert, '-days', '2',
+                       '-subj', '/CN=ldapfeed test CA', '-addext', 'basicConstraints=critical,CA:TRUE',
+                       '-addext', 'keyUsage=critical,keyCertSign,cRLSign'])
+
+    def _openssl(self, args):
+        r = subprocess.run(['openssl'] + args, cwd=self.dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        if r.returncode != 0:
+            raise AssertionError('openssl %s: %s' % (args[0], r.stdout.decode('utf-8', 'replace')))
+
+    def issue(self, ip):
+        cert, key, csr = (os.path.join(self.dir, ip + ext) for ext in ('.pem', '.key', '.csr'))
+        ext = os.path.join(self.dir, ip + '.ext')
+        with open(ext, 'w') as f:
+            f.write('subjectAltName=IP:%s\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' % ip)
+        self._openssl(['req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+                       '-keyout', key, '-out', csr, '-subj', '/CN=%s' % ip])
+        self._openssl(['x509', '-req', '-in', csr, '-CA', self.cert, '-CAkey', self.key, '-CAcreateserial',
+                       '-out', cert, '-days', '2', '-extfile', ext])
+        return cert, key
+
+
 def free_port(host='127.0.0.1'):
     """A port that is free now, chosen below the ephemeral range when possible
     so that client sockets will not grab it between a stop and a restart."""
@@ -735,10 +766,20 @@ class Slapd:
     def __init__(self, tmpdir=None, variant='V0', suffix='dc=example,dc=com', ldapi=False,
                  extra_db_conf='', size_limit=None, reader=True, sessionlog=100,
                  checkpoint='100 10', acl_prefix='', extra_global_conf='', reader_limits=True,
-                 debug='none', name='slapd', port=None, populate=True, start=True, nosync=True):
+                 debug='none', name='slapd', port=None, populate=True, start=True, nosync=True,
+                 tls=False):
         tmpdir = _current_dir(tmpdir)
         self.dir = _unique_path(tmpdir, name)
         os.makedirs(self.dir)
+        # tls: a certificate for 127.0.0.1 from a CA of its own (self.ca), for
+        # StartTLS on the ldap:// port and an ldaps:// port (self.ldaps_port)
+        self.ca = self.tls = None
+        self.ldaps_port = None
+        if tls:
+            self.ca = TestCA(os.path.join(self.dir, 'ca'))
+            self.tls = self.ca.issue('127.0.0.1')
+            extra_global_conf = ('TLSCACertificateFile %s\nTLSCertificateFile %s\nTLSCertificateKeyFile %s\n%s'
+                                 % (self.ca.cert, self.tls[0], self.tls[1], extra_global_conf))
         self.suffix = suffix
         self.rootdn = 'cn=admin,' + suffix
         self.rootpw = 'secret'
@@ -778,6 +819,10 @@ class Slapd:
     def url(self):
         """ldap://127.0.0.1:PORT (no trailing slash)."""
         return 'ldap://127.0.0.1:%d' % self.port
+
+    @property
+    def ldaps_url(self):
+        return 'ldaps://127.0.0.1:%d' % self.ldaps_port if self.ldaps_port else None
 
     @property
     def ldapi_url(self):
@@ -886,6 +931,8 @@ class Slapd:
             attempts += 1
             if self.port is None:
                 self.port = free_port()
+            if self.tls and self.ldaps_port is None:
+                self.ldaps_port = free_port()
             result = self._start_once(deadline)
             if result == 'ok':
                 break
@@ -893,7 +940,8 @@ class Slapd:
                 if self._fixed_port or self.starts > 0:
                     time.sleep(0.1)         # restart: the port is ours; wait for it
                 else:
-                    self.port = None        # first start: just pick another one
+                    self.port = None        # first start: just pick others
+                    self.ldaps_port = None
                 continue
             raise SlapdError('slapd did not start (%s) on port %s:\n%s'
                              % (result, self.port, self._log_since(self._log_offset)))
@@ -904,6 +952,8 @@ class Slapd:
 
     def _urls(self):
         urls = ['ldap://127.0.0.1:%d/' % self.port]
+        if self.ldaps_port:
+            urls.append(self.ldaps_url + '/')
         if self.ldapi_path:
             urls.append(self.ldapi_url + '/')
         return ' '.join(urls)

@@ -4,7 +4,8 @@ formats and both handshake schemes; orderly shutdown from SIGTERM (or
 SIGINT) to any process, SIGHUP; SIGKILL of any process; a consumer whose
 accept queue is full; every startup failure with its exit status, its
 one-line reason and nothing changed; the startup barrier when a party dies
-before arriving; SASL EXTERNAL over ldapi; StartTLS refused.
+before arriving; SASL EXTERNAL over ldapi; StartTLS and ldaps:// (following
+across a slapd restart, an untrusted certificate refused), StartTLS refused.
 
 Workers are told apart from the reader by SO_PEERCRED on the consumer's
 unix-socket connections (the harness keeps those connections private)."""
@@ -1005,6 +1006,78 @@ def sasl_external_ldapi(tmp):
     assert_model_equals_server(m, s, bind='external')
     assert m.anomalies == []
     assert d.stop() == 0 and d.marker_exists(), d.stderr()
+
+
+def tls_env(ca):
+    """ldapfeed's environment trusting only `ca` (libldap reads LDAPTLS_*)."""
+    env = dict(os.environ, LDAPTLS_CACERT=ca, LDAPTLS_REQCERT='demand')
+    env.pop('LDAPNOINIT', None)
+    return env
+
+
+def tls_sessions(s, since):
+    """TLS sessions slapd logged after byte `since` of its log (debug stats)."""
+    with open(s.log_path, 'rb') as f:
+        f.seek(since)
+        return len(re.findall(rb'TLS established', f.read()))
+
+
+def tls_follow(tmp, s, con, url, extra):
+    """Start ldapfeed over TLS (url, extra flags): load, then a modify, a slapd
+    restart and another modify all arrive; slapd saw TLS sessions only from it;
+    SIGTERM -> 0 and a marker."""
+    since = os.path.getsize(s.log_path)
+    d = Daemon(tmp, s, con, processes=3, url=url, password=s.reader_pw, extra=extra, env=tls_env(s.ca.cert))
+    con.wait_refresh_done()
+    assert tls_sessions(s, since) >= 1, 'slapd logged no TLS session for ldapfeed'
+    people = [dn for dn in s.search() if dn.startswith('uid=')]
+    s.replace(people[0], 'sn', 'Before-Restart')
+    wait_until(lambda: any(m.get('type') == 'modify' for m in con.messages()), 10, 'the first modify')
+    s.restart()
+    s.replace(people[1], 'sn', 'After-Restart')
+    wait_until(lambda: len([m for m in con.messages() if m.get('type') == 'modify']) >= 2, 30,
+               'the modify after the restart (a reconnect over TLS)')
+    assert d.alive(), d.stderr()
+    m = Model.from_consumer(con)
+    assert_model_equals_server(m, s)
+    assert m.anomalies == []
+    assert d.stop() == 0 and d.marker_exists(), d.stderr()
+
+
+@test
+def starttls_follows(tmp):
+    # Scenario: -Z against a slapd with TLS, trusting its CA through LDAPTLS_CACERT: the load, a modify,
+    # a slapd restart (reconnect, StartTLS again) and another modify arrive; slapd logged TLS sessions.
+    s = Slapd(tmp, tls=True, debug='stats')
+    s.add_people(20)
+    tls_follow(tmp, s, Consumer(tmp, fmt='json'), ldap_url(s, s.suffix, exts=['bindname=' + s.reader_dn]),
+               ['-Z'])
+
+
+@test
+def ldaps_follows(tmp):
+    # Scenario: the same over an ldaps:// URL (TLS from the first byte), no -Z.
+    s = Slapd(tmp, tls=True, debug='stats')
+    s.add_people(20)
+    tls_follow(tmp, s, Consumer(tmp), ldap_url(s.ldaps_url, s.suffix, exts=['bindname=' + s.reader_dn]), [])
+
+
+@test
+def tls_untrusted_certificate(tmp):
+    # Scenario: StartTLS and ldaps:// to a server whose certificate comes from a CA ldapfeed does not trust:
+    # startup fails with 69, one line naming the server, nothing changed, no hello, nothing left.
+    s, datadir, marker = prepared_store(tmp, tls=True)
+    other = TestCA(os.path.join(tmp, 'other-ca'))
+    problems = []
+    con = Consumer(tmp)
+    pw = write_secret(os.path.join(tmp, 'tls.pw'), s.reader_pw + '\n')
+    startup_failure(problems, 'StartTLS, untrusted CA', 69, ['starttls', '127.0.0.1:%d' % s.port], datadir,
+                    marker, slapd=s, consumer=con, extra=['-Z'], env=tls_env(other.cert))
+    url = ldap_url(s.ldaps_url, s.suffix, exts=['bindname=' + s.reader_dn])
+    startup_failure(problems, 'ldaps, untrusted CA', 69, ['127.0.0.1:%d' % s.ldaps_port], datadir, marker,
+                    slapd=s, consumer=con, url=url, extra=['-y', pw], env=tls_env(other.cert))
+    assert con.hellos() == []
+    assert_no_problems(problems)
 
 
 @test
