@@ -14,7 +14,7 @@ UNIT_BINS = $(UNIT_SRCS:.c=)
 TOOL_SRCS = $(wildcard tests/tools/*.c)
 TOOL_BINS = $(TOOL_SRCS:.c=)
 
-.PHONY: all deps check test check-asan fuzz clean distclean
+.PHONY: check-valgrind all deps check test check-asan fuzz clean distclean
 
 # Objects depend on the flags they were built with, so that switching to a
 # sanitizer build (check-asan) and back rebuilds everything.
@@ -75,6 +75,21 @@ check-asan: deps
 	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	    E2E_TIME_SCALE=3 python3 tests/run
 
+# Valgrind memcheck on end-to-end tests (T: which, else VALGRIND_TESTS; all
+# of them would be slow):
+# every ldapfeed process under valgrind, one log per pid in valgrind-logs/,
+# and a summary.  A memory error or a definite leak makes that process exit
+# 99, which fails its test.
+VALGRIND_TESTS = test_sync test_daemon
+check-valgrind: deps all $(UNIT_BINS) $(TOOL_BINS)
+	@sh scripts/deps valgrind
+	rm -rf valgrind-logs && mkdir valgrind-logs
+	TEST_WRAP="valgrind --trace-children=yes --leak-check=full \
+	    --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect \
+	    --error-exitcode=99 --log-file=$(CURDIR)/valgrind-logs/%p.log" \
+	    python3 tests/run $(or $(T),$(VALGRIND_TESTS)); rc=$$?; \
+	python3 scripts/valgrind-summary valgrind-logs && exit $$rc
+
 # libFuzzer (clang) on every parser of outside bytes, FUZZ_SECS each.
 FUZZERS	= tests/fuzz/fuzz_syncrepl tests/fuzz/fuzz_config tests/fuzz/fuzz_wire \
 	tests/fuzz/fuzz_entry
@@ -84,7 +99,9 @@ FUZZ_CFLAGS = -std=c11 -D_GNU_SOURCE -g -O1 -Iinclude \
 tests/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(filter-out src/main.c,$(SRCS)) include/ldapfeed.h
 	@echo "  FUZZ    $<"
 	@clang $(FUZZ_CFLAGS) $(CPPFLAGS) -o $@ $< $(filter-out src/main.c,$(SRCS)) $(LIBS)
-fuzz: $(FUZZERS)
+fuzz:
+	@sh scripts/deps clang
+	@$(MAKE) $(FUZZERS)
 	@for f in $(FUZZERS); do \
 	    n=$${f##*/fuzz_}; work=$$(mktemp -d); \
 	    echo "fuzz: $$n for $(FUZZ_SECS) s"; \
@@ -97,6 +114,7 @@ fuzz: $(FUZZERS)
 
 clean:
 	rm -f ldapfeed libldapfeed.a src/*.o $(UNIT_BINS) $(TOOL_BINS) $(FUZZERS) $(FLAGS_STAMP)
+	rm -rf valgrind-logs
 
 distclean: clean
 	rm -rf config.mk config.log config.status configure autom4te.cache
