@@ -186,6 +186,7 @@ struct pipes {
 	unsigned	 n;
 	int		*fd;	/* write ends, one per worker */
 	struct queue	*q;	/* what each has not taken yet */
+	size_t		 write_min; /* a partial flush skips smaller queues */
 };
 void	pipes_init(struct pipes *, int *, unsigned);
 void	pipes_free(struct pipes *);
@@ -193,7 +194,7 @@ void	pipes_send(struct pipes *, unsigned, const struct event *);
 void	pipes_send_all(struct pipes *, const struct event *);
 int	pipes_flush(struct pipes *, int);
 #define PIPES_HIGH_WATER	(1 << 20)
-size_t	pipes_pending(const struct pipes *);	/* fnv1a64, A-Z folded */
+size_t	pipes_pending(const struct pipes *);
 unsigned shard_of(struct span dn, unsigned workers);
 
 /* wire.c: multiprocessing.connection framing and authentication. */

@@ -139,6 +139,7 @@ pipes_init(struct pipes *p, int *fds, unsigned n)
 	p->n = n;
 	p->fd = fds;
 	p->q = xcalloc(n, sizeof(*p->q));
+	p->write_min = 0;
 	for (i = 0; i < n; i++)
 		if (fcntl(fds[i], F_SETFL, O_NONBLOCK) == -1)
 			fatal(EX_OSERR, "fcntl");
@@ -160,11 +161,11 @@ pipes_free(struct pipes *p)
 }
 
 static int
-write_some(struct pipes *p, unsigned i)
+write_some(struct pipes *p, unsigned i, size_t min)
 {
 	ssize_t	 n;
 
-	if (queue_len(&p->q[i]) == 0)
+	if (queue_len(&p->q[i]) == 0 || queue_len(&p->q[i]) < min)
 		return 0;
 	n = write(p->fd[i], queue_data(&p->q[i]), queue_len(&p->q[i]));
 	if (n == -1) {
@@ -190,8 +191,9 @@ pipes_pending(const struct pipes *p)
 
 /*
  * Write what the pipes take.  With all set, wait until every queue is
- * empty; otherwise wait only while some queue is over the high-water mark.
- * A signal wakes the wait (the caller checks its flags) but never drops data.
+ * empty; otherwise leave queues under write_min alone, and wait only while
+ * some queue is over the high-water mark.  A signal wakes the wait (the
+ * caller checks its flags) but never drops data.
  */
 int
 pipes_flush(struct pipes *p, int all)
@@ -203,7 +205,7 @@ pipes_flush(struct pipes *p, int all)
 	pfd = xcalloc(p->n + 1, sizeof(*pfd));
 	for (;;) {
 		for (i = 0; i < p->n; i++)
-			if (write_some(p, i) == -1) {
+			if (write_some(p, i, all ? 0 : p->write_min) == -1) {
 				r = -1;
 				goto out;
 			}

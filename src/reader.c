@@ -18,6 +18,8 @@
 #include "ldapfeed.h"
 
 #define BATCH_MESSAGES		2000	/* commit at least this often */
+#define REFRESH_WRITE_MIN	65536	/* pipe writes in the refresh */
+#define SERVER_PAUSE_MS		2	/* then write what is queued */
 #define BACKOFF_MAX_SECS	60
 #define CANCEL_WAIT_SECS	5
 
@@ -708,7 +710,13 @@ start_search(struct reader *r)
 /*
  * Read and apply messages until the search ends or something interrupts
  * it.  Events queue up per worker; the store commits at least once per
- * burst; the pipes are written whenever they take data.
+ * burst.  In persist the pipes are written whenever they take data (every
+ * event goes out at once).  In the refresh a worker's pipe is written
+ * once its queue holds REFRESH_WRITE_MIN bytes, or when the server pauses
+ * for SERVER_PAUSE_MS: waking W workers for every burst of a few entries
+ * lets them preempt the reader, the pipeline's bottleneck, and made a full
+ * load with W = 4 on two CPUs 1.2-1.5x slower than with W = 1
+ * (bench/PROFILE.md, finding 9).
  */
 static enum outcome
 follow(struct reader *r)
@@ -718,7 +726,8 @@ follow(struct reader *r)
 	LDAPMessage	*msg;
 	enum outcome	 out = GO_ON;
 	unsigned	 i;
-	int		 fd = -1, rc;
+	size_t		 len;
+	int		 fd = -1, rc, n, timeout, paused = 0;
 
 	if (ldap_get_option(r->ld, LDAP_OPT_DESC, &fd) != LDAP_OPT_SUCCESS ||
 	    fd < 0)
@@ -734,23 +743,35 @@ follow(struct reader *r)
 		pfd[1].fd = signals_fd();
 		pfd[1].events = POLLIN;
 		r->ctx->stats->queue = pipes_pending(&r->pipes);
+		r->pipes.write_min = r->in_refresh && !paused ?
+		    REFRESH_WRITE_MIN : 0;
+		timeout = -1;
 		for (i = 0; i < r->pipes.n; i++) {
-			pfd[2 + i].fd = queue_len(&r->pipes.q[i]) ?
+			len = queue_len(&r->pipes.q[i]);
+			pfd[2 + i].fd = len && len >= r->pipes.write_min ?
 			    r->pipes.fd[i] : -1;
 			pfd[2 + i].events = POLLOUT;
+			if (len && len < r->pipes.write_min)
+				timeout = SERVER_PAUSE_MS;
 		}
-		if (poll(pfd, 2 + r->pipes.n, -1) == -1 && errno != EINTR) {
+		n = poll(pfd, 2 + r->pipes.n, timeout);
+		if (n == -1 && errno != EINTR) {
 			log_warn("poll");
 			out = FATAL;
 			break;
 		}
 		if (pfd[1].revents)
 			signals_drain();
+		if (n == 0) {	/* the server paused: write all that is queued */
+			paused = 1;
+			continue;
+		}
 		/* Drain what libldap has, buffered or on the socket. */
 		while (out == GO_ON && (rc = ldap_result(r->ld, r->msgid,
 		    LDAP_MSG_ONE, &zero, &msg)) > 0) {
 			out = on_message(r, msg);
 			ldap_msgfree(msg);
+			paused = 0;
 			if (++r->batch >= BATCH_MESSAGES ||
 			    pipes_pending(&r->pipes) > PIPES_HIGH_WATER) {
 				if (commit(r) == -1 ||
@@ -771,6 +792,10 @@ follow(struct reader *r)
 		if (commit(r) == -1 || pipes_flush(&r->pipes, 0) == -1)
 			out = FATAL;
 	}
+	/* Nothing waits in a queue through a reconnect's backoff. */
+	r->pipes.write_min = 0;
+	if (out != FATAL && pipes_flush(&r->pipes, 0) == -1)
+		out = FATAL;
 	free(pfd);
 	return out;
 }
