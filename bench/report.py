@@ -53,6 +53,15 @@ def rank_z(slow, fast):
     return (u - n * m / 2.0) / sd
 
 
+def w_pairs(runs, what):
+    """(label, W=4 runs, W=1 runs) for each consumer/format measured with
+    both, from {config name: per-run figures}."""
+    by = {}
+    for name, v in runs.items():
+        by.setdefault(name.rsplit('/', 1)[0], {})[w_of(name)] = v
+    return [(k + ', ' + what, v[4], v[1]) for k, v in sorted(by.items()) if 1 in v and 4 in v]
+
+
 def loads(x):
     """Every 1-minute load average recorded in a result."""
     if isinstance(x, dict):
@@ -107,12 +116,7 @@ def main():
             L.append('| full load, N=%d, %s | ≤ %.2f× ldapsearch | %.2f× (runs %.2f–%.2f; %.2f s vs %.2f s) | %s |'
                      % (r['n'], name, lim, c['ratio'], min(c['ratios']), max(c['ratios']), c['feed_s'],
                         c['ref_s'], ok(c['ratio'] <= lim)))
-        by = {}
-        for name, c in r['configs'].items():
-            by.setdefault(name.rsplit('/', 1)[0], {})[w_of(name)] = c['ratios']
-        for k, v in sorted(by.items()):
-            if 1 in v and 4 in v:
-                w_rows.append((k + ', full load', v[4], v[1]))
+        w_rows += w_pairs({name: c['ratios'] for name, c in r['configs'].items()}, 'full load')
     d = docs['resume']
     if d:
         r = d['result']
@@ -137,7 +141,6 @@ def main():
     d = docs['throughput']
     if d:
         r = d['result']
-        by = {}
         for name, c in sorted(r['configs'].items()):
             extra = ''
             if c.get('sync_rate'):
@@ -147,13 +150,9 @@ def main():
                      'no consumer: %.0f/s%s) | %s |'
                      % (r['modifies'], r['clients'], name, c['feed_rate'], 100 * c['ratio'], c['server_rate'],
                         c['solo_rate'], extra, ok(c['ratio'] >= 0.9)))
-            # time per event, normalised by the server alone in the same runs
-            per_run = [1 / x['ratio_solo'] for x in c['runs']] if isinstance(c['runs'], list) \
-                else [1 / c['ratio_solo']]
-            by.setdefault(name.rsplit('/', 1)[0], {})[w_of(name)] = per_run
-        for k, v in sorted(by.items()):
-            if 1 in v and 4 in v:
-                w_rows.append((k + ', persist throughput (time per event)', v[4], v[1]))
+        # time per event, normalised by the server alone in the same runs
+        w_rows += w_pairs({name: [1 / x['ratio_solo'] for x in c['runs']] for name, c in r['configs'].items()},
+                          'persist throughput (time per event)')
     d = docs['memory']
     if d:
         r = d['result']

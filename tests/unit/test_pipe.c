@@ -1,4 +1,6 @@
 /* Reader -> worker records and the DN sharding hash. */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -26,6 +28,7 @@ main(void)
 	struct attrs_writer w;
 	struct pipes	 p;
 	int		 fds[2];
+	char		 buf[256];
 	size_t		 n, i;
 
 	/* FNV-1a 64 reference vectors, and A-Z folding. */
@@ -117,6 +120,29 @@ main(void)
 		ok(queue_len(&q) == 0 && q.off == 0, "queue: over-taking empties it");
 		buf_free(&q.b);
 	}
+
+	/* A partial flush leaves queues under write_min; a full one does not. */
+	if (pipe(fds) == -1 || fcntl(fds[0], F_SETFL, O_NONBLOCK) == -1)
+		return 1;
+	pipes_init(&p, &fds[1], 1);
+	memset(&ev, 0, sizeof(ev));
+	ev.type = EV_ADD;
+	ev.seq = 3;
+	ev.dn = S("cn=small,dc=x");
+	pipes_send(&p, 0, &ev);
+	p.write_min = 65536;
+	ok(pipes_flush(&p, 0) == 0 && pipes_pending(&p) > 0 &&
+	    read(fds[0], buf, sizeof(buf)) == -1 && errno == EAGAIN,
+	    "partial flush: a queue under write_min stays queued");
+	ok(pipes_flush(&p, 1) == 0 && pipes_pending(&p) == 0 &&
+	    read(fds[0], buf, sizeof(buf)) > 0,
+	    "full flush: it is written all the same");
+	p.write_min = 0;
+	pipes_send(&p, 0, &ev);
+	ok(pipes_flush(&p, 0) == 0 && pipes_pending(&p) == 0,
+	    "partial flush with write_min 0 writes every queue");
+	pipes_free(&p);
+	close(fds[0]);
 
 	/* A 10 MiB value streams through a real pipe. */
 	buf_reserve(&big, 10 << 20);
