@@ -48,7 +48,7 @@ __all__ = [
     'Consumer', 'Model', 'assert_model_equals_server', 'normalize_attrs',
     'Daemon', 'ldap_url', 'free_port', 'pid_alive', 'proc_children', 'proc_descendants',
     'group_members', 'register_process', 'terminate_pid', 'instance_procs', 'store_snapshot',
-    'write_secret', 'prepared_store', 'TestCA',
+    'write_secret', 'prepared_store', 'TestCA', 'Acceptor',
 ]
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -717,6 +717,47 @@ class TestCA:
         self._openssl(['x509', '-req', '-in', csr, '-CA', self.cert, '-CAkey', self.key, '-CAcreateserial',
                        '-out', cert, '-days', '2', '-extfile', ext])
         return cert, key
+
+
+class Acceptor:
+    """A listening socket served by a thread, for tests that play a peer by
+    hand: every accepted connection is kept in .conns and handed to
+    on_accept(conn) on the accept thread; teardown closes them, the socket
+    and its unix path.  .address is what the socket is bound to."""
+
+    def __init__(self, family, address, on_accept=None):
+        self.sock = socket.socket(family, socket.SOCK_STREAM)
+        self.sock.bind(address)
+        self.sock.listen(16)
+        self.address = self.sock.getsockname()
+        self.path = address if family == socket.AF_UNIX else None
+        self.conns = []
+        self._on_accept = on_accept
+        threading.Thread(target=self._loop, daemon=True).start()
+        _register(self)
+
+    def _loop(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(c)
+            if self._on_accept:
+                self._on_accept(c)
+
+    def _teardown(self):
+        for s in [self.sock] + self.conns:
+            try:
+                s.shutdown(socket.SHUT_RDWR)    # wakes a thread blocked in accept()
+            except OSError:
+                pass
+            s.close()
+        if self.path:
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
 
 
 def free_port(host='127.0.0.1'):

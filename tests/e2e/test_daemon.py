@@ -772,29 +772,17 @@ class HangListener:
 
     def __init__(self, path, key=None, mute=None):
         self.path, self.key, self.mute = path, key, mute
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.bind(path)
-        self.sock.listen(16)
-        self.conns, self.pids, self.authenticated, self.errors = [], [], [], []
-        self._stop = False
-        self.thread = threading.Thread(target=self._loop, daemon=True)
-        self.thread.start()
-        harness._register(self)
+        self.pids, self.authenticated, self.errors = [], [], []
+        Acceptor(socket.AF_UNIX, path, self._accepted)
 
-    def _loop(self):
-        while not self._stop:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            data = c.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize('3i'))
-            pid = struct.unpack('3i', data)[0]
-            n = len(self.pids)
-            self.conns.append(c)
-            self.pids.append(pid)
-            if self.mute is None or n in self.mute:
-                continue
-            threading.Thread(target=self._handshake, args=(c, pid), daemon=True).start()
+    def _accepted(self, c):
+        data = c.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize('3i'))
+        pid = struct.unpack('3i', data)[0]
+        n = len(self.pids)
+        self.pids.append(pid)
+        if self.mute is None or n in self.mute:
+            return
+        threading.Thread(target=self._handshake, args=(c, pid), daemon=True).start()
 
     def _handshake(self, c, pid):
         conn = Connection(os.dup(c.fileno()))
@@ -804,55 +792,6 @@ class HangListener:
             self.authenticated.append(pid)
         except Exception as e:     # noqa: BLE001
             self.errors.append(repr(e))
-
-    def _teardown(self):
-        self._stop = True
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.sock.close()
-        for c in self.conns:
-            try:
-                c.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            c.close()
-        try:
-            os.unlink(self.path)
-        except OSError:
-            pass
-
-
-class MuteLdap:
-    """A TCP port that accepts LDAP connections and never answers."""
-
-    def __init__(self):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.bind(('127.0.0.1', 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        self.conns = []
-        self.thread = threading.Thread(target=self._loop, daemon=True)
-        self.thread.start()
-        harness._register(self)
-
-    def _loop(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            self.conns.append(c)
-
-    def _teardown(self):
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.sock.close()
-        for c in self.conns:
-            c.close()
 
 
 def _barrier_end(d, datadir, marker, before, what, limit=15):
@@ -916,9 +855,9 @@ def barrier_reader_dies_before_arriving(tmp):
     # store and marker untouched, nothing left.
     s, datadir, marker = prepared_store(tmp)
     before = store_snapshot(datadir, marker)
-    mute = MuteLdap()
+    mute = Acceptor(socket.AF_INET, ('127.0.0.1', 0))     # accepts LDAP, never answers
     con = Consumer(tmp, listener_factory=roomy)
-    url = ldap_url('ldap://127.0.0.1:%d' % mute.port, s.suffix, exts=['bindname=' + s.reader_dn])
+    url = ldap_url('ldap://127.0.0.1:%d' % mute.address[1], s.suffix, exts=['bindname=' + s.reader_dn])
     d = Daemon(tmp, s, con, processes=5, url=url, password=s.reader_pw, datadir=datadir, marker=marker)
     w = expected_workers(5)
     wait_until(lambda: con.connections == w and len(mute.conns) >= 1, 10,

@@ -297,23 +297,11 @@ class RawListener:
 
     def __init__(self, path, key, behave):
         self.path, self.key, self.behave = path, key, behave
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.bind(path)
-        self.sock.listen(16)
-        self.conns, self.notes, self.errors = [], [], []
-        self.lock = threading.Lock()
-        threading.Thread(target=self._loop, daemon=True).start()
-        harness._register(self)
+        self.notes, self.errors = [], []
+        self.acceptor = Acceptor(socket.AF_UNIX, path, self._accepted)
 
-    def _loop(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            with self.lock:
-                self.conns.append(c)
-            threading.Thread(target=self._one, args=(c,), daemon=True).start()
+    def _accepted(self, c):
+        threading.Thread(target=self._one, args=(c,), daemon=True).start()
 
     def _one(self, c):
         try:
@@ -324,20 +312,7 @@ class RawListener:
             self.errors.append(repr(e))
 
     def _teardown(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-        with self.lock:
-            for c in self.conns:
-                try:
-                    c.close()
-                except OSError:
-                    pass
-        try:
-            os.unlink(self.path)
-        except OSError:
-            pass
+        self.acceptor._teardown()
 
 
 def b_no_challenge(c, key, rec):
