@@ -1021,12 +1021,13 @@ def tls_untrusted_certificate(tmp):
 
 @test
 def starttls_without_tls(tmp):
-    # Scenario: -Z against a slapd without TLS: startup fails with 69, one line naming the server and
-    # StartTLS, store and marker untouched, no hello sent, no process left.
+    # Scenario: -Z against a slapd without TLS: startup fails with 69, one line naming the server,
+    # StartTLS and slapd's diagnostic text, store and marker untouched, no hello sent, no process left.
     s, datadir, marker = prepared_store(tmp)
     problems = []
     con = Consumer(tmp)
-    startup_failure(problems, 'StartTLS without TLS', 69, ['starttls', '127.0.0.1:%d' % s.port], datadir, marker,
+    startup_failure(problems, 'StartTLS without TLS', 69, ['starttls', '127.0.0.1:%d' % s.port,
+                                                           'unsupported extended operation'], datadir, marker,
                     slapd=s, consumer=con, extra=['-Z'])
     assert con.hellos() == []
     assert_no_problems(problems)
