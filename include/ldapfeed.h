@@ -142,6 +142,17 @@ int	names_iter(struct span *, struct span *);	/* 1, 0 or -1 as above */
 /* entry.c: one PartialAttribute of an LDAP entry, read in place. */
 int	entry_attr_parse(struct span, struct span *, struct span *);
 int	entry_next_value(struct span *, struct span *);
+struct berelement;
+struct entry {
+	struct buf	 attrs;		/* the attributes kept, as a blob */
+	int		 has_subs;	/* hasSubordinates: TRUE */
+	int		 has_uuid;	/* a well-formed entryUUID came */
+	unsigned char	 uuid[16];
+};
+#define DECODE_STRIP_SUBS	1	/* leave hasSubordinates out */
+#define DECODE_STRIP_UUID	2	/* leave entryUUID out */
+int	entry_decode(struct berelement *, int, struct entry *);
+int	uuid_parse_text(struct span, unsigned char *);
 
 /* Events, as the reader hands them to the workers (SPEC section 7). */
 enum event_type {
@@ -181,7 +192,6 @@ void	pipe_record_encode(struct buf *, const struct event *);
 int	pipe_record_decode(struct span, struct event *);
 /* Bytes of one whole record at the head of the buffer, or 0 if incomplete. */
 size_t	pipe_record_complete(const struct buf *);
-uint64_t shard_hash(const void *, size_t);	/* fnv1a64, A-Z folded */
 struct pipes {
 	unsigned	 n;
 	int		*fd;	/* write ends, one per worker */
@@ -195,7 +205,6 @@ void	pipes_send_all(struct pipes *, const struct event *);
 int	pipes_flush(struct pipes *, int);
 #define PIPES_HIGH_WATER	(1 << 20)
 size_t	pipes_pending(const struct pipes *);
-unsigned shard_of(struct span dn, unsigned workers);
 
 /* wire.c: multiprocessing.connection framing and authentication. */
 #define WIRE_MAX_HEADER	12
@@ -366,26 +375,75 @@ int	store_mark_seen(struct store *, const unsigned char *, uint64_t);
 uint64_t store_count(struct store *);
 int	store_sweep(struct store *, uint64_t, store_visit, void *, uint64_t *);
 int	store_foreach_below(struct store *, struct span, store_visit, void *);
-int	store_dn_is_below(struct span, struct span);
+int	store_has_below(struct store *, struct span);
+int	store_task_add(struct store *, int, struct span);
+int	store_task_first(struct store *, uint64_t *, int *, struct buf *);
+int	store_task_done(struct store *, uint64_t);
+
+/* dn.c: the DN rules (doc/subtrees.md, "Names"). */
+#define DNKEY_MAX	(511 - 16)	/* LMDB's key limit less the UUID */
+uint64_t shard_hash(const void *, size_t);	/* fnv1a64, A-Z folded */
+unsigned shard_of(struct span dn, unsigned workers);
+void	dn_key(struct buf *, struct span);
+int	dn_is_below(struct span, struct span);
+int	dn_normalize(struct span, struct buf *);
+int	dn_in_scope(struct span, int, struct span);
 
 /* events.c: entries compared with the store become events. */
 struct events {
 	const struct config *cfg;
 	struct store	*store;
 	struct pipes	*pipes;
+	struct buf	 base;		/* the search base, normalized */
 	uint64_t	 seq;		/* the last seq given */
 	uint64_t	 counts[EV_REFRESH_DONE + 1];
+	/* called between the steps of a long cascade or sweep */
+	int		(*checkpoint)(void *);
+	void		*checkpoint_arg;
 	struct buf	 old_dn, old_attrs, changed;	/* scratch */
 	struct buf	 dn2, old_dn2, attrs2;
 };
+#define ENTRY_ADDED	1
+#define ENTRY_RENAMED	2
+#define ENTRY_MODIFIED	4
+int	events_init(struct events *, const struct config *, struct store *,
+	    struct pipes *);
 int	events_entry(struct events *, const unsigned char *, struct span,
-	    struct span);
-int	events_delete(struct events *, const unsigned char *, struct span, int);
-int	events_sweep(struct events *, uint64_t, uint64_t *, uint64_t *);
+	    struct span, int);
+int	events_delete(struct events *, const unsigned char *, struct span,
+	    struct buf *);
+int	events_sweep(struct events *, uint64_t, uint64_t *, uint64_t *, int);
 void	events_refresh_done(struct events *);
 void	events_free(struct events *);
 size_t	events_diff(struct span, struct span, struct buf *);
-int	events_in_scope(const struct config *, struct span);
+int	events_in_scope(const struct events *, struct span);
+int	events_checkpoint(struct events *);
+
+/* subtree.c: what only the server can answer about a subtree. */
+#define TASK_FETCH	1
+#define TASK_RECONCILE	2
+#define SUBTREE_BATCH	256	/* UUIDs asked about per search */
+struct ldap;
+struct subtree {
+	const struct config *cfg;
+	struct events	*ev;
+	struct ldap	*ld;		/* the tasks' own connection */
+	char	       **attrs;		/* the search's, + entryUUID */
+	int		 decode_flags;
+	uint64_t	 mark_gen;	/* mark what a fetch finds seen, or 0 */
+	struct entry	 ent;
+	unsigned char	 batch[SUBTREE_BATCH][16];
+	char		 batch_seen[SUBTREE_BATCH];
+	size_t		 batch_n;
+	int		 nameless, deleted;
+	struct buf	 filter, scratch;
+};
+void	subtree_init(struct subtree *, const struct config *, struct events *,
+	    char **, int);
+int	subtree_task(struct subtree *, int, struct span);
+int	subtree_run_pending(struct subtree *);
+void	subtree_close(struct subtree *);
+void	subtree_free(struct subtree *);
 
 /* status.c: per-process figures in shared memory, for SIGUSR1 and files. */
 enum phase {

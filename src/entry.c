@@ -1,9 +1,13 @@
 /*
  * An entry's attributes read in place from the LDAP message: the contents
- * of one PartialAttribute (RFC 4511: SEQUENCE { type OCTET STRING, vals SET
- * OF OCTET STRING }), with spans into the message and no allocation.  Every
- * length is checked against what is there.
+ * of each PartialAttribute (RFC 4511: SEQUENCE { type OCTET STRING, vals SET
+ * OF OCTET STRING }), with spans into the message; every length is checked
+ * against what is there.  The entryUUID and hasSubordinates that the reader
+ * asks for itself are taken out on the way.
  */
+#include <lber.h>
+#include <strings.h>
+
 #include "ldapfeed.h"
 
 #define TAG_OCTETS	0x04
@@ -53,4 +57,93 @@ entry_next_value(struct span *vals, struct span *v)
 	if (vals->len == 0)
 		return 0;
 	return tlv(vals, TAG_OCTETS, v) == -1 ? -1 : 1;
+}
+
+static int
+span_is(struct span a, const char *name)
+{
+	return a.len == strlen(name) &&
+	    strncasecmp((const char *)a.p, name, a.len) == 0;
+}
+
+/* "3906f8c4-7c8b-1041-92e1-057ae57b83af" into its 16 bytes. */
+int
+uuid_parse_text(struct span s, unsigned char *out)
+{
+	size_t	 i, n = 0;
+	int	 hi = -1, d;
+
+	for (i = 0; i < s.len; i++) {
+		if (s.p[i] == '-')
+			continue;
+		if (s.p[i] >= '0' && s.p[i] <= '9')
+			d = s.p[i] - '0';
+		else if (s.p[i] >= 'a' && s.p[i] <= 'f')
+			d = s.p[i] - 'a' + 10;
+		else if (s.p[i] >= 'A' && s.p[i] <= 'F')
+			d = s.p[i] - 'A' + 10;
+		else
+			return -1;
+		if (hi == -1)
+			hi = d;
+		else {
+			if (n == 16)
+				return -1;
+			out[n++] = (unsigned char)(hi << 4 | d);
+			hi = -1;
+		}
+	}
+	return n == 16 && hi == -1 ? 0 : -1;
+}
+
+/*
+ * The attribute list of a SearchResultEntry, from a BerElement that libldap
+ * bounded to it (ldap_get_dn_ber), into e->attrs.  hasSubordinates TRUE and
+ * a well-formed entryUUID are noted in e; with DECODE_STRIP_SUBS or
+ * DECODE_STRIP_UUID the attribute is left out of e->attrs.  -1 for a
+ * malformed list.
+ */
+int
+entry_decode(struct berelement *ber, int flags, struct entry *e)
+{
+	struct attrs_writer	 w;
+	struct berval		 seq;
+	struct span		 type, vals, v;
+	ber_len_t		 rem;
+	int			 rv;
+
+	buf_reset(&e->attrs);
+	attrs_writer_init(&w, &e->attrs);
+	e->has_subs = 0;
+	e->has_uuid = 0;
+	while (ber_get_option(ber, LBER_OPT_REMAINING_BYTES, &rem) ==
+	    LBER_OPT_SUCCESS && rem > 0) {
+		if (ber_skip_element(ber, &seq) != LBER_SEQUENCE ||
+		    entry_attr_parse((struct span){ (unsigned char *)
+		    seq.bv_val, seq.bv_len }, &type, &vals) == -1)
+			return -1;
+		if (span_is(type, "hasSubordinates")) {
+			struct span	 peek = vals;
+
+			e->has_subs = entry_next_value(&peek, &v) == 1 &&
+			    span_is(v, "TRUE");
+			if (flags & DECODE_STRIP_SUBS)
+				continue;
+		}
+		if (span_is(type, "entryUUID")) {
+			struct span	 peek = vals;
+
+			e->has_uuid = entry_next_value(&peek, &v) == 1 &&
+			    uuid_parse_text(v, e->uuid) == 0;
+			if (flags & DECODE_STRIP_UUID)
+				continue;
+		}
+		attrs_writer_attr(&w, type.p, type.len);
+		while ((rv = entry_next_value(&vals, &v)) == 1)
+			attrs_writer_value(&w, v.p, v.len);
+		if (rv == -1)
+			return -1;
+	}
+	attrs_writer_finish(&w);
+	return 0;
 }

@@ -37,30 +37,31 @@ bytecmp(struct span a, struct span b)
 	return r ? r : (a.len < b.len ? -1 : a.len > b.len);
 }
 
-/* Is dn inside the search's base and scope? */
+/* Is dn inside the search's base and scope?  -1: not a DN. */
 int
-events_in_scope(const struct config *cfg, struct span dn)
+events_in_scope(const struct events *e, struct span dn)
 {
-	struct span	 base = { (const unsigned char *)cfg->base,
-			    strlen(cfg->base) };
-	size_t		 i, rdnlen;
+	return dn_in_scope((struct span){ e->base.data, e->base.len },
+	    e->cfg->scope, dn);
+}
 
-	if (casecmp(dn, base) == 0)
-		return cfg->scope == LDAP_SCOPE_BASE ||
-		    cfg->scope == LDAP_SCOPE_SUBTREE;
-	if (cfg->scope == LDAP_SCOPE_BASE || !store_dn_is_below(dn, base))
-		return 0;
-	if (cfg->scope != LDAP_SCOPE_ONELEVEL)
-		return 1;
-	/* One level: no unescaped comma left in the RDN part. */
-	rdnlen = base.len ? dn.len - base.len - 1 : dn.len;
-	for (i = 0; i < rdnlen; i++) {
-		if (dn.p[i] == '\\')
-			i++;
-		else if (dn.p[i] == ',')
-			return 0;
-	}
-	return 1;
+int
+events_init(struct events *e, const struct config *cfg, struct store *store,
+    struct pipes *pipes)
+{
+	memset(e, 0, sizeof(*e));
+	e->cfg = cfg;
+	e->store = store;
+	e->pipes = pipes;
+	return dn_normalize((struct span){ (const unsigned char *)cfg->base,
+	    strlen(cfg->base) }, &e->base);
+}
+
+/* Between steps of a long cascade: let the reader commit and flush. */
+int
+events_checkpoint(struct events *e)
+{
+	return e->checkpoint ? e->checkpoint(e->checkpoint_arg) : 0;
 }
 
 /* ---- attribute comparison ---- */
@@ -158,28 +159,43 @@ index_attrs(struct span blob, size_t *n)
 	return v;
 }
 
-static void
-add_name(struct buf *changed, struct span name)
+static int
+name_bytecmp(const void *a, const void *b)
 {
-	buf_add_u32(changed, (uint32_t)name.len);
-	buf_add(changed, name.p, name.len);
+	return bytecmp(*(const struct span *)a, *(const struct span *)b);
+}
+
+/* The names list, in byte order: what Python's sorted() gives a consumer. */
+static void
+write_names(struct buf *changed, struct span *names, size_t n)
+{
+	size_t	 i;
+
+	qsort(names, n, sizeof(*names), name_bytecmp);
+	for (i = 0; i < n; i++) {
+		buf_add_u32(changed, (uint32_t)names[i].len);
+		buf_add(changed, names[i].p, names[i].len);
+	}
 }
 
 /*
  * Compare two attribute blobs as sets of values per attribute description
- * (names case-insensitive).  The names that differ go to changed, sorted;
- * returns their count.  O(n log n) in the values, whatever their number.
+ * (names case-insensitive).  The names that differ go to changed, sorted
+ * by bytes; returns their count.  O(n log n) in the values, whatever their
+ * number.
  */
 size_t
 events_diff(struct span old, struct span new, struct buf *changed)
 {
 	struct attr_ref	*a, *b;
+	struct span	*names;
 	size_t		 na, nb, i = 0, j = 0, count = 0;
 	int		 c;
 
 	buf_reset(changed);
 	a = index_attrs(old, &na);
 	b = index_attrs(new, &nb);
+	names = xcalloc(na + nb + 1, sizeof(*names));
 	while (i < na || j < nb) {
 		if (i == na)
 			c = 1;
@@ -187,21 +203,19 @@ events_diff(struct span old, struct span new, struct buf *changed)
 			c = -1;
 		else
 			c = attr_ref_cmp(&a[i], &b[j]);
-		if (c < 0) {
-			add_name(changed, a[i++].name);
-			count++;
-		} else if (c > 0) {
-			add_name(changed, b[j++].name);
-			count++;
-		} else {
-			if (!same_values(&a[i], &b[j])) {
-				add_name(changed, b[j].name);
-				count++;
-			}
+		if (c < 0)
+			names[count++] = a[i++].name;
+		else if (c > 0)
+			names[count++] = b[j++].name;
+		else {
+			if (!same_values(&a[i], &b[j]))
+				names[count++] = b[j].name;
 			i++;
 			j++;
 		}
 	}
+	write_names(changed, names, count);
+	free(names);
 	free(a);
 	free(b);
 	return count;
@@ -239,7 +253,6 @@ rename_below(void *arg, const unsigned char *uuid, struct span dn,
 	struct event	 ev;
 	size_t		 keep = dn.len - c->old_root.len;
 
-	(void)attrs;
 	buf_reset(&e->dn2);
 	buf_add(&e->dn2, dn.p, keep);
 	buf_add(&e->dn2, c->new_root.p, c->new_root.len);
@@ -254,8 +267,30 @@ rename_below(void *arg, const unsigned char *uuid, struct span dn,
 	/* attrs point into the map: put_entry copies them before it writes */
 	buf_reset(&e->attrs2);
 	buf_add(&e->attrs2, attrs.p, attrs.len);
-	return store_put_entry(e->store, uuid, span_of(&e->dn2),
-	    span_of(&e->attrs2), &ev.old_dn) == -1 ? -1 : 0;
+	if (store_put_entry(e->store, uuid, span_of(&e->dn2),
+	    span_of(&e->attrs2), &ev.old_dn) == -1)
+		return -1;
+	return events_checkpoint(e);
+}
+
+/* Rename every stored entry below old_root (copied: the callers' buffers
+ * are reused by the visits). */
+static int
+rename_subtree(struct events *e, struct span old_root, struct span new_root)
+{
+	struct cascade	 c;
+	struct buf	 o = { 0 }, n = { 0 };
+	int		 r;
+
+	buf_add(&o, old_root.p, old_root.len);
+	buf_add(&n, new_root.p, new_root.len);
+	c.e = e;
+	c.old_root = span_of(&o);
+	c.new_root = span_of(&n);
+	r = store_foreach_below(e->store, c.old_root, rename_below, &c);
+	buf_free(&o);
+	buf_free(&n);
+	return r;
 }
 
 static int
@@ -277,17 +312,25 @@ static int
 delete_visit(void *arg, const unsigned char *uuid, struct span dn,
     struct span attrs)
 {
-	return delete_one(arg, uuid, dn, attrs);
+	if (delete_one(arg, uuid, dn, attrs) == -1)
+		return -1;
+	return events_checkpoint(arg);
 }
 
+/*
+ * An entry as the server sends it, against the store: an add, a rename, a
+ * modify, or nothing.  With cascade, a rename also renames the stored
+ * descendants by their DNs, which is exact only while the store's tree
+ * equals the server's (doc/subtrees.md, "When DNs can be trusted").
+ * Returns the ENTRY_* of what happened, or -1.
+ */
 int
 events_entry(struct events *e, const unsigned char *uuid, struct span dn,
-    struct span attrs)
+    struct span attrs, int cascade)
 {
 	struct span	 odn, oattrs;
 	struct event	 ev;
-	struct cascade	 c;
-	int		 found, renamed;
+	int		 found, what = 0;
 
 	if ((found = store_get_entry(e->store, uuid, &odn, &oattrs)) == -1)
 		return -1;
@@ -298,7 +341,9 @@ events_entry(struct events *e, const unsigned char *uuid, struct span dn,
 		ev.dn = dn;
 		ev.new_attrs = attrs;
 		emit(e, &ev);
-		return store_put_entry(e->store, uuid, dn, attrs, NULL);
+		if (store_put_entry(e->store, uuid, dn, attrs, NULL) == -1)
+			return -1;
+		return ENTRY_ADDED;
 	}
 	/* Copies: the store's pointers die with the next write. */
 	buf_reset(&e->old_dn);
@@ -308,19 +353,21 @@ events_entry(struct events *e, const unsigned char *uuid, struct span dn,
 	odn = span_of(&e->old_dn);
 	oattrs = span_of(&e->old_attrs);
 
-	renamed = bytecmp(odn, dn) != 0;
-	if (renamed) {
+	if (bytecmp(odn, dn) != 0) {
+		what |= ENTRY_RENAMED;
 		ev.type = EV_RENAME;
 		ev.dn = dn;
 		ev.old_dn = odn;
 		emit(e, &ev);
-		c.e = e;
-		c.old_root = odn;
-		c.new_root = dn;
-		if (store_foreach_below(e->store, odn, rename_below, &c) == -1)
+		/* The root first: the cascade reuses the scratch buffers. */
+		if (store_put_entry(e->store, uuid, dn, oattrs, &odn) == -1)
 			return -1;
+		if (cascade && rename_subtree(e, odn, dn) == -1)
+			return -1;
+		odn = dn;
 	}
 	if (events_diff(oattrs, attrs, &e->changed) > 0) {
+		what |= ENTRY_MODIFIED;
 		memset(&ev, 0, sizeof(ev));
 		memcpy(ev.uuid, uuid, 16);
 		ev.type = EV_MODIFY;
@@ -329,59 +376,106 @@ events_entry(struct events *e, const unsigned char *uuid, struct span dn,
 		ev.new_attrs = attrs;
 		ev.changed = span_of(&e->changed);
 		emit(e, &ev);
-	} else if (!renamed)
-		return 0;	/* the server resent what we have: nothing */
-	return store_put_entry(e->store, uuid, dn, attrs, &odn);
+		if (store_put_entry(e->store, uuid, dn, attrs, &odn) == -1)
+			return -1;
+	}
+	return what;
 }
 
 /*
  * A delete names the stored DN (the server's may be the post-move one, or
- * absent).  When the server's DN lies outside the search, a subtree moved
- * out: its stored descendants go too.
+ * absent), and deletes the stored entry alone.  What becomes of its stored
+ * descendants depends on what can be trusted (doc/subtrees.md):
+ *   below == NULL: the store's tree is the server's, so the message's DN
+ *     decides: outside the search, the subtree left it and its descendants
+ *     go; inside it but elsewhere, the entry was renamed as it left the
+ *     filter, and its descendants are renamed with it.
+ *   below != NULL: nothing is inferred; when descendants are stored, their
+ *     root's DN is copied to *below and 2 returned, for the caller to ask
+ *     the server about them.
+ * Returns 1 (deleted), 2 (deleted, descendants to resolve), 0 (unknown).
  */
 int
 events_delete(struct events *e, const unsigned char *uuid, struct span msg_dn,
-    int cascade)
+    struct buf *below)
 {
 	struct span	 dn, attrs;
-	int		 found;
+	struct buf	 root = { 0 };
+	int		 found, r = 1, in;
 
 	if ((found = store_get_entry(e->store, uuid, &dn, &attrs)) != 1)
 		return found;	/* unknown: nothing to say */
-	buf_reset(&e->old_dn);
-	buf_add(&e->old_dn, dn.p, dn.len);
+	buf_add(&root, dn.p, dn.len);
 	buf_reset(&e->old_attrs);
 	buf_add(&e->old_attrs, attrs.p, attrs.len);
-	if (delete_one(e, uuid, span_of(&e->old_dn), span_of(&e->old_attrs)) ==
-	    -1)
-		return -1;
-	if (cascade && msg_dn.len > 0 && !events_in_scope(e->cfg, msg_dn)) {
-		/* old_dn is reused by delete_one: keep the root elsewhere */
-		struct buf	 root = { 0 };
-		int		 r;
+	if (delete_one(e, uuid, span_of(&root), span_of(&e->old_attrs)) == -1)
+		r = -1;
+	else if (below != NULL) {
+		if ((found = store_has_below(e->store, span_of(&root))) == -1)
+			r = -1;
+		else if (found) {
+			buf_reset(below);
+			buf_add(below, root.data, root.len);
+			r = 2;
+		}
+	} else if (msg_dn.len > 0 && bytecmp(msg_dn, span_of(&root)) != 0) {
+		if ((in = events_in_scope(e, msg_dn)) == 1)
+			r = rename_subtree(e, span_of(&root), msg_dn);
+		else if (in == 0)
+			r = store_foreach_below(e->store, span_of(&root),
+			    delete_visit, e);
+		else
+			log_warnx("a delete for an entry under a DN that is "
+			    "no DN: '%.*s'", (int)msg_dn.len,
+			    (const char *)msg_dn.p);
+		r = r == -1 ? -1 : 1;
+	}
+	buf_free(&root);
+	return r;
+}
 
-		buf_add(&root, e->old_dn.data, e->old_dn.len);
-		r = store_foreach_below(e->store, span_of(&root), delete_visit,
-		    e);
-		buf_free(&root);
-		if (r == -1)
+struct sweep {
+	struct events	*e;
+	int		 resolve;
+};
+
+/* A swept entry; with resolve, its stored descendants become a task. */
+static int
+sweep_visit(void *arg, const unsigned char *uuid, struct span dn,
+    struct span attrs)
+{
+	struct sweep	*sw = arg;
+	struct events	*e = sw->e;
+	int		 below;
+
+	buf_reset(&e->dn2);
+	buf_add(&e->dn2, dn.p, dn.len);
+	if (delete_one(e, uuid, dn, attrs) == -1)
+		return -1;
+	if (sw->resolve) {
+		if ((below = store_has_below(e->store, span_of(&e->dn2))) == -1 ||
+		    (below && store_task_add(e->store, TASK_RECONCILE,
+		    span_of(&e->dn2)) == -1))
 			return -1;
 	}
-	return 1;
+	return events_checkpoint(e);
 }
 
 /*
  * After a present phase or a reload: whatever was not seen is gone.  Also
  * counts, in *unknown, the UUIDs listed present that the store lacks.
+ * With resolve, the stored descendants of a swept entry are left to a
+ * reconcile task (doc/subtrees.md), which the caller runs.
  */
 int
 events_sweep(struct events *e, uint64_t gen, uint64_t *count,
-    uint64_t *unknown)
+    uint64_t *unknown, int resolve)
 {
+	struct sweep	 sw = { e, resolve };
 	uint64_t	 before = e->counts[EV_DELETE];
 	int		 r;
 
-	r = store_sweep(e->store, gen, delete_visit, e, unknown);
+	r = store_sweep(e->store, gen, sweep_visit, &sw, unknown);
 	*count = e->counts[EV_DELETE] - before;
 	return r;
 }
@@ -404,6 +498,7 @@ events_refresh_done(struct events *e)
 void
 events_free(struct events *e)
 {
+	buf_free(&e->base);
 	buf_free(&e->old_dn);
 	buf_free(&e->old_attrs);
 	buf_free(&e->changed);

@@ -101,31 +101,6 @@ pipe_record_decode(struct span rec, struct event *ev)
 	return 0;
 }
 
-/* FNV-1a, 64-bit, over the bytes with A-Z folded to a-z (SPEC 1). */
-uint64_t
-shard_hash(const void *p, size_t len)
-{
-	const unsigned char	*s = p;
-	uint64_t		 h = 0xcbf29ce484222325ULL;
-	size_t			 i;
-	unsigned char		 c;
-
-	for (i = 0; i < len; i++) {
-		c = s[i];
-		if (c >= 'A' && c <= 'Z')
-			c += 'a' - 'A';
-		h ^= c;
-		h *= 0x100000001b3ULL;
-	}
-	return h;
-}
-
-unsigned
-shard_of(struct span dn, unsigned workers)
-{
-	return workers ? (unsigned)(shard_hash(dn.p, dn.len) % workers) : 0;
-}
-
 /*
  * The reader's side: a queue per worker, flushed without blocking while
  * there is LDAP work to do, and blocking (backpressure, never loss) when a

@@ -50,6 +50,7 @@ struct reader {
 	int			 track;		/* mark entries seen */
 	uint64_t		 gen;
 	uint64_t		 present_unknown;
+	unsigned		 refresh_required;	/* 4096s in a row */
 	int			 has_cand;
 	struct buf		 cand;		/* cookie for the refresh's end */
 	struct timespec		 started;
@@ -58,10 +59,13 @@ struct reader {
 	int			 refresh_done_sent;
 	unsigned		 reconnects;
 	struct buf		 cookie;
-	struct buf		 attrs;
+	struct buf		 resume;	/* a 4096's cookie, to search with */
+	int			 has_resume;
+	struct entry		 ent;		/* the entry just read */
 	char		       **attrs_asked;	/* the search's, + hasSubordinates */
-	int			 has_subs;	/* of the entry just read */
-	int			 strip_subs;	/* we asked for hasSubordinates */
+	int			 decode_flags;	/* what we asked for ourselves */
+	struct subtree		 sub;		/* the server's answers on subtrees */
+	struct buf		 below;		/* a deleted entry's DN */
 	struct sync_state	 st;
 	struct sync_done	 done;
 	struct sync_info	 info;
@@ -159,28 +163,49 @@ since(const struct timespec *t0)
 	return (now.tv_sec - t0->tv_sec) + (now.tv_nsec - t0->tv_nsec) / 1e9;
 }
 
+/*
+ * Whatever the present phase did not list is gone.  After a refresh from a
+ * cookie, a swept entry with stored descendants may have been renamed as
+ * it left the filter, its children listed present under their old DNs: the
+ * server is asked about them (doc/subtrees.md).
+ */
+static enum outcome
+sweep(struct reader *r, uint64_t *swept)
+{
+	int	 rc;
+
+	if (events_sweep(&r->ev, r->gen, swept, &r->present_unknown,
+	    r->had_cookie) == -1)
+		return FATAL;
+	r->sub.mark_gen = 0;
+	rc = subtree_run_pending(&r->sub);
+	return rc == 0 ? GO_ON : rc > 0 ? LOST : FATAL;
+}
+
 /* The refresh is complete: sweep if due, keep the cookie, tell everyone. */
-static int
+static enum outcome
 end_refresh(struct reader *r, int has, const struct buf *cookie)
 {
 	uint64_t	 swept = 0, *c = r->ev.counts, *c0 = r->counts_at_start;
+	enum outcome	 out;
 
 	if (!r->in_refresh) {
 		log_warnx("the server sent a second refreshDone in one search");
-		return -1;
+		return FATAL;
 	}
 	/* (Without tracking, every stored entry came in this search.) */
 	if ((r->present || !r->had_cookie) && r->track &&
-	    events_sweep(&r->ev, r->gen, &swept, &r->present_unknown) == -1)
-		return -1;
+	    (out = sweep(r, &swept)) != GO_ON)
+		return out;
 	if (has)
 		set_cand(r, cookie);
 	if (r->has_cand && save_cookie(r, (struct span){ r->cand.data,
 	    r->cand.len }) == -1)
-		return -1;
+		return FATAL;
 	if (store_del_meta(r->store, "reload") == -1)
-		return -1;
+		return FATAL;
 	r->in_refresh = 0;
+	r->refresh_required = 0;
 	r->ctx->stats->phase = PHASE_PERSIST;
 	if (r->present_unknown)
 		log_warnx("%llu entries the server lists as present are not in "
@@ -201,103 +226,12 @@ end_refresh(struct reader *r, int has, const struct buf *cookie)
 		events_refresh_done(&r->ev);
 		r->refresh_done_sent = 1;
 		if (store_del_meta(r->store, "snapshot") == -1)
-			return -1;
+			return FATAL;
 	}
-	return 0;
+	return GO_ON;
 }
 
 /* ---- messages ---- */
-
-/* "3906f8c4-7c8b-1041-92e1-057ae57b83af" into its 16 bytes. */
-static int
-uuid_parse_text(const char *s, size_t len, unsigned char *out)
-{
-	size_t	 i, n = 0;
-	int	 hi = -1, d;
-
-	for (i = 0; i < len; i++) {
-		if (s[i] == '-')
-			continue;
-		if (s[i] >= '0' && s[i] <= '9')
-			d = s[i] - '0';
-		else if (s[i] >= 'a' && s[i] <= 'f')
-			d = s[i] - 'a' + 10;
-		else if (s[i] >= 'A' && s[i] <= 'F')
-			d = s[i] - 'A' + 10;
-		else
-			return -1;
-		if (hi == -1)
-			hi = d;
-		else {
-			if (n == 16)
-				return -1;
-			out[n++] = (unsigned char)(hi << 4 | d);
-			hi = -1;
-		}
-	}
-	return n == 16 && hi == -1 ? 0 : -1;
-}
-
-static int
-span_is(struct span a, const char *name)
-{
-	return a.len == strlen(name) &&
-	    strncasecmp((const char *)a.p, name, a.len) == 0;
-}
-
-/*
- * The entry's attributes into r->attrs.  hasSubordinates is noted, and left
- * out when we asked for it ourselves: it changes without sync traffic.  An
- * entryUUID (asked for by fetch_subtree only) goes to *uuid.
- */
-static int
-read_attrs(struct reader *r, BerElement *ber, unsigned char *uuid)
-{
-	struct attrs_writer	 w;
-	struct berval		 seq;
-	struct span		 type, vals, v;
-	ber_len_t		 rem;
-	int			 rv;
-
-	buf_reset(&r->attrs);
-	attrs_writer_init(&w, &r->attrs);
-	r->has_subs = 0;
-	/* libldap bounded the element to the attribute list for us. */
-	while (ber_get_option(ber, LBER_OPT_REMAINING_BYTES, &rem) ==
-	    LBER_OPT_SUCCESS && rem > 0) {
-		if (ber_skip_element(ber, &seq) != LBER_SEQUENCE ||
-		    entry_attr_parse((struct span){ (unsigned char *)
-		    seq.bv_val, seq.bv_len }, &type, &vals) == -1)
-			goto bad;
-		if (span_is(type, "hasSubordinates")) {
-			struct span	 peek = vals;
-
-			r->has_subs = entry_next_value(&peek, &v) == 1 &&
-			    span_is(v, "TRUE");
-			if (r->strip_subs)
-				continue;
-		}
-		if (uuid != NULL && span_is(type, "entryUUID")) {
-			if (entry_next_value(&vals, &v) != 1 ||
-			    uuid_parse_text((const char *)v.p, v.len, uuid) ==
-			    -1) {
-				log_warnx("malformed entryUUID from the server");
-				return -1;
-			}
-			continue;
-		}
-		attrs_writer_attr(&w, type.p, type.len);
-		while ((rv = entry_next_value(&vals, &v)) == 1)
-			attrs_writer_value(&w, v.p, v.len);
-		if (rv == -1)
-			goto bad;
-	}
-	attrs_writer_finish(&w);
-	return 0;
-bad:
-	log_warnx("malformed entry from the server: a bad attribute list");
-	return -1;
-}
 
 /*
  * Listed present: marked, without a look at the store (a present phase
@@ -311,86 +245,63 @@ mark_present(struct reader *r, const unsigned char *uuid)
 }
 
 /*
- * An unknown entry with children arrived: a subtree moved into the search
- * (PROTOCOL 4.3).  Its descendants come with no sync message, now or in a
- * later present phase, so a plain search fetches them, one message at a
- * time (a big subtree must not sit in memory); each unknown one is an add.
+ * Ask the server about a subtree (doc/subtrees.md): a failure of the
+ * server's is a lost connection, and the task stays pending until a later
+ * search can run it.
  */
-static int
-fetch_subtree(struct reader *r, struct span root)
+static enum outcome
+subtree(struct reader *r, int kind, struct span dn)
 {
-	struct timeval	 tv = { 60, 0 };
-	LDAPMessage	*msg;
-	BerElement	*ber;
-	struct berval	 dnbv;
-	struct span	 dn, odn, oattrs;
-	unsigned char	 uuid[16];
-	char		*base, **attrs;
-	size_t		 n, i;
-	int		 rc, msgid, fetched = 0, done = 0, err = 0;
+	int	 rc;
 
-	if (r->cfg->scope != LDAP_SCOPE_SUBTREE &&
-	    r->cfg->scope != LDAP_SCOPE_SUBORDINATE)
-		return 0;
-	for (n = 0; r->attrs_asked[n]; n++)
-		;
-	attrs = xcalloc(n + 2, sizeof(char *));
-	for (i = 0; i < n; i++)
-		attrs[i] = r->attrs_asked[i];
-	attrs[n] = "entryUUID";
-	base = xmalloc(root.len + 1);
-	memcpy(base, root.p, root.len);
-	base[root.len] = '\0';
-	rc = ldap_search_ext(r->ld, base, LDAP_SCOPE_SUBORDINATE,
-	    r->cfg->filter, attrs, 0, NULL, NULL, NULL, LDAP_NO_LIMIT, &msgid);
-	free(attrs);
-	while (rc == LDAP_SUCCESS && !done) {
-		if (ldap_result(r->ld, msgid, LDAP_MSG_ONE, &tv, &msg) <= 0) {
-			rc = LDAP_SERVER_DOWN;
-			break;
-		}
-		if (ldap_msgtype(msg) == LDAP_RES_SEARCH_RESULT) {
-			if (ldap_parse_result(r->ld, msg, &err, NULL, NULL,
-			    NULL, NULL, 0) != LDAP_SUCCESS)
-				err = LDAP_PROTOCOL_ERROR;
-			done = 1;
-		} else if (ldap_msgtype(msg) == LDAP_RES_SEARCH_ENTRY) {
-			ber = NULL;
-			if (ldap_get_dn_ber(r->ld, msg, &ber, &dnbv) !=
-			    LDAP_SUCCESS || read_attrs(r, ber, uuid) == -1)
-				rc = LDAP_DECODING_ERROR;
-			else {
-				dn.p = (unsigned char *)dnbv.bv_val;
-				dn.len = dnbv.bv_len;
-				if (store_get_entry(r->store, uuid, &odn,
-				    &oattrs) == 0) {
-					fetched++;
-					if (events_entry(&r->ev, uuid, dn,
-					    (struct span){ r->attrs.data,
-					    r->attrs.len }) == -1)
-						rc = LDAP_OTHER;
-				}
-				if (rc == LDAP_SUCCESS && r->in_refresh &&
-				    r->track && store_mark_seen(r->store, uuid,
-				    r->gen) == -1)
-					rc = LDAP_OTHER;
-			}
-			if (ber)
-				ber_free(ber, 0);
-		}
-		ldap_msgfree(msg);
-	}
-	if (rc == LDAP_SUCCESS && err != LDAP_SUCCESS &&
-	    err != LDAP_NO_SUCH_OBJECT)
-		rc = err;
-	if (rc != LDAP_SUCCESS)
-		log_warnx("fetching the subtree moved in under %s: %s", base,
-		    ldap_err2string(rc));
-	else
-		log_info("subtree moved in under %s: %d descendants fetched",
-		    base, fetched);
-	free(base);
-	return rc == LDAP_SUCCESS ? 0 : -1;
+	r->sub.mark_gen = r->in_refresh && r->track ? r->gen : 0;
+	rc = subtree_task(&r->sub, kind, dn);
+	return rc == 0 ? GO_ON : rc > 0 ? LOST : FATAL;
+}
+
+/*
+ * A delete.  In persist the store's tree is the server's, and the message's
+ * DN tells what became of the descendants; in a refresh it is not, and the
+ * server is asked about each stored descendant (doc/subtrees.md).
+ */
+static enum outcome
+delete(struct reader *r, const unsigned char *uuid, struct span dn, int exact)
+{
+	int	 rc;
+
+	rc = events_delete(&r->ev, uuid, dn, exact ? NULL : &r->below);
+	if (rc == -1)
+		return FATAL;
+	if (rc == 2)
+		return subtree(r, TASK_RECONCILE, (struct span){ r->below.data,
+		    r->below.len });
+	return GO_ON;
+}
+
+/*
+ * An entry added or changed.  In persist, a rename carries the stored
+ * descendants along by their DNs.  In a refresh from a cookie the stored
+ * DNs cannot be trusted (entries come in ID order, not in the order of the
+ * operations), so the server is asked what lies below a renamed entry.  An
+ * unknown entry with children moved into the search: its descendants never
+ * come by themselves.  (In a full load everything comes anyway.)
+ */
+static enum outcome
+on_change(struct reader *r, struct span dn)
+{
+	int	 what;
+
+	what = events_entry(&r->ev, r->st.uuid, dn, (struct span){
+	    r->ent.attrs.data, r->ent.attrs.len }, !r->in_refresh);
+	if (what == -1)
+		return FATAL;
+	if (r->in_refresh && r->track &&
+	    store_mark_seen(r->store, r->st.uuid, r->gen) == -1)
+		return FATAL;
+	if (r->ent.has_subs && (!r->in_refresh || r->had_cookie) &&
+	    ((what & ENTRY_ADDED) || ((what & ENTRY_RENAMED) && r->in_refresh)))
+		return subtree(r, TASK_FETCH, dn);
+	return GO_ON;
 }
 
 static enum outcome
@@ -399,10 +310,10 @@ on_entry(struct reader *r, LDAPMessage *msg)
 	LDAPControl	**ctrls = NULL, *c, **next = NULL;
 	BerElement	*ber = NULL;
 	struct berval	 dnbv;
-	struct span	 dn, odn, oattrs;
+	struct span	 dn;
 	const char	*why;
 	enum outcome	 out = FATAL;
-	int		 rc, subtree;
+	int		 rc;
 
 	if (ldap_get_entry_controls(r->ld, msg, &ctrls) != LDAP_SUCCESS ||
 	    (c = ldap_control_find(LDAP_CONTROL_SYNC_STATE, ctrls, &next)) ==
@@ -426,34 +337,28 @@ on_entry(struct reader *r, LDAPMessage *msg)
 	dn.len = dnbv.bv_len;
 	switch (r->st.state) {
 	case SYNC_PRESENT:
-		rc = mark_present(r, r->st.uuid);
+		out = mark_present(r, r->st.uuid) == -1 ? FATAL : GO_ON;
 		break;
 	case SYNC_ADD:
 	case SYNC_MODIFY:
-		if (read_attrs(r, ber, NULL) == -1)
+		if (entry_decode(ber, r->decode_flags, &r->ent) == -1) {
+			log_warnx("malformed entry from the server: a bad "
+			    "attribute list");
 			goto out;
-		/* (In a full load every descendant comes anyway.) */
-		subtree = r->has_subs && (!r->in_refresh || r->had_cookie) &&
-		    store_get_entry(r->store, r->st.uuid, &odn, &oattrs) == 0;
-		rc = events_entry(&r->ev, r->st.uuid, dn,
-		    (struct span){ r->attrs.data, r->attrs.len });
-		if (rc == 0 && r->in_refresh && r->track)
-			rc = store_mark_seen(r->store, r->st.uuid, r->gen);
-		/* A subtree moved in: the server says nothing of its
-		 * descendants, so ask for them. */
-		if (rc == 0 && subtree)
-			rc = fetch_subtree(r, dn);
+		}
 		log_debug("%s %.*s", r->st.state == SYNC_ADD ? "add" : "modify",
 		    (int)dn.len, (const char *)dn.p);
+		out = on_change(r, dn);
 		break;
 	default:
-		rc = events_delete(&r->ev, r->st.uuid, dn, 1) == -1 ? -1 : 0;
 		log_debug("delete %.*s", (int)dn.len, (const char *)dn.p);
+		out = delete(r, r->st.uuid, dn, !r->in_refresh);
 		break;
 	}
-	if (rc == -1 || take_cookie(r, r->st.has_cookie, &r->st.cookie) == -1)
-		goto out;
-	out = GO_ON;
+	/* The message's cookie only once all it says has been applied. */
+	if (out == GO_ON &&
+	    take_cookie(r, r->st.has_cookie, &r->st.cookie) == -1)
+		out = FATAL;
 out:
 	if (ber)
 		ber_free(ber, 0);
@@ -499,26 +404,34 @@ on_intermediate(struct reader *r, LDAPMessage *msg)
 		}
 		if (r->info.type == SYNC_INFO_REFRESH_PRESENT)
 			r->present = 1;
-		if (r->info.refresh_done)
-			rc = end_refresh(r, r->info.has_cookie, &r->info.cookie);
-		else {
+		if (r->info.refresh_done) {
+			if ((out = end_refresh(r, r->info.has_cookie,
+			    &r->info.cookie)) != GO_ON)
+				goto out;
+		} else {
 			if (r->info.has_cookie)
 				set_cand(r, &r->info.cookie);
 			/* A present phase ends; a delete phase follows. */
 			if (r->present && r->track) {
 				uint64_t	 swept;
 
-				rc = events_sweep(&r->ev, r->gen, &swept,
-				    &r->present_unknown);
+				if ((out = sweep(r, &swept)) != GO_ON)
+					goto out;
 			}
 		}
 		break;
 	case SYNC_INFO_ID_SET:
 		for (i = 0; i + 16 <= r->info.uuids.len && rc == 0; i += 16) {
-			if (r->info.refresh_deletes)
-				rc = events_delete(&r->ev, r->info.uuids.data + i,
-				    (struct span){ NULL, 0 }, 0) == -1 ? -1 : 0;
-			else {
+			if (r->info.refresh_deletes) {
+				/* No DN: nothing tells where it went. */
+				enum outcome	 step;
+
+				if ((step = delete(r, r->info.uuids.data + i,
+				    (struct span){ NULL, 0 }, 0)) != GO_ON) {
+					out = step;
+					goto out;
+				}
+			} else {
 				r->present = r->present || r->in_refresh;
 				rc = mark_present(r, r->info.uuids.data + i);
 			}
@@ -527,8 +440,7 @@ on_intermediate(struct reader *r, LDAPMessage *msg)
 			rc = take_cookie(r, r->info.has_cookie, &r->info.cookie);
 		break;
 	}
-	if (rc == 0)
-		out = GO_ON;
+	out = rc == 0 ? GO_ON : FATAL;
 out:
 	ldap_memfree(oid);
 	ber_bvfree(data);
@@ -559,12 +471,87 @@ permanent(int err)
 	}
 }
 
+/* The Sync Done control of a SearchResultDone into r->done, or -1. */
+static int
+read_done(struct reader *r, LDAPControl **ctrls, int required)
+{
+	LDAPControl	*c;
+	const char	*why;
+
+	r->done.has_cookie = 0;
+	r->done.refresh_deletes = 0;
+	if ((c = ldap_control_find(LDAP_CONTROL_SYNC_DONE, ctrls, NULL)) ==
+	    NULL) {
+		if (required)
+			log_warnx("protocol error: search done without a Sync "
+			    "Done control");
+		return required ? -1 : 0;
+	}
+	if (sync_done_decode((struct span){ (unsigned char *)
+	    c->ldctl_value.bv_val, c->ldctl_value.bv_len }, &r->done, &why) ==
+	    -1) {
+		log_warnx("protocol error: %s", why);
+		return -1;
+	}
+	return 1;
+}
+
+/*
+ * The search ended with success.  refreshOnly: the refresh is complete
+ * (or was, at a refreshDone intermediate: then only the cookie is news).
+ * refreshAndPersist: the server ended it; when that came with a Sync Done
+ * during the refresh, the refresh is complete and its cookie kept, as
+ * slapd's own consumer does, and the search starts again from it.
+ */
+static enum outcome
+on_search_done(struct reader *r, LDAPControl **ctrls)
+{
+	enum outcome	 out;
+	int		 has;
+
+	if ((has = read_done(r, ctrls, r->cfg->mode == MODE_REFRESH &&
+	    r->in_refresh)) == -1)
+		return FATAL;
+	if (has && r->in_refresh) {
+		if (!r->done.refresh_deletes)
+			r->present = 1;
+		if ((out = end_refresh(r, r->done.has_cookie,
+		    &r->done.cookie)) != GO_ON)
+			return out;
+	} else if (has && r->done.has_cookie && save_cookie(r, (struct span){
+	    r->done.cookie.data, r->done.cookie.len }) == -1)
+		return FATAL;
+	if (r->cfg->mode == MODE_REFRESH)
+		return DONE;
+	log_warnx("the server ended the search; searching again");
+	return LOST;
+}
+
+/*
+ * e-syncRefreshRequired.  With a cookie in its Sync Done, the server wants
+ * an incremental refresh from that cookie (RFC 4533 section 3.8);
+ * without, a full refresh against the store.
+ */
+static enum outcome
+on_refresh_required(struct reader *r, LDAPControl **ctrls, const char *text)
+{
+	if (read_done(r, ctrls, 0) == -1)
+		return FATAL;
+	r->has_resume = r->done.has_cookie;
+	if (r->has_resume) {
+		buf_reset(&r->resume);
+		buf_add(&r->resume, r->done.cookie.data, r->done.cookie.len);
+	}
+	log_info("the server asks for a%s refresh (%s)", r->has_resume ?
+	    "n incremental" : " full", text ? text : "e-syncRefreshRequired");
+	return RELOAD;
+}
+
 static enum outcome
 on_result(struct reader *r, LDAPMessage *msg)
 {
-	LDAPControl	**ctrls = NULL, *c;
+	LDAPControl	**ctrls = NULL;
 	char		*text = NULL;
-	const char	*why;
 	enum outcome	 out = FATAL;
 	int		 err = 0;
 
@@ -576,40 +563,15 @@ on_result(struct reader *r, LDAPMessage *msg)
 	r->msgid = -1;
 	switch (err) {
 	case LDAP_SUCCESS:
-		if (r->cfg->mode != MODE_REFRESH) {
-			log_warnx("the server ended the search; searching again");
-			out = LOST;
-			break;
-		}
-		if (!r->in_refresh) {
-			log_warnx("protocol error: a second refreshDone in one "
-			    "search");
-			break;
-		}
-		if ((c = ldap_control_find(LDAP_CONTROL_SYNC_DONE, ctrls,
-		    NULL)) == NULL) {
-			log_warnx("protocol error: search done without a Sync "
-			    "Done control");
-			break;
-		}
-		if (sync_done_decode((struct span){ (unsigned char *)
-		    c->ldctl_value.bv_val, c->ldctl_value.bv_len }, &r->done,
-		    &why) == -1) {
-			log_warnx("protocol error: %s", why);
-			break;
-		}
-		if (!r->done.refresh_deletes)
-			r->present = 1;
-		if (end_refresh(r, r->done.has_cookie, &r->done.cookie) == 0)
-			out = DONE;
+		out = on_search_done(r, ctrls);
 		break;
 	case LDAP_SYNC_REFRESH_REQUIRED:
-		log_info("the server asks for a full refresh (%s)", text ?
-		    text : "e-syncRefreshRequired");
-		out = RELOAD;
+		out = on_refresh_required(r, ctrls, text);
 		break;
 	case LDAP_CANCELLED:
-		out = STOP;
+		/* Ours is read by cancel(): this one nobody asked for. */
+		log_warnx("the server cancelled the search; searching again");
+		out = LOST;
 		break;
 	case LDAP_UNWILLING_TO_PERFORM:
 		/* slapd: a wiped provider has no state: reload; a provider
@@ -708,6 +670,25 @@ start_search(struct reader *r)
 }
 
 /*
+ * Between the steps of one message's long work (a sweep, a cascade, a
+ * subtree task): commit and hand the events on, so that memory and the
+ * open transaction stay bounded whatever one message does.  No cookie is
+ * written here: only a message's end moves it (doc/subtrees.md).
+ */
+static int
+checkpoint(void *arg)
+{
+	struct reader	*r = arg;
+
+	if (++r->batch < BATCH_MESSAGES &&
+	    pipes_pending(&r->pipes) <= PIPES_HIGH_WATER)
+		return 0;
+	if (commit(r) == -1 || pipes_flush(&r->pipes, 0) == -1)
+		return -1;
+	return 0;
+}
+
+/*
  * Read and apply messages until the search ends or something interrupts
  * it.  Events queue up per worker; the store commits at least once per
  * burst.  In persist the pipes are written whenever they take data (every
@@ -772,14 +753,10 @@ follow(struct reader *r)
 			out = on_message(r, msg);
 			ldap_msgfree(msg);
 			paused = 0;
-			if (++r->batch >= BATCH_MESSAGES ||
-			    pipes_pending(&r->pipes) > PIPES_HIGH_WATER) {
-				if (commit(r) == -1 ||
-				    pipes_flush(&r->pipes, 0) == -1)
-					out = FATAL;
-				if (sig_term && out == GO_ON)
-					out = STOP;
-			}
+			if (out == GO_ON && checkpoint(r) == -1)
+				out = FATAL;
+			if (sig_term && out == GO_ON)
+				out = STOP;
 		}
 		if (out == GO_ON && rc == -1) {
 			int	 err = LDAP_SERVER_DOWN;
@@ -864,42 +841,85 @@ disconnect(struct reader *r)
 		ldap_unbind_ext(r->ld, NULL, NULL);
 	r->ld = NULL;
 	r->msgid = -1;
+	subtree_close(&r->sub);
+}
+
+/*
+ * After a 4096: search again, from the cookie the server gave, or without
+ * one for a full refresh against the store.  A server that asks again and
+ * again goes through the backoff, not a tight loop.
+ */
+static int
+refresh_required(struct reader *r, int *backoff)
+{
+	int	 rc;
+
+	if (r->has_resume)
+		rc = store_put_meta(r->store, "cookie", (struct span){
+		    r->resume.data, r->resume.len });
+	else
+		rc = store_del_meta(r->store, "cookie") == -1 ? -1 :
+		    store_put_meta(r->store, "reload", (struct span){
+		    (const unsigned char *)"1", 1 });
+	r->has_resume = 0;
+	if (rc == -1 || commit(r) == -1)
+		return -1;
+	if (r->refresh_required++ > 0) {
+		log_warnx("the server asked for a refresh again; next search "
+		    "in %d s", *backoff);
+		pause_for(*backoff);
+		*backoff = *backoff * 2 > BACKOFF_MAX_SECS ? BACKOFF_MAX_SECS :
+		    *backoff * 2;
+	}
+	return 0;
+}
+
+/*
+ * Connect when not connected, finish the subtree tasks a lost connection
+ * or a stop interrupted, and start the search.
+ */
+static enum outcome
+search_again(struct reader *r)
+{
+	char	 err[512];
+	int	 code, rc;
+
+	if (r->ld == NULL) {
+		if ((code = conn_open(r->cfg, &r->ld, err, sizeof(err))) != 0) {
+			if (code != EX_UNAVAILABLE) {
+				log_warnx("%s", err);
+				return FATAL;
+			}
+			log_warnx("%s", err);
+			return LOST;
+		}
+		log_info("reconnected to %s", r->cfg->server_url);
+	}
+	r->sub.mark_gen = 0;
+	if ((rc = subtree_run_pending(&r->sub)) != 0 || commit(r) == -1)
+		return rc > 0 ? LOST : FATAL;
+	return start_search(r) == -1 ? LOST : GO_ON;
 }
 
 /* Follow the search until done, stopped, or a permanent error. */
 static int
 run(struct reader *r)
 {
-	char		 err[512];
 	enum outcome	 out;
-	int		 backoff = 1, code;
+	int		 backoff = 1;
 
 	for (;;) {
 		if (sig_term)
 			return 0;
-		if (r->ld == NULL) {
-			if ((code = conn_open(r->cfg, &r->ld, err,
-			    sizeof(err))) != 0) {
-				if (code != EX_UNAVAILABLE) {
-					log_warnx("%s", err);
-					return EX_SOFTWARE;
-				}
-				log_warnx("%s; next try in %d s", err, backoff);
-				pause_for(backoff);
-				backoff = backoff * 2 > BACKOFF_MAX_SECS ?
-				    BACKOFF_MAX_SECS : backoff * 2;
-				continue;
-			}
-			log_info("reconnected to %s", r->cfg->server_url);
-		}
-		if (start_search(r) == -1) {
-			out = LOST;
-		} else
+		clock_gettime(CLOCK_MONOTONIC, &r->started);
+		if ((out = search_again(r)) == GO_ON)
 			out = follow(r);
 		/* A search that lived a while resets the backoff; one that a
 		 * server drops at once, refresh done or not, does not. */
 		if (since(&r->started) >= BACKOFF_MAX_SECS)
 			backoff = 1;
+		if (out == LOST && sig_term)
+			out = STOP;	/* a task stopped for it: no reconnect */
 		switch (out) {
 		case DONE:
 			return 0;
@@ -907,11 +927,7 @@ run(struct reader *r)
 			cancel(r);
 			return 0;
 		case RELOAD:
-			/* Search again at once, without the cookie (4096). */
-			if (store_del_meta(r->store, "cookie") == -1 ||
-			    store_put_meta(r->store, "reload",
-			    (struct span){ (const unsigned char *)"1", 1 }) ==
-			    -1 || commit(r) == -1)
+			if (refresh_required(r, &backoff) == -1)
 				return EX_SOFTWARE;
 			break;
 		case LOST:
@@ -924,14 +940,25 @@ run(struct reader *r)
 			    BACKOFF_MAX_SECS : backoff * 2;
 			break;
 		default:
+			cancel(r);	/* the server need not keep it going */
 			return EX_SOFTWARE;
 		}
 	}
 }
 
+/* Did the user ask for entryUUID, by name or with all operational ones? */
+static int
+asked_uuid(char **a)
+{
+	for (; a && *a; a++)
+		if (strcmp(*a, "+") == 0 || strcasecmp(*a, "entryUUID") == 0)
+			return 1;
+	return 0;
+}
+
 /*
  * The attributes to ask for: the search's, plus hasSubordinates, which
- * tells a subtree moving into the search from a leaf (PROTOCOL 4.3).
+ * tells an entry with children (doc/subtrees.md).
  */
 static void
 ask_attrs(struct reader *r)
@@ -957,7 +984,7 @@ ask_attrs(struct reader *r)
 		for (i = 0; i < n; i++)
 			r->attrs_asked[i] = a[i];
 	r->attrs_asked[n] = "hasSubordinates";
-	r->strip_subs = 1;
+	r->decode_flags = DECODE_STRIP_SUBS;
 }
 
 int
@@ -974,6 +1001,9 @@ reader_main(const struct child_ctx *ctx)
 	r.ctx = ctx;
 	r.cfg = ctx->cfg;
 	r.msgid = -1;
+	if (events_init(&r.ev, r.cfg, NULL, &r.pipes) == -1)
+		child_startup_failed(ctx, EX_USAGE, "--url: bad search base "
+		    "'%s'", r.cfg->base);
 	if ((code = conn_open(r.cfg, &r.ld, err, sizeof(err))) != 0 ||
 	    (code = conn_check_search(r.cfg, r.ld, err, sizeof(err))) != 0)
 		child_startup_failed(ctx, code, "%s", err);
@@ -1007,9 +1037,11 @@ reader_main(const struct child_ctx *ctx)
 	}
 	ask_attrs(&r);
 	pipes_init(&r.pipes, ctx->pipes, ctx->workers);
-	r.ev.cfg = r.cfg;
 	r.ev.store = r.store;
-	r.ev.pipes = &r.pipes;
+	r.ev.checkpoint = checkpoint;
+	r.ev.checkpoint_arg = &r;
+	subtree_init(&r.sub, r.cfg, &r.ev, r.attrs_asked, r.decode_flags |
+	    (asked_uuid(r.cfg->attrs) ? 0 : DECODE_STRIP_UUID));
 	r.ev.seq = r.committed_seq = store_get_u64(r.store, "seq", 0);
 	if (store_put_meta(r.store, "search", (struct span){ fp.data,
 	    fp.len }) == -1)
@@ -1053,7 +1085,10 @@ reader_main(const struct child_ctx *ctx)
 	sync_info_free(&r.info);
 	buf_free(&r.cand);
 	buf_free(&r.cookie);
-	buf_free(&r.attrs);
+	buf_free(&r.resume);
+	buf_free(&r.below);
+	buf_free(&r.ent.attrs);
+	subtree_free(&r.sub);
 	free(r.attrs_asked);
 	pipes_free(&r.pipes);
 	return code;

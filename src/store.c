@@ -17,7 +17,6 @@
 #include "ldapfeed.h"
 
 #define MAP_INITIAL	(1ULL << 30)	/* grows by doubling, see grow() */
-#define DNKEY_MAX	(511 - 16)	/* LMDB's key limit less the UUID */
 #define CHUNK		4096		/* UUIDs collected per visit pass */
 
 struct store {
@@ -27,6 +26,7 @@ struct store {
 	MDB_dbi		 entries;	/* uuid -> u32 dnlen, dn, attrs blob */
 	MDB_dbi		 dns;		/* dnkey + uuid -> (nothing) */
 	MDB_dbi		 seen;		/* uuid -> u64 generation */
+	MDB_dbi		 tasks;		/* u64 id (big-endian) -> kind, DN */
 	size_t		 mapsize;
 	struct buf	 scratch;
 	struct buf	 key;
@@ -37,76 +37,6 @@ lmdb_fail(const char *what, int rc)
 {
 	log_warnx("store: %s: %s", what, mdb_strerror(rc));
 	return -1;
-}
-
-/*
- * The DN index key: the RDNs from the root down, ASCII-lowercased, each
- * ended by a NUL, so that a subtree is one key range.  Escaped commas
- * (backslash) stay inside their RDN.  Long DNs are cut at DNKEY_MAX: the
- * range then holds extra candidates, which callers check against the DN.
- */
-static void
-dn_key(struct buf *out, struct span dn)
-{
-	size_t	 end = dn.len, i, start;
-	size_t	 bounds[256][2], n = 0, k;
-
-	buf_reset(out);
-	/* Split on unescaped commas, remembering RDN bounds. */
-	start = 0;
-	for (i = 0; i <= end; i++) {
-		if (i < end && dn.p[i] == '\\') {
-			i++;
-			continue;
-		}
-		if (i == end || dn.p[i] == ',') {
-			if (n < 256) {
-				bounds[n][0] = start;
-				bounds[n][1] = i;
-				n++;
-			}
-			start = i + 1;
-		}
-	}
-	for (k = n; k > 0 && out->len < DNKEY_MAX; k--) {
-		for (i = bounds[k - 1][0]; i < bounds[k - 1][1] &&
-		    out->len < DNKEY_MAX; i++) {
-			unsigned char c = dn.p[i];
-
-			if (c >= 'A' && c <= 'Z')
-				c += 'a' - 'A';
-			buf_add_u8(out, c);
-		}
-		if (out->len < DNKEY_MAX)
-			buf_add_u8(out, 0);
-	}
-	if (out->len > DNKEY_MAX)
-		out->len = DNKEY_MAX;
-}
-
-/* Is dn strictly below root?  A case-insensitive ",root" suffix test. */
-int
-store_dn_is_below(struct span dn, struct span root)
-{
-	size_t	 i;
-
-	if (root.len == 0)
-		return dn.len > 0;
-	if (dn.len <= root.len + 1 || dn.p[dn.len - root.len - 1] != ',')
-		return 0;
-	for (i = 0; i < root.len; i++) {
-		unsigned char a = dn.p[dn.len - root.len + i], b = root.p[i];
-
-		if (a >= 'A' && a <= 'Z')
-			a += 'a' - 'A';
-		if (b >= 'A' && b <= 'Z')
-			b += 'a' - 'A';
-		if (a != b)
-			return 0;
-	}
-	/* The comma must not be escaped. */
-	return dn.len - root.len - 1 == 0 ||
-	    dn.p[dn.len - root.len - 2] != '\\';
 }
 
 static int
@@ -120,7 +50,8 @@ open_dbs(struct store *s)
 	if ((rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &s->meta)) != 0 ||
 	    (rc = mdb_dbi_open(txn, "entries", MDB_CREATE, &s->entries)) != 0 ||
 	    (rc = mdb_dbi_open(txn, "dns", MDB_CREATE, &s->dns)) != 0 ||
-	    (rc = mdb_dbi_open(txn, "seen", MDB_CREATE, &s->seen)) != 0) {
+	    (rc = mdb_dbi_open(txn, "seen", MDB_CREATE, &s->seen)) != 0 ||
+	    (rc = mdb_dbi_open(txn, "tasks", MDB_CREATE, &s->tasks)) != 0) {
 		mdb_txn_abort(txn);
 		return lmdb_fail("open tables", rc);
 	}
@@ -540,6 +471,11 @@ visit_chunks(struct store *s, MDB_dbi dbi, struct span prefix,
 		return -1;
 	buf_add(&resume, prefix.p, prefix.len);
 	while (more) {
+		/* (the visitor may have committed the batch) */
+		if (need_txn(s) == -1) {
+			r = -1;
+			break;
+		}
 		if ((rc = mdb_cursor_open(s->txn, dbi, &c)) != 0) {
 			r = lmdb_fail("cursor", rc);
 			break;
@@ -619,6 +555,11 @@ store_sweep(struct store *s, uint64_t gen, store_visit fn, void *arg,
 		more = 0;
 		n = 0;
 		buf_reset(&uuids);
+		/* (the visitor may have committed the batch) */
+		if (need_txn(s) == -1) {
+			r = -1;
+			break;
+		}
 		if ((re = mdb_cursor_open(s->txn, s->entries, &ce)) != 0 ||
 		    (re = mdb_cursor_open(s->txn, s->seen, &cs)) != 0) {
 			r = lmdb_fail("cursor", re);
@@ -690,7 +631,7 @@ select_below(struct store *s, MDB_val *k, MDB_val *v, void *arg)
 	if (k->mv_size < 16 || store_get_entry(s, (unsigned char *)k->mv_data +
 	    k->mv_size - 16, &dn, &attrs) != 1)
 		return 0;
-	return store_dn_is_below(dn, b->root);
+	return dn_is_below(dn, b->root);
 }
 
 /* Every stored entry strictly below root, by DN. */
@@ -710,4 +651,107 @@ store_foreach_below(struct store *s, struct span root, store_visit fn,
 	    select_below, &b, fn, arg);
 	buf_free(&prefix);
 	return r;
+}
+
+static int
+stop_at_first(void *arg, const unsigned char *uuid, struct span dn,
+    struct span attrs)
+{
+	(void)arg;
+	(void)uuid;
+	(void)dn;
+	(void)attrs;
+	return 1;
+}
+
+/* 1 if some stored entry lies below root, 0 if none, -1 on error. */
+int
+store_has_below(struct store *s, struct span root)
+{
+	return store_foreach_below(s, root, stop_at_first, NULL);
+}
+
+/*
+ * Pending subtree tasks (doc/subtrees.md, "Tasks"): work the server must
+ * answer, kept in the store so that a lost connection or a stop in the
+ * middle of one is taken up again, never forgotten.
+ */
+int
+store_task_add(struct store *s, int kind, struct span dn)
+{
+	MDB_cursor	*c;
+	MDB_val		 k, v;
+	unsigned char	 id[8];
+	uint64_t	 next = 1;
+	int		 i, rc;
+
+	if (need_txn(s) == -1)
+		return -1;
+	if ((rc = mdb_cursor_open(s->txn, s->tasks, &c)) != 0)
+		return lmdb_fail("cursor", rc);
+	if ((rc = mdb_cursor_get(c, &k, &v, MDB_LAST)) == 0 && k.mv_size == 8)
+		for (next = 0, i = 0; i < 8; i++)
+			next = next << 8 | ((unsigned char *)k.mv_data)[i];
+	if (rc == 0)
+		next++;
+	mdb_cursor_close(c);
+	if (rc != 0 && rc != MDB_NOTFOUND)
+		return lmdb_fail("tasks", rc);
+	for (i = 0; i < 8; i++)
+		id[i] = (next >> (8 * (7 - i))) & 0xff;
+	buf_reset(&s->scratch);
+	buf_add_u8(&s->scratch, (uint8_t)kind);
+	buf_add(&s->scratch, dn.p, dn.len);
+	k = val(id, 8);
+	v = val(s->scratch.data, s->scratch.len);
+	if ((rc = mdb_put(s->txn, s->tasks, &k, &v, 0)) != 0)
+		return lmdb_fail("add a task", rc);
+	return 0;
+}
+
+/* The oldest pending task: 1 and its id, kind and DN (a copy), 0 if none. */
+int
+store_task_first(struct store *s, uint64_t *id, int *kind, struct buf *dn)
+{
+	MDB_cursor	*c;
+	MDB_val		 k, v;
+	int		 i, rc;
+
+	if (need_txn(s) == -1)
+		return -1;
+	if ((rc = mdb_cursor_open(s->txn, s->tasks, &c)) != 0)
+		return lmdb_fail("cursor", rc);
+	rc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
+	mdb_cursor_close(c);
+	if (rc == MDB_NOTFOUND)
+		return 0;
+	if (rc != 0)
+		return lmdb_fail("tasks", rc);
+	if (k.mv_size != 8 || v.mv_size < 1) {
+		log_warnx("store: corrupt task record");
+		return -1;
+	}
+	for (*id = 0, i = 0; i < 8; i++)
+		*id = *id << 8 | ((unsigned char *)k.mv_data)[i];
+	*kind = ((unsigned char *)v.mv_data)[0];
+	buf_reset(dn);
+	buf_add(dn, (unsigned char *)v.mv_data + 1, v.mv_size - 1);
+	return 1;
+}
+
+int
+store_task_done(struct store *s, uint64_t id)
+{
+	unsigned char	 key[8];
+	MDB_val		 k = val(key, 8);
+	int		 i, rc;
+
+	if (need_txn(s) == -1)
+		return -1;
+	for (i = 0; i < 8; i++)
+		key[i] = (id >> (8 * (7 - i))) & 0xff;
+	rc = mdb_del(s->txn, s->tasks, &k, NULL);
+	if (rc != 0 && rc != MDB_NOTFOUND)
+		return lmdb_fail("end a task", rc);
+	return 0;
 }

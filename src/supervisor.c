@@ -55,7 +55,17 @@ struct supervisor {
 	int		 killed;
 	int		 aborting;	/* startup failed: children told */
 	int		 operator_stop;	/* SIGTERMs and SIGINTs received */
+	int		*pipe_rd;	/* workers' read ends not yet handed */
+	unsigned	 npipes;
+	/* what this start created, undone if it fails */
+	char		**made_dirs;
+	unsigned	 nmade;
+	int		 absent[3];	/* our_files[i] was not there */
 };
+
+/* The files ldapfeed creates in its data directory. */
+static const char *const our_files[] = { STORE_SENTINEL, "data.mdb",
+    "lock.mdb" };
 
 /*
  * The data directory: ours if empty, or if it holds our sentinel and only
@@ -70,8 +80,20 @@ is_our_file(const char *name, const char *marker_base)
 	    (marker_base != NULL && strcmp(name, marker_base) == 0);
 }
 
+/* mkdir, remembering what it made, so that a failed start can undo it. */
 static int
-mkdirs(const char *path)
+made_dir(struct supervisor *sv, const char *path, mode_t mode)
+{
+	if (mkdir(path, mode) == -1)
+		return errno == EEXIST ? 0 : -1;
+	sv->made_dirs = xrealloc(sv->made_dirs, (sv->nmade + 1) *
+	    sizeof(char *));
+	sv->made_dirs[sv->nmade++] = xstrdup(path);
+	return 0;
+}
+
+static int
+mkdirs(struct supervisor *sv, const char *path)
 {
 	char	 tmp[PATH_MAX], *p;
 
@@ -83,13 +105,45 @@ mkdirs(const char *path)
 		if (*p != '/')
 			continue;
 		*p = '\0';
-		if (mkdir(tmp, 0755) == -1 && errno != EEXIST)
+		if (made_dir(sv, tmp, 0755) == -1)
 			return -1;
 		*p = '/';
 	}
-	if (mkdir(tmp, 0700) == -1 && errno != EEXIST)
-		return -1;
-	return 0;
+	return made_dir(sv, tmp, 0700);
+}
+
+/*
+ * A start that failed leaves the data directory as it found it: the files
+ * it created go, then the directories, deepest first (ldapfeed.8, FILES).
+ */
+static void
+datadir_undo(struct supervisor *sv)
+{
+	char	 path[PATH_MAX];
+	size_t	 i;
+
+	for (i = 0; i < 3; i++) {
+		snprintf(path, sizeof(path), "%s/%s", sv->cfg->data_dir,
+		    our_files[i]);
+		if (sv->absent[i] && unlink(path) == -1 && errno != ENOENT)
+			log_warn("unlink %s", path);
+	}
+	while (sv->nmade > 0) {
+		sv->nmade--;
+		if (rmdir(sv->made_dirs[sv->nmade]) == -1)
+			log_warn("rmdir %s", sv->made_dirs[sv->nmade]);
+		free(sv->made_dirs[sv->nmade]);
+	}
+	memset(sv->absent, 0, sizeof(sv->absent));
+}
+
+static void
+datadir_forget(struct supervisor *sv)
+{
+	while (sv->nmade > 0)
+		free(sv->made_dirs[--sv->nmade]);
+	free(sv->made_dirs);
+	sv->made_dirs = NULL;
 }
 
 /* The marker's basename when it lives in the data directory itself. */
@@ -117,9 +171,15 @@ datadir_check(struct supervisor *sv, char *err, size_t errlen)
 	char		 path[PATH_MAX], *mbase;
 	int		 has_sentinel = 0, foreign = 0, fd;
 	char		 culprit[256] = "";
+	size_t		 i;
 
+	for (i = 0; i < 3; i++) {
+		snprintf(path, sizeof(path), "%s/%s", cfg->data_dir,
+		    our_files[i]);
+		sv->absent[i] = access(path, F_OK) == -1 && errno == ENOENT;
+	}
 	if (stat(cfg->data_dir, &st) == -1) {
-		if (errno != ENOENT || mkdirs(cfg->data_dir) == -1) {
+		if (errno != ENOENT || mkdirs(sv, cfg->data_dir) == -1) {
 			snprintf(err, errlen, "--data-dir %s: %s", cfg->data_dir,
 			    strerror(errno));
 			return EX_CONFIG;
@@ -310,6 +370,7 @@ spawn(struct supervisor *sv, struct child_ctx *ctx, unsigned slot)
 	struct child	*c = &sv->children[slot];
 	char		 name[32];
 	pid_t		 pid;
+	unsigned	 i;
 	int		 code;
 
 	fflush(NULL);
@@ -325,6 +386,10 @@ spawn(struct supervisor *sv, struct child_ctx *ctx, unsigned slot)
 		close(sv->pid_fd);
 	if (sv->report_fd != -1)
 		close(sv->report_fd);
+	/* Only our own end of a pipe: a dead peer must mean EPIPE or EOF. */
+	for (i = 0; i < sv->npipes; i++)
+		if (sv->pipe_rd[i] != -1 && sv->pipe_rd[i] != ctx->pipe_fd)
+			close(sv->pipe_rd[i]);
 	if (slot == 0) {
 		child_init(ctx, "reader");
 		code = reader_main(ctx);
@@ -532,6 +597,8 @@ fail_early(struct supervisor *sv, int code, const char *msg)
 {
 	log_warnx("%s", msg);
 	pidfile_remove(sv->pid_fd, sv->cfg->pidfile);
+	datadir_undo(sv);
+	datadir_forget(sv);
 	if (sv->lock_fd != -1)
 		close(sv->lock_fd);
 	/* Last: the launcher exits on this, everything must be clean. */
@@ -616,6 +683,8 @@ supervisor_run(struct config *cfg, int report_fd)
 	}
 
 	/* The reader keeps the write ends, each worker its read end. */
+	sv.pipe_rd = rd;
+	sv.npipes = w;
 	ctx.pipe_fd = -1;
 	if (spawn(&sv, &ctx, 0) == -1)
 		fatal(EX_OSERR, "fork");
@@ -637,6 +706,8 @@ supervisor_run(struct config *cfg, int report_fd)
 	for (; i < w; i++)
 		if (rd[i] != -1)
 			close(rd[i]);
+	sv.pipe_rd = NULL;
+	sv.npipes = 0;
 	free(rd);
 	free(wr);
 
@@ -704,6 +775,9 @@ supervisor_run(struct config *cfg, int report_fd)
 	free(sv.children);
 	close(sv.lock_fd);
 	pidfile_remove(sv.pid_fd, cfg->pidfile);
+	if (!sv.running)
+		datadir_undo(&sv);
+	datadir_forget(&sv);
 	/* Last: the launcher exits on this, everything must be clean. */
 	if (!sv.running)
 		daemon_report(&sv.report_fd, code, err);

@@ -30,6 +30,9 @@ CANCEL = '1.3.6.1.1.8'
 
 PRESENT, ADD, MODIFY, DELETE = 0, 1, 2, 3
 
+# resultCodes beyond RFC 4511's: canceled (RFC 3909), e-syncRefreshRequired (RFC 4533 section 2.6)
+CANCELED, SYNC_REFRESH_REQUIRED = 118, 4096
+
 # protocolOp tags (RFC 4511 4.2-4.14)
 BIND_REQ, BIND_RESP, UNBIND_REQ = 0x60, 0x61, 0x42
 SEARCH_REQ, SEARCH_ENTRY, SEARCH_DONE = 0x63, 0x64, 0x65
@@ -98,6 +101,13 @@ def bind_response(msgid, code=0, text=''):
 
 def search_done(msgid, code=0, text='', controls=None):
     return message(msgid, ldap_result(SEARCH_DONE, code, text=text), controls)
+
+
+def refresh_required(msgid, cookie=None, text=''):
+    """SearchResultDone e-syncRefreshRequired (4096); with a cookie it carries
+    a Sync Done control {cookie} (RFC 4533 section 3.8: an incremental refresh
+    from that cookie is needed), without one none (a full refresh)."""
+    return search_done(msgid, SYNC_REFRESH_REQUIRED, text, [sync_done(cookie)] if cookie is not None else None)
 
 
 def extended_response(msgid, code=0, name=None, value=None):

@@ -1,0 +1,163 @@
+/*
+ * The DN rules, in one place: which worker a DN goes to, the store's DN
+ * index key, "is below" for DNs as the server writes them, and the scope
+ * test against the search base, which compares DNs parsed by libldap so
+ * that a base typed with other spaces, case or escapes still matches
+ * (doc/subtrees.md, "Names").
+ */
+#include <lber.h>
+#include <ldap.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ldapfeed.h"
+
+static unsigned char
+fold(unsigned char c)
+{
+	return c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c;
+}
+
+/* FNV-1a, 64 bits, over the DN with A-Z folded: the worker's shard. */
+uint64_t
+shard_hash(const void *p, size_t len)
+{
+	const unsigned char	*s = p;
+	uint64_t		 h = 0xcbf29ce484222325ULL;
+	size_t			 i;
+
+	for (i = 0; i < len; i++) {
+		h ^= fold(s[i]);
+		h *= 0x100000001b3ULL;
+	}
+	return h;
+}
+
+unsigned
+shard_of(struct span dn, unsigned workers)
+{
+	return workers ? (unsigned)(shard_hash(dn.p, dn.len) % workers) : 0;
+}
+
+/* Is the byte at i a separator, not escaped by an odd run of backslashes? */
+static int
+unescaped(struct span dn, size_t i)
+{
+	size_t	 n = 0;
+
+	while (n < i && dn.p[i - 1 - n] == '\\')
+		n++;
+	return n % 2 == 0;
+}
+
+/*
+ * The DN index key: the RDNs from the root down, ASCII-lowercased, each
+ * ended by a NUL, so that a subtree is one key range.  RDNs are found from
+ * the right, so however deep the DN, its key starts at the root.  A key is
+ * cut at DNKEY_MAX: the range then holds extra candidates, which callers
+ * check against the DN itself.
+ */
+void
+dn_key(struct buf *out, struct span dn)
+{
+	size_t	 end = dn.len, i, k;
+
+	buf_reset(out);
+	while (end > 0 && out->len < DNKEY_MAX) {
+		for (i = end; i > 0; i--)
+			if (dn.p[i - 1] == ',' && unescaped(dn, i - 1))
+				break;
+		/* the RDN is dn[i, end) */
+		for (k = i; k < end && out->len < DNKEY_MAX; k++)
+			buf_add_u8(out, fold(dn.p[k]));
+		if (out->len < DNKEY_MAX)
+			buf_add_u8(out, 0);
+		end = i > 0 ? i - 1 : 0;
+	}
+	if (out->len > DNKEY_MAX)
+		out->len = DNKEY_MAX;
+}
+
+/*
+ * Is dn strictly below root?  A case-insensitive ",root" suffix test on DNs
+ * as one server writes them: its DNs of one subtree share the root's bytes.
+ */
+int
+dn_is_below(struct span dn, struct span root)
+{
+	size_t	 i, at;
+
+	if (root.len == 0)
+		return dn.len > 0;
+	if (dn.len <= root.len + 1)
+		return 0;
+	at = dn.len - root.len - 1;
+	if (dn.p[at] != ',' || !unescaped(dn, at))
+		return 0;
+	for (i = 0; i < root.len; i++)
+		if (fold(dn.p[at + 1 + i]) != fold(root.p[i]))
+			return 0;
+	return 1;
+}
+
+/*
+ * A DN in one spelling: parsed by libldap, written back as RFC 4514 says
+ * (no spaces around separators, its own choice of escapes), then
+ * ASCII-lowercased.  -1 for a string that is no DN.
+ */
+int
+dn_normalize(struct span dn, struct buf *out)
+{
+	struct berval	 in, bv = { 0, NULL };
+	LDAPDN		 ldn = NULL;
+	size_t		 i;
+
+	in.bv_val = (char *)(uintptr_t)dn.p;
+	in.bv_len = dn.len;
+	if (ldap_bv2dn(&in, &ldn, LDAP_DN_FORMAT_LDAP) != LDAP_SUCCESS)
+		return -1;
+	if (ldap_dn2bv(ldn, &bv, LDAP_DN_FORMAT_LDAPV3) != LDAP_SUCCESS) {
+		ldap_dnfree(ldn);
+		return -1;
+	}
+	ldap_dnfree(ldn);
+	buf_reset(out);
+	for (i = 0; i < bv.bv_len; i++)
+		buf_add_u8(out, fold((unsigned char)bv.bv_val[i]));
+	ber_memfree(bv.bv_val);
+	return 0;
+}
+
+/*
+ * Is dn inside a search of base (normalized) and scope?  1 or 0, or -1 when
+ * the DN cannot be parsed.
+ */
+int
+dn_in_scope(struct span base, int scope, struct span dn)
+{
+	struct buf	 norm = { 0 };
+	struct span	 n;
+	size_t		 i, rdnlen;
+	int		 r;
+
+	if (dn_normalize(dn, &norm) == -1) {
+		buf_free(&norm);
+		return -1;
+	}
+	n = (struct span){ norm.data, norm.len };
+	if (n.len == base.len && (n.len == 0 || memcmp(n.p, base.p, n.len) == 0))
+		r = scope == LDAP_SCOPE_BASE || scope == LDAP_SCOPE_SUBTREE;
+	else if (scope == LDAP_SCOPE_BASE || !dn_is_below(n, base))
+		r = 0;
+	else if (scope != LDAP_SCOPE_ONELEVEL)
+		r = 1;
+	else {
+		/* One level: no separator left in the RDN part. */
+		rdnlen = base.len ? n.len - base.len - 1 : n.len;
+		for (i = 0, r = 1; i < rdnlen && r; i++)
+			if (n.p[i] == ',' && unescaped(n, i))
+				r = 0;
+	}
+	buf_free(&norm);
+	return r;
+}

@@ -1,0 +1,351 @@
+/*
+ * What only the server can answer about a subtree (doc/subtrees.md): which
+ * entries lie below a DN that moved into the search or was renamed while
+ * the store could not follow (a fetch), and which stored descendants of a
+ * deleted entry are still in the search, and under which DN (a
+ * reconcile).  Each is a task kept in the store until it completed, run on
+ * a connection of its own so that the sync search waits on the server, not
+ * in our memory.
+ */
+#include <ldap.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ldapfeed.h"
+
+#define SUBTREE_WAIT_SECS	60	/* silence that ends a task's search */
+
+/* A task's outcomes: done, or the server failed it (try again later). */
+#define TASK_OK		0
+#define TASK_AGAIN	1
+
+void
+subtree_init(struct subtree *t, const struct config *cfg, struct events *ev,
+    char **asked, int decode_flags)
+{
+	size_t	 n;
+
+	memset(t, 0, sizeof(*t));
+	t->cfg = cfg;
+	t->ev = ev;
+	t->decode_flags = decode_flags;
+	for (n = 0; asked[n]; n++)
+		;
+	t->attrs = xcalloc(n + 2, sizeof(char *));
+	memcpy(t->attrs, asked, n * sizeof(char *));
+	t->attrs[n] = "entryUUID";
+}
+
+void
+subtree_close(struct subtree *t)
+{
+	if (t->ld)
+		ldap_unbind_ext(t->ld, NULL, NULL);
+	t->ld = NULL;
+}
+
+void
+subtree_free(struct subtree *t)
+{
+	subtree_close(t);
+	free(t->attrs);
+	buf_free(&t->ent.attrs);
+	buf_free(&t->scratch);
+	buf_free(&t->filter);
+}
+
+static int
+connected(struct subtree *t)
+{
+	char	 err[512];
+
+	if (t->ld == NULL && conn_open(t->cfg, &t->ld, err, sizeof(err)) != 0) {
+		log_warnx("%s", err);
+		t->ld = NULL;
+		return 0;
+	}
+	return 1;
+}
+
+/* The server failed a task's search: a lost connection, in effect. */
+static int
+again(struct subtree *t, const char *what, const char *dn, int rc)
+{
+	log_warnx("%s %s: %s; trying again after a reconnect", what, dn,
+	    ldap_err2string(rc));
+	subtree_close(t);
+	return TASK_AGAIN;
+}
+
+/*
+ * Start a search on the task connection and hand each entry to fn.  Returns
+ * TASK_OK, TASK_AGAIN (the server failed it: nothing may be concluded from
+ * what did not come) or -1 (our own failure).
+ */
+static int
+search(struct subtree *t, const char *what, const char *base, int scope,
+    const char *filter, int (*fn)(struct subtree *, struct span), int *count)
+{
+	struct timeval	 tv = { SUBTREE_WAIT_SECS, 0 };
+	LDAPMessage	*msg;
+	BerElement	*ber;
+	struct berval	 dnbv;
+	int		 rc, msgid, err = LDAP_SUCCESS, done = 0, r = TASK_OK;
+
+	if (!connected(t))
+		return TASK_AGAIN;
+	rc = ldap_search_ext(t->ld, base, scope, filter, t->attrs, 0, NULL,
+	    NULL, NULL, LDAP_NO_LIMIT, &msgid);
+	if (rc != LDAP_SUCCESS)
+		return again(t, what, base, rc);
+	while (!done && r == TASK_OK) {
+		if (sig_term) {
+			/* A stop: the task stays pending for the next start. */
+			ldap_abandon_ext(t->ld, msgid, NULL, NULL);
+			log_info("%s %s: stopping; it stays pending", what,
+			    base);
+			return TASK_AGAIN;
+		}
+		if ((rc = ldap_result(t->ld, msgid, LDAP_MSG_ONE, &tv, &msg)) <=
+		    0)
+			return again(t, what, base, rc == 0 ? LDAP_TIMEOUT :
+			    LDAP_SERVER_DOWN);
+		switch (ldap_msgtype(msg)) {
+		case LDAP_RES_SEARCH_RESULT:
+			if (ldap_parse_result(t->ld, msg, &err, NULL, NULL,
+			    NULL, NULL, 0) != LDAP_SUCCESS)
+				err = LDAP_PROTOCOL_ERROR;
+			done = 1;
+			break;
+		case LDAP_RES_SEARCH_ENTRY:
+			ber = NULL;
+			if (ldap_get_dn_ber(t->ld, msg, &ber, &dnbv) !=
+			    LDAP_SUCCESS || entry_decode(ber, t->decode_flags,
+			    &t->ent) == -1)
+				err = LDAP_DECODING_ERROR;
+			else {
+				(*count)++;
+				r = fn(t, (struct span){ (unsigned char *)
+				    dnbv.bv_val, dnbv.bv_len });
+			}
+			if (ber)
+				ber_free(ber, 0);
+			if (err != LDAP_SUCCESS)
+				done = 1;
+			break;
+		}
+		ldap_msgfree(msg);
+	}
+	if (r == TASK_OK && done && err != LDAP_SUCCESS &&
+	    err != LDAP_NO_SUCH_OBJECT)
+		return again(t, what, base, err);
+	if (!done)
+		ldap_abandon_ext(t->ld, msgid, NULL, NULL);
+	return r;
+}
+
+/*
+ * An entry the server sent without a readable entryUUID cannot be named:
+ * it is never added under an invented one.  The task then fails, and is
+ * tried again, once the bind identity may read entryUUID.
+ */
+static int
+nameless(struct subtree *t, struct span dn)
+{
+	log_warnx("%.*s came without a readable entryUUID: skipped (the "
+	    "bind identity needs read access to entryUUID)", (int)dn.len,
+	    (const char *)dn.p);
+	t->nameless++;
+	return TASK_OK;
+}
+
+static int
+fetched(struct subtree *t, struct span dn)
+{
+	struct events	*e = t->ev;
+
+	if (!t->ent.has_uuid)
+		return nameless(t, dn);
+	if (events_entry(e, t->ent.uuid, dn, (struct span){ t->ent.attrs.data,
+	    t->ent.attrs.len }, 0) == -1)
+		return -1;
+	if (t->mark_gen && store_mark_seen(e->store, t->ent.uuid,
+	    t->mark_gen) == -1)
+		return -1;
+	return events_checkpoint(e) == -1 ? -1 : TASK_OK;
+}
+
+/*
+ * Everything below root that the search selects, from the server: unknown
+ * entries are adds, known ones take the server's DN and attributes.
+ */
+static int
+fetch(struct subtree *t, const char *root)
+{
+	int	 n = 0, r;
+
+	if (t->cfg->scope != LDAP_SCOPE_SUBTREE &&
+	    t->cfg->scope != LDAP_SCOPE_SUBORDINATE)
+		return TASK_OK;
+	t->nameless = 0;
+	r = search(t, "fetching the entries below", root,
+	    LDAP_SCOPE_SUBORDINATE, t->cfg->filter, fetched, &n);
+	if (r == TASK_OK && t->nameless) {
+		log_warnx("fetching the entries below %s: %d without an "
+		    "entryUUID; trying again after a reconnect", root,
+		    t->nameless);
+		subtree_close(t);
+		return TASK_AGAIN;
+	}
+	if (r == TASK_OK)
+		log_info("%d entries below %s fetched", n, root);
+	return r;
+}
+
+/* ---- reconcile: stored descendants asked about by UUID ---- */
+
+static void
+uuid_text(char *out, const unsigned char *u)
+{
+	snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-"
+	    "%02x%02x%02x%02x%02x%02x", u[0], u[1], u[2], u[3], u[4], u[5],
+	    u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13], u[14], u[15]);
+}
+
+static int
+answered(struct subtree *t, struct span dn)
+{
+	size_t	 i;
+
+	if (!t->ent.has_uuid)
+		return nameless(t, dn);
+	for (i = 0; i < t->batch_n; i++)
+		if (memcmp(t->batch[i], t->ent.uuid, 16) == 0)
+			break;
+	if (i == t->batch_n)
+		return TASK_OK;		/* not asked about: not ours */
+	t->batch_seen[i] = 1;
+	if (events_entry(t->ev, t->ent.uuid, dn, (struct span){
+	    t->ent.attrs.data, t->ent.attrs.len }, 0) == -1)
+		return -1;
+	return events_checkpoint(t->ev) == -1 ? -1 : TASK_OK;
+}
+
+/*
+ * Ask the server which of the batch are still in the search: those it
+ * returns are updated, the others deleted.  Only a complete answer lets
+ * anything be deleted.
+ */
+static int
+ask(struct subtree *t)
+{
+	const char	*f = t->cfg->filter;
+	char		 text[37];
+	size_t		 i;
+	int		 n = 0, r;
+
+	buf_reset(&t->filter);
+	buf_printf(&t->filter, f[0] == '(' ? "(&%s(|" : "(&(%s)(|", f);
+	for (i = 0; i < t->batch_n; i++) {
+		uuid_text(text, t->batch[i]);
+		buf_printf(&t->filter, "(entryUUID=%s)", text);
+	}
+	buf_add_str(&t->filter, "))");
+	buf_add_u8(&t->filter, 0);
+	memset(t->batch_seen, 0, sizeof(t->batch_seen));
+	t->nameless = 0;
+	r = search(t, "asking the server about the entries below",
+	    t->cfg->base, t->cfg->scope, (const char *)t->filter.data, answered,
+	    &n);
+	if (r == TASK_OK && t->nameless) {
+		subtree_close(t);
+		return TASK_AGAIN;
+	}
+	for (i = 0; i < t->batch_n && r == TASK_OK; i++) {
+		if (t->batch_seen[i])
+			continue;
+		if (events_delete(t->ev, t->batch[i], (struct span){ NULL, 0 },
+		    &t->scratch) == -1 || events_checkpoint(t->ev) == -1)
+			r = -1;
+		else
+			t->deleted++;
+	}
+	t->batch_n = 0;
+	return r;
+}
+
+static int
+candidate(void *arg, const unsigned char *uuid, struct span dn,
+    struct span attrs)
+{
+	struct subtree	*t = arg;
+
+	(void)dn;
+	(void)attrs;
+	memcpy(t->batch[t->batch_n++], uuid, 16);
+	return t->batch_n == SUBTREE_BATCH ? ask(t) : TASK_OK;
+}
+
+/*
+ * The stored entries below root (a deleted entry's DN), each asked about
+ * by UUID within the search: a subtree that left the search goes whole, a
+ * parent that left the filter keeps its children, a parent renamed on its
+ * way out has them renamed.
+ */
+static int
+reconcile(struct subtree *t, const char *root)
+{
+	int	 r;
+
+	t->batch_n = 0;
+	t->deleted = 0;
+	r = store_foreach_below(t->ev->store, (struct span){ (const unsigned
+	    char *)root, strlen(root) }, candidate, t);
+	if (r == TASK_OK && t->batch_n > 0)
+		r = ask(t);
+	if (r == TASK_OK)
+		log_info("entries stored below %s, which left the search: "
+		    "%d no longer in it", root, t->deleted);
+	return r;
+}
+
+/*
+ * Run the pending tasks, oldest first.  TASK_OK once none is left,
+ * TASK_AGAIN when the server failed one (it stays pending), -1 on our own
+ * failure.
+ */
+int
+subtree_run_pending(struct subtree *t)
+{
+	struct buf	 dn = { 0 };
+	uint64_t	 id;
+	int		 kind, rc, r = TASK_OK;
+
+	while (r == TASK_OK && (rc = store_task_first(t->ev->store, &id, &kind,
+	    &dn)) == 1) {
+		buf_add_u8(&dn, 0);
+		if (kind == TASK_FETCH)
+			r = fetch(t, (const char *)dn.data);
+		else if (kind == TASK_RECONCILE)
+			r = reconcile(t, (const char *)dn.data);
+		else
+			log_warnx("store: a task of unknown kind %d dropped",
+			    kind);
+		if (r == TASK_OK && store_task_done(t->ev->store, id) == -1)
+			r = -1;
+	}
+	if (r == TASK_OK && rc == -1)
+		r = -1;
+	buf_free(&dn);
+	return r;
+}
+
+/* Record a task, so that it survives a reconnect or a stop, and run it. */
+int
+subtree_task(struct subtree *t, int kind, struct span dn)
+{
+	if (store_task_add(t->ev->store, kind, dn) == -1)
+		return -1;
+	return subtree_run_pending(t);
+}
