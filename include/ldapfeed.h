@@ -360,6 +360,7 @@ void	store_close(struct store *);
 int	store_sync(struct store *);
 int	store_begin(struct store *);
 int	store_commit(struct store *);
+size_t	store_txn_bytes(const struct store *);
 void	store_abort(struct store *);
 int	store_get_meta(struct store *, const char *, struct span *);
 int	store_put_meta(struct store *, const char *, struct span);

@@ -18,6 +18,7 @@
 #include "ldapfeed.h"
 
 #define BATCH_MESSAGES		2000	/* commit at least this often */
+#define BATCH_BYTES		(32 << 20) /* and before a batch is this big */
 #define REFRESH_WRITE_MIN	65536	/* pipe writes in the refresh */
 #define SERVER_PAUSE_MS		2	/* then write what is queued */
 #define BACKOFF_MAX_SECS	60
@@ -681,7 +682,8 @@ checkpoint(void *arg)
 	struct reader	*r = arg;
 
 	if (++r->batch < BATCH_MESSAGES &&
-	    pipes_pending(&r->pipes) <= PIPES_HIGH_WATER)
+	    pipes_pending(&r->pipes) <= PIPES_HIGH_WATER &&
+	    store_txn_bytes(r->store) <= BATCH_BYTES)
 		return 0;
 	if (commit(r) == -1 || pipes_flush(&r->pipes, 0) == -1)
 		return -1;
@@ -932,6 +934,10 @@ run(struct reader *r)
 			break;
 		case LOST:
 			r->ctx->stats->phase = PHASE_RECONNECTING;
+			/* Nothing waits in a queue through the backoff. */
+			r->pipes.write_min = 0;
+			if (pipes_flush(&r->pipes, 0) == -1)
+				return EX_SOFTWARE;
 			disconnect(r);
 			r->reconnects++;
 			log_warnx("reconnecting in %d s", backoff);

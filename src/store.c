@@ -28,6 +28,7 @@ struct store {
 	MDB_dbi		 seen;		/* uuid -> u64 generation */
 	MDB_dbi		 tasks;		/* u64 id (big-endian) -> kind, DN */
 	size_t		 mapsize;
+	size_t		 txn_bytes;	/* written in the open batch */
 	struct buf	 scratch;
 	struct buf	 key;
 };
@@ -181,7 +182,15 @@ store_begin(struct store *s)
 		s->txn = NULL;
 		return lmdb_fail("begin", rc);
 	}
+	s->txn_bytes = 0;
 	return 0;
+}
+
+/* Bytes of entries written in the open batch: the reader bounds it. */
+size_t
+store_txn_bytes(const struct store *s)
+{
+	return s->txn ? s->txn_bytes : 0;
 }
 
 int
@@ -375,6 +384,7 @@ store_put_entry(struct store *s, const unsigned char *uuid,
 	}
 	v.mv_size = 4 + dn.len + attrs.len;
 	v.mv_data = NULL;
+	s->txn_bytes += v.mv_size;
 	rc = was_new ? put_append(s, s->entries, &k, &v, MDB_RESERVE) :
 	    mdb_put(s->txn, s->entries, &k, &v, MDB_RESERVE);
 	if (rc != 0)
@@ -533,7 +543,7 @@ mark_is(MDB_val *v, uint64_t gen)
  * The sweep after a present phase or a reload, as one ordered walk of the
  * entries and their marks (both keyed by UUID): an entry not marked in
  * generation gen goes to fn (which deletes it), a mark with no entry is
- * dropped, and counted in *unknown when it is of generation gen (listed
+ * dropped, and added to *unknown when it is of generation gen (listed
  * present by the server, unknown here).  Entries are collected a chunk at
  * a time, so that fn may change the store.
  */
@@ -548,7 +558,6 @@ store_sweep(struct store *s, uint64_t gen, store_visit fn, void *arg,
 	size_t		 i, n;
 	int		 re, rs, r = 0, more = 1, cmp, op;
 
-	*unknown = 0;
 	if (need_txn(s) == -1)
 		return -1;
 	while (more && r == 0) {

@@ -123,7 +123,7 @@ main(void)
 	unsigned char	 u[16];
 	char		 dir[] = "/tmp/lf-store-XXXXXX", out[8192], path[256];
 	int		 fds[2], n, i;
-	uint64_t	 swept, unknown;
+	uint64_t	 swept, unknown = 0;
 	size_t		 c;
 
 	if (mkdtemp(dir) == NULL)
@@ -218,6 +218,7 @@ main(void)
 	ok(unknown == 1, "sweep: 1 UUID listed present but unknown: %llu",
 	    (unsigned long long)unknown);
 	n = 0;
+	unknown = 0;
 	store_sweep(st, 7, count_below, &n, &unknown);
 	ok(n == 4 && unknown == 0, "sweep: marks without an entry are gone "
 	    "after a sweep");
@@ -244,6 +245,7 @@ main(void)
 	{
 		uint64_t	 before = store_count(st);
 
+		unknown = 0;
 		ok(store_sweep(st, 8, delete_it, &n, &unknown) == 0 &&
 		    n == (int)before - 3334 && unknown == 3000 &&
 		    store_count(st) == 3334,
@@ -276,7 +278,10 @@ main(void)
 		    b1.len }, NULL) == -1)
 			break;
 	}
-	ok(i == 100 && store_commit(st) == 0,
+	ok(store_txn_bytes(st) >= 10 * 64 * 1024 &&
+	    store_txn_bytes(st) < 11 * 64 * 1024,
+	    "the batch counts the bytes it wrote: %zu", store_txn_bytes(st));
+	ok(i == 100 && store_commit(st) == 0 && store_txn_bytes(st) == 0,
 	    "the map grows instead of failing with MDB_MAP_FULL");
 	store_close(st);
 	ok(store_open(&st, dir, 0, 1 << 20) == 0 && store_count(st) == 3434,
