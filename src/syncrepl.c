@@ -208,7 +208,7 @@ sync_request_encode(struct buf *out, int mode, const struct span *cookie,
 	if (ber_printf(ber, "{e", (ber_int_t)mode) == -1)
 		goto done;
 	if (cookie != NULL) {
-		cv.bv_val = (char *)cookie->p;	/* lber only reads it */
+		cv.bv_val = (char *)(uintptr_t)cookie->p;	/* lber only reads it */
 		cv.bv_len = cookie->len;
 		if (ber_printf(ber, "O", &cv) == -1)
 			goto done;

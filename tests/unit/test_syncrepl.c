@@ -360,7 +360,7 @@ test_state(struct outs *o)
 		BerElement	*ber = ber_alloc_t(LBER_USE_DER);
 		struct berval	 u, c, flat;
 
-		u.bv_val = (char *)uuid_nul;
+		u.bv_val = (char *)(uintptr_t)uuid_nul;
 		u.bv_len = 16;
 		c.bv_val = (char *)"rid=001,csn=x";
 		c.bv_len = 13;
@@ -654,9 +654,9 @@ test_info(struct outs *o)
 
 		c.bv_val = (char *)"rid=000,csn=y";
 		c.bv_len = 13;
-		uu[0].bv_val = (char *)uuid_a;
+		uu[0].bv_val = (char *)(uintptr_t)uuid_a;
 		uu[0].bv_len = 16;
-		uu[1].bv_val = (char *)uuid_nul;
+		uu[1].bv_val = (char *)(uintptr_t)uuid_nul;
 		uu[1].bv_len = 16;
 		uu[2].bv_val = NULL;
 		uu[2].bv_len = 0;
