@@ -65,14 +65,29 @@ buf_add_u8(struct buf *b, uint8_t v)
 	b->data[b->len++] = v;
 }
 
+/* The n low bytes of v at p, little-endian: every number ldapfeed stores. */
+static inline void
+put_le(unsigned char *p, uint64_t v, size_t n)
+{
+	size_t	 i;
+
+	for (i = 0; i < n; i++)
+		p[i] = (v >> (8 * i)) & 0xff;
+}
+
 static inline void
 buf_add_u32(struct buf *b, uint32_t v)	/* little-endian */
 {
 	buf_reserve(b, 4);
-	b->data[b->len++] = v & 0xff;
-	b->data[b->len++] = (v >> 8) & 0xff;
-	b->data[b->len++] = (v >> 16) & 0xff;
-	b->data[b->len++] = (v >> 24) & 0xff;
+	put_le(b->data + b->len, v, 4);
+	b->len += 4;
+}
+
+/* A buffer's contents as a span (valid until the buffer changes). */
+static inline struct span
+buf_span(const struct buf *b)
+{
+	return (struct span){ b->data, b->len };
 }
 
 void	buf_add_str(struct buf *, const char *);
@@ -96,6 +111,8 @@ struct queue {
 void	queue_drop(struct queue *, size_t);
 uint32_t get_u32(const unsigned char *);
 uint64_t get_u64(const unsigned char *);
+int	hex_digit(int);
+int64_t	clock_ms(void);
 void	*xmalloc(size_t);
 void	*xcalloc(size_t, size_t);
 void	*xrealloc(void *, size_t);
@@ -323,6 +340,9 @@ struct config {
 #define CONFIG_DONE	(-1)	/* --help or --version was printed */
 int	config_parse(struct config *, int, char **, char *, size_t);
 void	config_free(struct config *);
+#define PURGE_PASSWORD	1
+#define PURGE_KEY	2
+void	config_purge(struct config *, int);
 int	config_budget(int, int, int *, char *, size_t);
 int	config_cpus(void);
 int	config_parse_address(const char *, const char *, struct sockaddr_storage *,
@@ -483,6 +503,7 @@ extern volatile sig_atomic_t sig_term, sig_chld, sig_hup, sig_usr1, sig_usr2,
 /* A child's "please stop everything": not a SIGTERM, which an operator
  * may send a second time to mean "stop now". */
 #define SIGSTOPREQ	(SIGRTMIN + 1)
+void	signals_handled(sigset_t *);
 int	signals_init(void);
 int	signals_fd(void);
 void	signals_drain(void);
@@ -494,18 +515,19 @@ int	conn_check_search(const struct config *, struct ldap *, char *, size_t);
 
 /* supervisor.c, reader.c, worker.c: the three kinds of process. */
 struct child_ctx {
-	const struct config	*cfg;
+	struct config		*cfg;		/* its secrets purged per process */
 	struct barrier		*barrier;
 	pid_t			 supervisor;
 	int			 trusted;	/* the marker was there */
 	unsigned		 workers;
-	int			*pipes;		/* reader: write ends */
+	int			*pipes;		/* the reader's write ends; NULL: a worker */
 	int			 pipe_fd;	/* worker: read end */
 	unsigned		 index;		/* worker: its number */
 	struct proc_stats	*stats;		/* this process's slot */
 };
 int	supervisor_run(struct config *, int);
-void	child_init(const struct child_ctx *, const char *);
+/* proc.c: the child's side */
+__dead void proc_child(const struct child_ctx *, int *, unsigned);
 void	child_ask_shutdown(const struct child_ctx *);
 __dead void child_startup_failed(const struct child_ctx *, int, const char *,
 	    ...) PRINTFLIKE(3, 4);

@@ -1,6 +1,7 @@
 /*
- * Growable byte buffers and the allocation wrappers: running out of memory
- * is fatal, so callers need not check.
+ * Growable byte buffers and the allocation wrappers (running out of memory
+ * is fatal, so callers need not check), and the few small helpers every
+ * file uses: little-endian numbers, hex digits, the monotonic clock.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -78,22 +79,17 @@ void
 buf_add_u64(struct buf *b, uint64_t v)
 {
 	unsigned char	 le[8];
-	int		 i;
 
-	for (i = 0; i < 8; i++)
-		le[i] = (v >> (8 * i)) & 0xff;
+	put_le(le, v, 8);
 	buf_add(b, le, sizeof(le));
 }
 
 void
 buf_put_u32(struct buf *b, size_t off, uint32_t v)
 {
-	int	 i;
-
 	if (off > b->len || b->len - off < 4)
 		fatalx(EX_SOFTWARE, "buf_put_u32 out of range");
-	for (i = 0; i < 4; i++)
-		b->data[off + i] = (v >> (8 * i)) & 0xff;
+	put_le(b->data + off, v, 4);
 }
 
 void
@@ -165,4 +161,27 @@ uint64_t
 get_u64(const unsigned char *p)
 {
 	return (uint64_t)get_u32(p) | (uint64_t)get_u32(p + 4) << 32;
+}
+
+/* A hex digit's value, or -1. */
+int
+hex_digit(int c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* Milliseconds on the monotonic clock: for timeouts, never for dates. */
+int64_t
+clock_ms(void)
+{
+	struct timespec	 ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }

@@ -149,6 +149,8 @@ read_secret(const char *flag, const char *path, struct buf *out, char *err,
 		return fail(err, errlen, EX_NOINPUT, "%s %s: not a regular "
 		    "file", flag, path);
 	}
+	/* All the room at once: a buffer that grows leaves copies behind. */
+	buf_reserve(out, st.st_size > 0 ? (size_t)st.st_size + 1 : 64);
 	for (;;) {
 		n = read(fd, chunk, sizeof(chunk));
 		if (n == -1 && errno == EINTR)
@@ -563,6 +565,21 @@ wipe(struct buf *b)
 	if (b->data)
 		explicit_bzero(b->data, b->cap);
 	buf_free(b);
+}
+
+/*
+ * Wipe the secrets a process does not need (OpenSMTPD's purge_config() is
+ * the model; ldapfeed.8, ENVIRONMENT): the reader keeps the password, a worker
+ * the key until its handshake is done, the supervisor neither once its
+ * children are forked.
+ */
+void
+config_purge(struct config *cfg, int what)
+{
+	if (what & PURGE_PASSWORD)
+		wipe(&cfg->password);
+	if (what & PURGE_KEY)
+		wipe(&cfg->key);
 }
 
 void

@@ -144,7 +144,7 @@ dn_in_scope(struct span base, int scope, struct span dn)
 		buf_free(&norm);
 		return -1;
 	}
-	n = (struct span){ norm.data, norm.len };
+	n = buf_span(&norm);
 	if (n.len == base.len && (n.len == 0 || memcmp(n.p, base.p, n.len) == 0))
 		r = scope == LDAP_SCOPE_BASE || scope == LDAP_SCOPE_SUBTREE;
 	else if (scope == LDAP_SCOPE_BASE || !dn_is_below(n, base))

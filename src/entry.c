@@ -76,13 +76,7 @@ uuid_parse_text(struct span s, unsigned char *out)
 	for (i = 0; i < s.len; i++) {
 		if (s.p[i] == '-')
 			continue;
-		if (s.p[i] >= '0' && s.p[i] <= '9')
-			d = s.p[i] - '0';
-		else if (s.p[i] >= 'a' && s.p[i] <= 'f')
-			d = s.p[i] - 'a' + 10;
-		else if (s.p[i] >= 'A' && s.p[i] <= 'F')
-			d = s.p[i] - 'A' + 10;
-		else
+		if ((d = hex_digit(s.p[i])) == -1)
 			return -1;
 		if (hi == -1)
 			hi = d;

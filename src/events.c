@@ -41,7 +41,7 @@ bytecmp(struct span a, struct span b)
 int
 events_in_scope(const struct events *e, struct span dn)
 {
-	return dn_in_scope((struct span){ e->base.data, e->base.len },
+	return dn_in_scope(buf_span(&e->base),
 	    e->cfg->scope, dn);
 }
 
@@ -231,12 +231,6 @@ emit(struct events *e, struct event *ev)
 	pipes_send(e->pipes, shard_of(ev->dn, e->pipes->n), ev);
 }
 
-static struct span
-span_of(const struct buf *b)
-{
-	return (struct span){ b->data, b->len };
-}
-
 struct cascade {
 	struct events	*e;
 	struct span	 old_root;
@@ -261,14 +255,14 @@ rename_below(void *arg, const unsigned char *uuid, struct span dn,
 	memset(&ev, 0, sizeof(ev));
 	ev.type = EV_RENAME;
 	memcpy(ev.uuid, uuid, 16);
-	ev.dn = span_of(&e->dn2);
-	ev.old_dn = span_of(&e->old_dn2);
+	ev.dn = buf_span(&e->dn2);
+	ev.old_dn = buf_span(&e->old_dn2);
 	emit(e, &ev);
 	/* attrs point into the map: put_entry copies them before it writes */
 	buf_reset(&e->attrs2);
 	buf_add(&e->attrs2, attrs.p, attrs.len);
-	if (store_put_entry(e->store, uuid, span_of(&e->dn2),
-	    span_of(&e->attrs2), &ev.old_dn) == -1)
+	if (store_put_entry(e->store, uuid, buf_span(&e->dn2),
+	    buf_span(&e->attrs2), &ev.old_dn) == -1)
 		return -1;
 	return events_checkpoint(e);
 }
@@ -285,8 +279,8 @@ rename_subtree(struct events *e, struct span old_root, struct span new_root)
 	buf_add(&o, old_root.p, old_root.len);
 	buf_add(&n, new_root.p, new_root.len);
 	c.e = e;
-	c.old_root = span_of(&o);
-	c.new_root = span_of(&n);
+	c.old_root = buf_span(&o);
+	c.new_root = buf_span(&n);
 	r = store_foreach_below(e->store, c.old_root, rename_below, &c);
 	buf_free(&o);
 	buf_free(&n);
@@ -350,8 +344,8 @@ events_entry(struct events *e, const unsigned char *uuid, struct span dn,
 	buf_add(&e->old_dn, odn.p, odn.len);
 	buf_reset(&e->old_attrs);
 	buf_add(&e->old_attrs, oattrs.p, oattrs.len);
-	odn = span_of(&e->old_dn);
-	oattrs = span_of(&e->old_attrs);
+	odn = buf_span(&e->old_dn);
+	oattrs = buf_span(&e->old_attrs);
 
 	if (bytecmp(odn, dn) != 0) {
 		what |= ENTRY_RENAMED;
@@ -374,7 +368,7 @@ events_entry(struct events *e, const unsigned char *uuid, struct span dn,
 		ev.dn = dn;
 		ev.old_attrs = oattrs;
 		ev.new_attrs = attrs;
-		ev.changed = span_of(&e->changed);
+		ev.changed = buf_span(&e->changed);
 		emit(e, &ev);
 		if (store_put_entry(e->store, uuid, dn, attrs, &odn) == -1)
 			return -1;
@@ -408,21 +402,21 @@ events_delete(struct events *e, const unsigned char *uuid, struct span msg_dn,
 	buf_add(&root, dn.p, dn.len);
 	buf_reset(&e->old_attrs);
 	buf_add(&e->old_attrs, attrs.p, attrs.len);
-	if (delete_one(e, uuid, span_of(&root), span_of(&e->old_attrs)) == -1)
+	if (delete_one(e, uuid, buf_span(&root), buf_span(&e->old_attrs)) == -1)
 		r = -1;
 	else if (below != NULL) {
-		if ((found = store_has_below(e->store, span_of(&root))) == -1)
+		if ((found = store_has_below(e->store, buf_span(&root))) == -1)
 			r = -1;
 		else if (found) {
 			buf_reset(below);
 			buf_add(below, root.data, root.len);
 			r = 2;
 		}
-	} else if (msg_dn.len > 0 && bytecmp(msg_dn, span_of(&root)) != 0) {
+	} else if (msg_dn.len > 0 && bytecmp(msg_dn, buf_span(&root)) != 0) {
 		if ((in = events_in_scope(e, msg_dn)) == 1)
-			r = rename_subtree(e, span_of(&root), msg_dn);
+			r = rename_subtree(e, buf_span(&root), msg_dn);
 		else if (in == 0)
-			r = store_foreach_below(e->store, span_of(&root),
+			r = store_foreach_below(e->store, buf_span(&root),
 			    delete_visit, e);
 		else
 			log_warnx("a delete for an entry under a DN that is "
@@ -453,9 +447,9 @@ sweep_visit(void *arg, const unsigned char *uuid, struct span dn,
 	if (delete_one(e, uuid, dn, attrs) == -1)
 		return -1;
 	if (sw->resolve) {
-		if ((below = store_has_below(e->store, span_of(&e->dn2))) == -1 ||
+		if ((below = store_has_below(e->store, buf_span(&e->dn2))) == -1 ||
 		    (below && store_task_add(e->store, TASK_RECONCILE,
-		    span_of(&e->dn2)) == -1))
+		    buf_span(&e->dn2)) == -1))
 			return -1;
 	}
 	return events_checkpoint(e);

@@ -13,7 +13,8 @@
 #include "ldapfeed.h"
 
 /*
- * Every process holds the key and the password: no core dumps (unless
+ * Until the fork, the supervisor holds the key and the password (then each
+ * process keeps only its own, see config_purge()): no core dumps (unless
  * LDAPFEED_CORE_DUMPS=1 asks for them), and the secrets' pages locked out
  * of swap where the limits allow.
  */
@@ -57,15 +58,7 @@ main(int argc, char *argv[])
 	 * Hold the signals the supervisor handles until it can: a SIGTERM
 	 * during startup then breaks the barrier instead of killing us.
 	 */
-	sigemptyset(&block);
-	sigaddset(&block, SIGTERM);
-	sigaddset(&block, SIGINT);
-	sigaddset(&block, SIGHUP);
-	sigaddset(&block, SIGUSR1);
-	sigaddset(&block, SIGUSR2);
-	sigaddset(&block, SIGCHLD);
-	sigaddset(&block, SIGALRM);
-	sigaddset(&block, SIGSTOPREQ);
+	signals_handled(&block);
 	sigprocmask(SIG_BLOCK, &block, &orig);
 	if (!cfg.foreground)
 		report = daemon_detach(&orig);

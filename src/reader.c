@@ -54,7 +54,7 @@ struct reader {
 	unsigned		 refresh_required;	/* 4096s in a row */
 	int			 has_cand;
 	struct buf		 cand;		/* cookie for the refresh's end */
-	struct timespec		 started;
+	int64_t			 started;	/* clock_ms() */
 	uint64_t		 counts_at_start[EV_REFRESH_DONE + 1];
 	/* this run */
 	int			 refresh_done_sent;
@@ -126,12 +126,12 @@ save_cookie(struct reader *r, struct span received)
 	if (store_get_meta(r->store, "cookie", &stored) == -1)
 		return -1;
 	cookie_merge(&r->cookie, stored, received);
-	if (!cookie_has_csn((struct span){ r->cookie.data, r->cookie.len })) {
+	if (!cookie_has_csn(buf_span(&r->cookie))) {
 		log_debug("cookie without a CSN ignored");
 		return 0;
 	}
 	return store_put_meta(r->store, "cookie",
-	    (struct span){ r->cookie.data, r->cookie.len });
+	    buf_span(&r->cookie));
 }
 
 static void
@@ -152,16 +152,14 @@ take_cookie(struct reader *r, int has, const struct buf *cookie)
 		set_cand(r, cookie);
 		return 0;
 	}
-	return save_cookie(r, (struct span){ cookie->data, cookie->len });
+	return save_cookie(r, buf_span(cookie));
 }
 
+/* Seconds since t0, a clock_ms() reading. */
 static double
-since(const struct timespec *t0)
+since(int64_t t0)
 {
-	struct timespec	 now;
-
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	return (now.tv_sec - t0->tv_sec) + (now.tv_nsec - t0->tv_nsec) / 1e9;
+	return (clock_ms() - t0) / 1000.0;
 }
 
 /*
@@ -200,8 +198,7 @@ end_refresh(struct reader *r, int has, const struct buf *cookie)
 		return out;
 	if (has)
 		set_cand(r, cookie);
-	if (r->has_cand && save_cookie(r, (struct span){ r->cand.data,
-	    r->cand.len }) == -1)
+	if (r->has_cand && save_cookie(r, buf_span(&r->cand)) == -1)
 		return FATAL;
 	if (store_del_meta(r->store, "reload") == -1)
 		return FATAL;
@@ -215,7 +212,7 @@ end_refresh(struct reader *r, int has, const struct buf *cookie)
 		    r->present_unknown);
 	log_info("refresh done in %.1f s: %llu adds, %llu modifies, %llu "
 	    "renames, %llu deletes (%llu swept), %llu entries in the store",
-	    since(&r->started),
+	    since(r->started),
 	    (unsigned long long)(c[EV_ADD] - c0[EV_ADD]),
 	    (unsigned long long)(c[EV_MODIFY] - c0[EV_MODIFY]),
 	    (unsigned long long)(c[EV_RENAME] - c0[EV_RENAME]),
@@ -274,8 +271,7 @@ delete(struct reader *r, const unsigned char *uuid, struct span dn, int exact)
 	if (rc == -1)
 		return FATAL;
 	if (rc == 2)
-		return subtree(r, TASK_RECONCILE, (struct span){ r->below.data,
-		    r->below.len });
+		return subtree(r, TASK_RECONCILE, buf_span(&r->below));
 	return GO_ON;
 }
 
@@ -292,8 +288,8 @@ on_change(struct reader *r, struct span dn)
 {
 	int	 what;
 
-	what = events_entry(&r->ev, r->st.uuid, dn, (struct span){
-	    r->ent.attrs.data, r->ent.attrs.len }, !r->in_refresh);
+	what = events_entry(&r->ev, r->st.uuid, dn, buf_span(&r->ent.attrs),
+	    !r->in_refresh);
 	if (what == -1)
 		return FATAL;
 	if (r->in_refresh && r->track &&
@@ -519,8 +515,8 @@ on_search_done(struct reader *r, LDAPControl **ctrls)
 		if ((out = end_refresh(r, r->done.has_cookie,
 		    &r->done.cookie)) != GO_ON)
 			return out;
-	} else if (has && r->done.has_cookie && save_cookie(r, (struct span){
-	    r->done.cookie.data, r->done.cookie.len }) == -1)
+	} else if (has && r->done.has_cookie &&
+	    save_cookie(r, buf_span(&r->done.cookie)) == -1)
 		return FATAL;
 	if (r->cfg->mode == MODE_REFRESH)
 		return DONE;
@@ -644,7 +640,7 @@ start_search(struct reader *r)
 	r->present = 0;
 	r->present_unknown = 0;
 	r->has_cand = 0;
-	clock_gettime(CLOCK_MONOTONIC, &r->started);
+	r->started = clock_ms();
 	memcpy(r->counts_at_start, r->ev.counts, sizeof(r->counts_at_start));
 	if (commit(r) == -1) {
 		buf_free(&value);
@@ -783,7 +779,7 @@ follow(struct reader *r)
 static void
 cancel(struct reader *r)
 {
-	struct timespec	 t0;
+	int64_t		 t0;
 	struct timeval	 tv;
 	LDAPMessage	*msg;
 	int		 cid, got_done = 0, got_ext = 0, rc;
@@ -791,8 +787,8 @@ cancel(struct reader *r)
 	if (r->msgid < 0 || ldap_cancel(r->ld, r->msgid, NULL, NULL, &cid) !=
 	    LDAP_SUCCESS)
 		return;
-	clock_gettime(CLOCK_MONOTONIC, &t0);
-	while (!(got_done && got_ext) && since(&t0) < CANCEL_WAIT_SECS) {
+	t0 = clock_ms();
+	while (!(got_done && got_ext) && since(t0) < CANCEL_WAIT_SECS) {
 		tv.tv_sec = 0;
 		tv.tv_usec = 200000;
 		rc = ldap_result(r->ld, LDAP_RES_ANY, LDAP_MSG_ONE, &tv, &msg);
@@ -817,11 +813,11 @@ static void
 pause_for(int secs)
 {
 	struct pollfd	 pfd;
-	struct timespec	 t0;
+	int64_t		 t0;
 	double		 left;
 
-	clock_gettime(CLOCK_MONOTONIC, &t0);
-	while (!sig_term && (left = secs - since(&t0)) > 0) {
+	t0 = clock_ms();
+	while (!sig_term && (left = secs - since(t0)) > 0) {
 		pfd.fd = signals_fd();
 		pfd.events = POLLIN;
 		if (poll(&pfd, 1, (int)(left * 1000) + 1) > 0)
@@ -857,8 +853,7 @@ refresh_required(struct reader *r, int *backoff)
 	int	 rc;
 
 	if (r->has_resume)
-		rc = store_put_meta(r->store, "cookie", (struct span){
-		    r->resume.data, r->resume.len });
+		rc = store_put_meta(r->store, "cookie", buf_span(&r->resume));
 	else
 		rc = store_del_meta(r->store, "cookie") == -1 ? -1 :
 		    store_put_meta(r->store, "reload", (struct span){
@@ -913,12 +908,12 @@ run(struct reader *r)
 	for (;;) {
 		if (sig_term)
 			return 0;
-		clock_gettime(CLOCK_MONOTONIC, &r->started);
+		r->started = clock_ms();
 		if ((out = search_again(r)) == GO_ON)
 			out = follow(r);
 		/* A search that lived a while resets the backoff; one that a
 		 * server drops at once, refresh done or not, does not. */
-		if (since(&r->started) >= BACKOFF_MAX_SECS)
+		if (since(r->started) >= BACKOFF_MAX_SECS)
 			backoff = 1;
 		if (out == LOST && sig_term)
 			out = STOP;	/* a task stopped for it: no reconnect */
@@ -993,15 +988,58 @@ ask_attrs(struct reader *r)
 	r->decode_flags = DECODE_STRIP_SUBS;
 }
 
+/* Why the store cannot be trusted, if it cannot (doc/store.md). */
+enum distrust {
+	TRUSTED,
+	NO_MARKER,		/* no clean shutdown since it was written */
+	OTHER_SEARCH,		/* built for another search */
+	UNFINISHED_SNAPSHOT	/* a full reload that was stopped */
+};
+
+static const char *
+distrust_reason(enum distrust d)
+{
+	switch (d) {
+	case OTHER_SEARCH:
+		return "the search differs from the one the store was built "
+		    "for";
+	case UNFINISHED_SNAPSHOT:
+		return "the last full reload did not finish";
+	default:
+		return "no clean-shutdown marker";
+	}
+}
+
+/*
+ * Can the store be trusted?  Only looked at before the barrier (a read,
+ * aborted): an untrusted store is wiped once startup succeeded.
+ */
+static enum distrust
+store_verdict(const struct child_ctx *ctx, struct store *store,
+    const struct buf *fp)
+{
+	struct span	 stored;
+
+	if (!ctx->trusted)
+		return NO_MARKER;
+	if (store_get_meta(store, "search", &stored) == 1 &&
+	    (stored.len != fp->len || memcmp(stored.p, fp->data,
+	    fp->len) != 0))
+		return OTHER_SEARCH;
+	if (store_get_meta(store, "snapshot", &stored) == 1)
+		return UNFINISHED_SNAPSHOT;
+	return TRUSTED;
+}
+
 int
 reader_main(const struct child_ctx *ctx)
 {
 	struct reader	 r;
 	struct event	 hello;
 	struct buf	 fp = { 0 };
-	struct span	 stored;
 	char		 err[512];
-	int		 code, wipe = !ctx->trusted;
+	enum distrust	 distrust = NO_MARKER;
+	int		 code;
 
 	memset(&r, 0, sizeof(r));
 	r.ctx = ctx;
@@ -1014,27 +1052,19 @@ reader_main(const struct child_ctx *ctx)
 	    (code = conn_check_search(r.cfg, r.ld, err, sizeof(err))) != 0)
 		child_startup_failed(ctx, code, "%s", err);
 	fingerprint(r.cfg, &fp);
-	/* Only look now; an untrusted store is wiped once startup succeeded. */
-	if (!wipe) {
+	if (ctx->trusted) {
 		if (store_open(&r.store, r.cfg->data_dir, 0, 0) == -1)
 			child_startup_failed(ctx, EX_CONFIG, "cannot open the "
 			    "store in %s", r.cfg->data_dir);
-		if (store_get_meta(r.store, "search", &stored) == 1 &&
-		    (stored.len != fp.len || memcmp(stored.p, fp.data,
-		    fp.len) != 0))
-			wipe = 2;
-		else if (store_get_meta(r.store, "snapshot", &stored) == 1)
-			wipe = 3;
+		distrust = store_verdict(ctx, r.store, &fp);
 		store_abort(r.store);
 	}
 	if (barrier_wait(ctx->barrier, &sig_term, ctx->supervisor) == -1)
 		exit(EX_SOFTWARE);
 
-	if (wipe) {
-		log_info("%s: wiping the store for a full reload", wipe == 2 ?
-		    "the search differs from the one the store was built for" :
-		    wipe == 3 ? "the last full reload did not finish" :
-		    "no clean-shutdown marker");
+	if (distrust != TRUSTED) {
+		log_info("%s: wiping the store for a full reload",
+		    distrust_reason(distrust));
 		store_close(r.store);
 		r.store = NULL;
 		if (store_open(&r.store, r.cfg->data_dir, 1, 0) == -1)
@@ -1049,8 +1079,7 @@ reader_main(const struct child_ctx *ctx)
 	subtree_init(&r.sub, r.cfg, &r.ev, r.attrs_asked, r.decode_flags |
 	    (asked_uuid(r.cfg->attrs) ? 0 : DECODE_STRIP_UUID));
 	r.ev.seq = r.committed_seq = store_get_u64(r.store, "seq", 0);
-	if (store_put_meta(r.store, "search", (struct span){ fp.data,
-	    fp.len }) == -1)
+	if (store_put_meta(r.store, "search", buf_span(&fp)) == -1)
 		fatalx(EX_SOFTWARE, "cannot write the store");
 	buf_free(&fp);
 

@@ -49,13 +49,42 @@ handler(int sig)
 	errno = saved;
 }
 
+#define NHANDLED	8
+
+/* The signals ldapfeed handles (ldapfeed.8, SIGNALS).  (SIGRTMIN is no
+ * constant in glibc, hence a function.) */
+static void
+handled(int sigs[NHANDLED])
+{
+	sigs[0] = SIGTERM;
+	sigs[1] = SIGINT;
+	sigs[2] = SIGCHLD;
+	sigs[3] = SIGHUP;
+	sigs[4] = SIGUSR1;
+	sigs[5] = SIGUSR2;
+	sigs[6] = SIGALRM;
+	sigs[7] = SIGSTOPREQ;
+}
+
+/* The set of them, to block until a process can take them. */
+void
+signals_handled(sigset_t *set)
+{
+	int	 sigs[NHANDLED];
+	size_t	 i;
+
+	handled(sigs);
+	sigemptyset(set);
+	for (i = 0; i < NHANDLED; i++)
+		sigaddset(set, sigs[i]);
+}
+
 /* Install the handlers and a fresh self-pipe (call again after fork). */
 int
 signals_init(void)
 {
-	const int		 sigs[] = { SIGTERM, SIGINT, SIGCHLD, SIGHUP,
-				    SIGUSR1, SIGUSR2, SIGALRM, SIGSTOPREQ };
 	struct sigaction	 sa;
+	int			 sigs[NHANDLED];
 	size_t			 i;
 
 	if (self_pipe[0] != -1) {
@@ -69,7 +98,8 @@ signals_init(void)
 	memset(&sa, 0, sizeof(sa));
 	sigemptyset(&sa.sa_mask);
 	sa.sa_handler = handler;
-	for (i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+	handled(sigs);
+	for (i = 0; i < NHANDLED; i++)
 		if (sigaction(sigs[i], &sa, NULL) == -1)
 			return -1;
 	sa.sa_handler = SIG_IGN;

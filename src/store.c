@@ -26,7 +26,7 @@ struct store {
 	MDB_dbi		 entries;	/* uuid -> u32 dnlen, dn, attrs blob */
 	MDB_dbi		 dns;		/* dnkey + uuid -> (nothing) */
 	MDB_dbi		 seen;		/* uuid -> u64 generation */
-	MDB_dbi		 tasks;		/* u64 id (big-endian) -> kind, DN */
+	MDB_dbi		 tasks;		/* u64 id (native) -> kind, DN */
 	size_t		 mapsize;
 	size_t		 txn_bytes;	/* written in the open batch */
 	struct buf	 scratch;
@@ -52,7 +52,8 @@ open_dbs(struct store *s)
 	    (rc = mdb_dbi_open(txn, "entries", MDB_CREATE, &s->entries)) != 0 ||
 	    (rc = mdb_dbi_open(txn, "dns", MDB_CREATE, &s->dns)) != 0 ||
 	    (rc = mdb_dbi_open(txn, "seen", MDB_CREATE, &s->seen)) != 0 ||
-	    (rc = mdb_dbi_open(txn, "tasks", MDB_CREATE, &s->tasks)) != 0) {
+	    (rc = mdb_dbi_open(txn, "tasks", MDB_CREATE | MDB_INTEGERKEY,
+	    &s->tasks)) != 0) {
 		mdb_txn_abort(txn);
 		return lmdb_fail("open tables", rc);
 	}
@@ -291,10 +292,8 @@ int
 store_put_u64(struct store *s, const char *name, uint64_t value)
 {
 	unsigned char	 le[8];
-	int		 i;
 
-	for (i = 0; i < 8; i++)
-		le[i] = (value >> (8 * i)) & 0xff;
+	put_le(le, value, 8);
 	return store_put_meta(s, name, (struct span){ le, 8 });
 }
 
@@ -377,8 +376,7 @@ store_put_entry(struct store *s, const unsigned char *uuid,
 		/* copy: old_dn may point into the map we are about to change */
 		buf_reset(&s->scratch);
 		buf_add(&s->scratch, old_dn->p, old_dn->len);
-		if (dn_index(s, uuid, (struct span){ s->scratch.data,
-		    s->scratch.len }, 0) == -1)
+		if (dn_index(s, uuid, buf_span(&s->scratch), 0) == -1)
 			return -1;
 		old_dn = NULL;
 	}
@@ -389,17 +387,11 @@ store_put_entry(struct store *s, const unsigned char *uuid,
 	    mdb_put(s->txn, s->entries, &k, &v, MDB_RESERVE);
 	if (rc != 0)
 		return lmdb_fail("put entry", rc);
-	{
-		unsigned char	*p = v.mv_data;
-
-		p[0] = dn.len & 0xff;
-		p[1] = (dn.len >> 8) & 0xff;
-		p[2] = (dn.len >> 16) & 0xff;
-		p[3] = (dn.len >> 24) & 0xff;
-		memcpy(p + 4, dn.p, dn.len);
-		if (attrs.len)
-			memcpy(p + 4 + dn.len, attrs.p, attrs.len);
-	}
+	put_le(v.mv_data, dn.len, 4);
+	memcpy((unsigned char *)v.mv_data + 4, dn.p, dn.len);
+	if (attrs.len)
+		memcpy((unsigned char *)v.mv_data + 4 + dn.len, attrs.p,
+		    attrs.len);
 	if (old_dn == NULL && dn_index(s, uuid, dn, 1) == -1)
 		return -1;
 	return 0;
@@ -416,8 +408,7 @@ store_del_entry(struct store *s, const unsigned char *uuid)
 		return rc;
 	buf_reset(&s->scratch);
 	buf_add(&s->scratch, dn.p, dn.len);
-	if (dn_index(s, uuid, (struct span){ s->scratch.data,
-	    s->scratch.len }, 0) == -1)
+	if (dn_index(s, uuid, buf_span(&s->scratch), 0) == -1)
 		return -1;
 	if ((rc = mdb_del(s->txn, s->entries, &k, NULL)) != 0)
 		return lmdb_fail("del entry", rc);
@@ -432,12 +423,11 @@ store_mark_seen(struct store *s, const unsigned char *uuid, uint64_t gen)
 {
 	unsigned char	 le[8];
 	MDB_val		 k = val(uuid, 16), v = val(le, 8);
-	int		 i, rc;
+	int		 rc;
 
 	if (need_txn(s) == -1)
 		return -1;
-	for (i = 0; i < 8; i++)
-		le[i] = (gen >> (8 * i)) & 0xff;
+	put_le(le, gen, 8);
 	if ((rc = mdb_put(s->txn, s->seen, &k, &v, 0)) != 0)
 		return lmdb_fail("mark seen", rc);
 	return 0;
@@ -656,7 +646,7 @@ store_foreach_below(struct store *s, struct span root, store_visit fn,
 	dn_key(&prefix, root);
 	if (root.len == 0)
 		buf_reset(&prefix);
-	r = visit_chunks(s, s->dns, (struct span){ prefix.data, prefix.len },
+	r = visit_chunks(s, s->dns, buf_span(&prefix),
 	    select_below, &b, fn, arg);
 	buf_free(&prefix);
 	return r;
@@ -690,28 +680,25 @@ store_task_add(struct store *s, int kind, struct span dn)
 {
 	MDB_cursor	*c;
 	MDB_val		 k, v;
-	unsigned char	 id[8];
-	uint64_t	 next = 1;
-	int		 i, rc;
+	uint64_t	 id = 1;
+	int		 rc;
 
 	if (need_txn(s) == -1)
 		return -1;
 	if ((rc = mdb_cursor_open(s->txn, s->tasks, &c)) != 0)
 		return lmdb_fail("cursor", rc);
-	if ((rc = mdb_cursor_get(c, &k, &v, MDB_LAST)) == 0 && k.mv_size == 8)
-		for (next = 0, i = 0; i < 8; i++)
-			next = next << 8 | ((unsigned char *)k.mv_data)[i];
-	if (rc == 0)
-		next++;
+	if ((rc = mdb_cursor_get(c, &k, &v, MDB_LAST)) == 0 &&
+	    k.mv_size == sizeof(id)) {
+		memcpy(&id, k.mv_data, sizeof(id));
+		id++;
+	}
 	mdb_cursor_close(c);
 	if (rc != 0 && rc != MDB_NOTFOUND)
 		return lmdb_fail("tasks", rc);
-	for (i = 0; i < 8; i++)
-		id[i] = (next >> (8 * (7 - i))) & 0xff;
 	buf_reset(&s->scratch);
 	buf_add_u8(&s->scratch, (uint8_t)kind);
 	buf_add(&s->scratch, dn.p, dn.len);
-	k = val(id, 8);
+	k = val(&id, sizeof(id));
 	v = val(s->scratch.data, s->scratch.len);
 	if ((rc = mdb_put(s->txn, s->tasks, &k, &v, 0)) != 0)
 		return lmdb_fail("add a task", rc);
@@ -724,7 +711,7 @@ store_task_first(struct store *s, uint64_t *id, int *kind, struct buf *dn)
 {
 	MDB_cursor	*c;
 	MDB_val		 k, v;
-	int		 i, rc;
+	int		 rc;
 
 	if (need_txn(s) == -1)
 		return -1;
@@ -736,12 +723,11 @@ store_task_first(struct store *s, uint64_t *id, int *kind, struct buf *dn)
 		return 0;
 	if (rc != 0)
 		return lmdb_fail("tasks", rc);
-	if (k.mv_size != 8 || v.mv_size < 1) {
+	if (k.mv_size != sizeof(*id) || v.mv_size < 1) {
 		log_warnx("store: corrupt task record");
 		return -1;
 	}
-	for (*id = 0, i = 0; i < 8; i++)
-		*id = *id << 8 | ((unsigned char *)k.mv_data)[i];
+	memcpy(id, k.mv_data, sizeof(*id));
 	*kind = ((unsigned char *)v.mv_data)[0];
 	buf_reset(dn);
 	buf_add(dn, (unsigned char *)v.mv_data + 1, v.mv_size - 1);
@@ -751,14 +737,11 @@ store_task_first(struct store *s, uint64_t *id, int *kind, struct buf *dn)
 int
 store_task_done(struct store *s, uint64_t id)
 {
-	unsigned char	 key[8];
-	MDB_val		 k = val(key, 8);
-	int		 i, rc;
+	MDB_val	 k = val(&id, sizeof(id));
+	int	 rc;
 
 	if (need_txn(s) == -1)
 		return -1;
-	for (i = 0; i < 8; i++)
-		key[i] = (id >> (8 * (7 - i))) & 0xff;
 	rc = mdb_del(s->txn, s->tasks, &k, NULL);
 	if (rc != 0 && rc != MDB_NOTFOUND)
 		return lmdb_fail("end a task", rc);

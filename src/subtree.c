@@ -167,8 +167,7 @@ fetched(struct subtree *t, struct span dn)
 
 	if (!t->ent.has_uuid)
 		return nameless(t, dn);
-	if (events_entry(e, t->ent.uuid, dn, (struct span){ t->ent.attrs.data,
-	    t->ent.attrs.len }, 0) == -1)
+	if (events_entry(e, t->ent.uuid, dn, buf_span(&t->ent.attrs), 0) == -1)
 		return -1;
 	if (t->mark_gen && store_mark_seen(e->store, t->ent.uuid,
 	    t->mark_gen) == -1)
@@ -226,8 +225,7 @@ answered(struct subtree *t, struct span dn)
 	if (i == t->batch_n)
 		return TASK_OK;		/* not asked about: not ours */
 	t->batch_seen[i] = 1;
-	if (events_entry(t->ev, t->ent.uuid, dn, (struct span){
-	    t->ent.attrs.data, t->ent.attrs.len }, 0) == -1)
+	if (events_entry(t->ev, t->ent.uuid, dn, buf_span(&t->ent.attrs), 0) == -1)
 		return -1;
 	return events_checkpoint(t->ev) == -1 ? -1 : TASK_OK;
 }

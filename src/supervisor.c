@@ -4,7 +4,6 @@
  * in sigsuspend() and reacts to a child's death or a signal at once.
  */
 #include <sys/file.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
@@ -14,7 +13,6 @@
 #include <libgen.h>
 #include <limits.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -318,60 +316,17 @@ marker_write(const struct config *cfg)
 
 /* ---- children ---- */
 
-void
-child_init(const struct child_ctx *ctx, const char *name)
-{
-	sigset_t	 none;
-
-	log_procname(name);
-	ctx->stats->pid = getpid();
-	ctx->stats->started = time(NULL);
-	ctx->stats->phase = PHASE_STARTING;
-	if (signals_init() == -1)
-		fatal(EX_OSERR, "signals");
-	/* If the supervisor dies, we hear of it at once. */
-	if (prctl(PR_SET_PDEATHSIG, SIGTERM) == -1)
-		fatal(EX_OSERR, "prctl");
-	if (getppid() != ctx->supervisor)
-		sig_term = 1;
-	sigemptyset(&none);
-	sigprocmask(SIG_SETMASK, &none, NULL);
-}
-
-/* A child that got SIGTERM passes it on, so that everything stops. */
-void
-child_ask_shutdown(const struct child_ctx *ctx)
-{
-	if (getppid() == ctx->supervisor)
-		kill(ctx->supervisor, SIGSTOPREQ);
-}
-
-/* Before the barrier: one line, the barrier broken, out with the code. */
-void
-child_startup_failed(const struct child_ctx *ctx, int code, const char *fmt,
-    ...)
-{
-	char	 msg[512];
-	va_list	 ap;
-
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	if (barrier_break(ctx->barrier, code, msg))
-		log_warnx("%s", msg);
-	else
-		log_debug("%s", msg);
-	exit(code);
-}
-
+/*
+ * Fork one child.  It keeps, of the supervisor's descriptors, only its own
+ * end of its pipe (a dead peer must read as EOF or EPIPE, doc/processes.md).
+ */
 static pid_t
 spawn(struct supervisor *sv, struct child_ctx *ctx, unsigned slot)
 {
 	struct child	*c = &sv->children[slot];
-	char		 name[32];
+	int		*drop;
+	unsigned	 n = 0, i;
 	pid_t		 pid;
-	unsigned	 i;
-	int		 code;
 
 	fflush(NULL);
 	if ((pid = fork()) == -1)
@@ -381,24 +336,14 @@ spawn(struct supervisor *sv, struct child_ctx *ctx, unsigned slot)
 		sv->alive++;
 		return pid;
 	}
-	close(sv->lock_fd);
-	if (sv->pid_fd != -1)
-		close(sv->pid_fd);
-	if (sv->report_fd != -1)
-		close(sv->report_fd);
-	/* Only our own end of a pipe: a dead peer must mean EPIPE or EOF. */
+	drop = xcalloc(3 + sv->npipes, sizeof(int));
+	drop[n++] = sv->lock_fd;
+	drop[n++] = sv->pid_fd;
+	drop[n++] = sv->report_fd;
 	for (i = 0; i < sv->npipes; i++)
-		if (sv->pipe_rd[i] != -1 && sv->pipe_rd[i] != ctx->pipe_fd)
-			close(sv->pipe_rd[i]);
-	if (slot == 0) {
-		child_init(ctx, "reader");
-		code = reader_main(ctx);
-	} else {
-		snprintf(name, sizeof(name), "worker %u", ctx->index);
-		child_init(ctx, name);
-		code = worker_main(ctx);
-	}
-	exit(code);
+		if (sv->pipe_rd[i] != ctx->pipe_fd)
+			drop[n++] = sv->pipe_rd[i];
+	proc_child(ctx, drop, n);
 }
 
 static void
@@ -606,38 +551,70 @@ fail_early(struct supervisor *sv, int code, const char *msg)
 	return code;
 }
 
-int
-supervisor_run(struct config *cfg, int report_fd)
+/*
+ * Before any fork: the pidfile, the marker and data-directory rules, and the
+ * shared memory of the barrier and the status figures.  Returns 0, or the
+ * exit status of a refusal (already reported).
+ */
+static int
+prepare(struct supervisor *sv, struct config *cfg, int report_fd)
 {
-	struct supervisor	 sv;
-	struct child_ctx	 ctx;
-	sigset_t		 block, old;
-	char			 err[512];
-	unsigned		 i, w;
-	int			*rd, *wr, code, trusted, fds[2];
+	char	 err[512];
+	int	 code;
 
-	memset(&sv, 0, sizeof(sv));
-	sv.cfg = cfg;
-	sv.lock_fd = -1;
-	sv.pid_fd = -1;
-	sv.report_fd = report_fd;
-	if (cfg->pidfile && (sv.pid_fd = pidfile_lock(cfg->pidfile, err,
+	memset(sv, 0, sizeof(*sv));
+	sv->cfg = cfg;
+	sv->lock_fd = -1;
+	sv->pid_fd = -1;
+	sv->report_fd = report_fd;
+	if (cfg->pidfile && (sv->pid_fd = pidfile_lock(cfg->pidfile, err,
 	    sizeof(err))) == -1) {
 		log_warnx("%s", err);
-		daemon_report(&sv.report_fd, EX_CONFIG, err);
+		daemon_report(&sv->report_fd, EX_CONFIG, err);
 		return EX_CONFIG;
 	}
 	if ((code = marker_check(cfg, err, sizeof(err))) != 0 ||
-	    (code = datadir_check(&sv, err, sizeof(err))) != 0)
-		return fail_early(&sv, code, err);
-	trusted = access(cfg->marker, F_OK) == 0;
-	w = (unsigned)cfg->workers;
-	sv.nchildren = 1 + w;
-	sv.children = xcalloc(sv.nchildren, sizeof(*sv.children));
-	if ((sv.barrier = barrier_create(2 + w)) == NULL ||
-	    (sv.stats = status_create(sv.nchildren)) == NULL)
+	    (code = datadir_check(sv, err, sizeof(err))) != 0)
+		return fail_early(sv, code, err);
+	sv->nchildren = 1 + (unsigned)cfg->workers;
+	sv->children = xcalloc(sv->nchildren, sizeof(*sv->children));
+	if ((sv->barrier = barrier_create(1 + sv->nchildren)) == NULL ||
+	    (sv->stats = status_create(sv->nchildren)) == NULL)
 		fatal(EX_OSERR, "shared memory");
-	barrier_set_notify(sv.barrier, getpid());
+	barrier_set_notify(sv->barrier, getpid());
+	return 0;
+}
+
+/*
+ * Signals are only taken in sigsuspend(), never mid-work: block them and
+ * return, in *wait, the mask sigsuspend() lets them in with.
+ */
+static void
+mask_signals(sigset_t *wait)
+{
+	sigset_t	 block;
+	int		 i;
+
+	if (signals_init() == -1)
+		fatal(EX_OSERR, "signals");
+	signals_handled(&block);
+	sigprocmask(SIG_BLOCK, &block, wait);
+	/* main() blocked them already: sigsuspend must let them in. */
+	for (i = 1; i < NSIG; i++)
+		if (sigismember(&block, i))
+			sigdelset(wait, i);
+}
+
+/*
+ * One pipe per worker; the reader, then the workers.  The reader keeps the
+ * write ends, each worker its read end, the supervisor none.
+ */
+static void
+spawn_children(struct supervisor *sv)
+{
+	struct child_ctx	 ctx;
+	unsigned		 i, w = sv->nchildren - 1;
+	int			*rd, *wr, fds[2];
 
 	rd = xcalloc(w, sizeof(int));
 	wr = xcalloc(w, sizeof(int));
@@ -649,44 +626,23 @@ supervisor_run(struct config *cfg, int report_fd)
 		rd[i] = fds[0];
 		wr[i] = fds[1];
 	}
-
-	/* Signals are only taken in sigsuspend(), never mid-work. */
-	if (signals_init() == -1)
-		fatal(EX_OSERR, "signals");
-	sigemptyset(&block);
-	sigaddset(&block, SIGCHLD);
-	sigaddset(&block, SIGTERM);
-	sigaddset(&block, SIGINT);
-	sigaddset(&block, SIGHUP);
-	sigaddset(&block, SIGUSR1);
-	sigaddset(&block, SIGUSR2);
-	sigaddset(&block, SIGALRM);
-	sigaddset(&block, SIGSTOPREQ);
-	sigprocmask(SIG_BLOCK, &block, &old);
-	/* main() blocked them already: sigsuspend must let them in. */
-	for (i = 1; i < NSIG; i++)
-		if (sigismember(&block, (int)i))
-			sigdelset(&old, (int)i);
-
 	memset(&ctx, 0, sizeof(ctx));
-	ctx.cfg = cfg;
-	ctx.barrier = sv.barrier;
+	ctx.cfg = sv->cfg;
+	ctx.barrier = sv->barrier;
 	ctx.supervisor = getpid();
-	ctx.trusted = trusted;
+	ctx.trusted = access(sv->cfg->marker, F_OK) == 0;
 	ctx.workers = w;
 	ctx.pipes = wr;
-	ctx.stats = &sv.stats[0];
-	sv.children[0].role = "reader";
-	for (i = 0; i < w; i++) {
-		sv.children[1 + i].role = "worker";
-		sv.children[1 + i].index = i;
-	}
-
-	/* The reader keeps the write ends, each worker its read end. */
-	sv.pipe_rd = rd;
-	sv.npipes = w;
 	ctx.pipe_fd = -1;
-	if (spawn(&sv, &ctx, 0) == -1)
+	ctx.stats = &sv->stats[0];
+	sv->children[0].role = "reader";
+	for (i = 0; i < w; i++) {
+		sv->children[1 + i].role = "worker";
+		sv->children[1 + i].index = i;
+	}
+	sv->pipe_rd = rd;
+	sv->npipes = w;
+	if (spawn(sv, &ctx, 0) == -1)
 		fatal(EX_OSERR, "fork");
 	for (i = 0; i < w; i++)
 		close(wr[i]);
@@ -694,10 +650,10 @@ supervisor_run(struct config *cfg, int report_fd)
 	for (i = 0; i < w; i++) {
 		ctx.index = i;
 		ctx.pipe_fd = rd[i];
-		ctx.stats = &sv.stats[1 + i];
-		if (spawn(&sv, &ctx, 1 + i) == -1) {
+		ctx.stats = &sv->stats[1 + i];
+		if (spawn(sv, &ctx, 1 + i) == -1) {
 			log_warn("fork");
-			barrier_break(sv.barrier, EX_OSERR, "fork failed");
+			barrier_break(sv->barrier, EX_OSERR, "fork failed");
 			break;
 		}
 		close(rd[i]);
@@ -706,68 +662,100 @@ supervisor_run(struct config *cfg, int report_fd)
 	for (; i < w; i++)
 		if (rd[i] != -1)
 			close(rd[i]);
-	sv.pipe_rd = NULL;
-	sv.npipes = 0;
+	sv->pipe_rd = NULL;
+	sv->npipes = 0;
 	free(rd);
 	free(wr);
+}
 
-	sv.status_due = time(NULL);
+/* Until every child is gone: react to each signal and each death. */
+static void
+supervise(struct supervisor *sv, const sigset_t *wait)
+{
+	sv->status_due = time(NULL);
 	for (;;) {
-		reap(&sv);
-		if (!sv.running) {
-			startup_check(&sv);
-			if (barrier_complete(sv.barrier, before_release, &sv) ==
+		reap(sv);
+		if (!sv->running) {
+			startup_check(sv);
+			if (barrier_complete(sv->barrier, before_release, sv) ==
 			    BARRIER_RELEASED)
-				started(&sv);
+				started(sv);
 			else
-				startup_check(&sv);	/* broken by the marker */
+				startup_check(sv);	/* broken by the marker */
 		}
-		if (sv.alive == 0)
+		if (sv->alive == 0)
 			break;
-		if (sv.running && sig_term) {
+		if (sv->running && sig_term) {
 			sig_term = 0;
-			stop(&sv, 1);
+			stop(sv, 1);
 		}
-		if (sv.running && sig_stopreq) {
+		if (sv->running && sig_stopreq) {
 			sig_stopreq = 0;
-			stop(&sv, 0);
+			stop(sv, 0);
 		}
 		if (sig_usr1) {
 			sig_usr1 = 0;
-			status_log(sv.stats, sv.nchildren);
+			status_log(sv->stats, sv->nchildren);
 		}
-		if (sv.failed && sv.kill_due == 0 && !sv.killed) {
-			sv.kill_due = time(NULL) + KILL_AFTER_SECS;
-			sv.killed = 1;
+		if (sv->failed && sv->kill_due == 0 && !sv->killed) {
+			sv->kill_due = time(NULL) + KILL_AFTER_SECS;
+			sv->killed = 1;
 		}
-		tick(&sv);
+		tick(sv);
 		sig_hup = 0;	/* syslog needs no reopening */
 		sig_usr2 = 0;
 		sig_chld = 0;
-		sigsuspend(&old);
+		sigsuspend(wait);
 	}
 	alarm(0);
-	sigprocmask(SIG_SETMASK, &old, NULL);
+}
 
-	if (!sv.running) {
-		code = barrier_fail_code(sv.barrier, err, sizeof(err));
-		if (code == 0) {
+/*
+ * Everyone is gone: the run's exit status.  Only a run in which every
+ * child exited 0 after the barrier writes the marker.
+ */
+static int
+verdict(struct supervisor *sv, char *err, size_t errlen)
+{
+	unsigned	 i;
+	int		 code;
+
+	if (!sv->running) {
+		if ((code = barrier_fail_code(sv->barrier, err, errlen)) == 0) {
 			code = EX_SOFTWARE;
-			snprintf(err, sizeof(err), "startup failed");
+			snprintf(err, errlen, "startup failed");
 		}
-	} else if (sv.failed) {
-		code = EX_SOFTWARE;
-	} else {
-		code = 0;
-		for (i = 0; i < sv.nchildren; i++)
-			if (!WIFEXITED(sv.children[i].status) ||
-			    WEXITSTATUS(sv.children[i].status) != 0)
-				code = EX_SOFTWARE;
-		if (code == 0 && marker_write(cfg) == -1)
-			code = EX_SOFTWARE;
-		if (code == 0)
-			log_info("clean shutdown, marker written");
+		return code;
 	}
+	if (sv->failed)
+		return EX_SOFTWARE;
+	for (i = 0; i < sv->nchildren; i++)
+		if (!WIFEXITED(sv->children[i].status) ||
+		    WEXITSTATUS(sv->children[i].status) != 0)
+			return EX_SOFTWARE;
+	if (marker_write(sv->cfg) == -1)
+		return EX_SOFTWARE;
+	log_info("clean shutdown, marker written");
+	return 0;
+}
+
+int
+supervisor_run(struct config *cfg, int report_fd)
+{
+	struct supervisor	 sv;
+	sigset_t		 wait;
+	char			 err[512] = "";
+	int			 code;
+
+	if ((code = prepare(&sv, cfg, report_fd)) != 0)
+		return code;
+	mask_signals(&wait);
+	spawn_children(&sv);
+	config_purge(cfg, PURGE_PASSWORD | PURGE_KEY);
+	supervise(&sv, &wait);
+	sigprocmask(SIG_SETMASK, &wait, NULL);
+	code = verdict(&sv, err, sizeof(err));
+
 	if (cfg->status_file && sv.running)
 		status_write_file(sv.stats, sv.nchildren, cfg->status_file);
 	barrier_destroy(sv.barrier);

@@ -301,11 +301,59 @@ sync_state_decode(struct span value, struct sync_state *out, const char **why)
 	return rc;
 }
 
+/*
+ * What Sync Done and the refresh and syncIdSet choices of Sync Info share
+ * (RFC 4533, sections 2.5 and 2.6): an optional cookie, then an optional
+ * BOOLEAN into *flag.  Returns the tag after them, or 0 (*why set).
+ */
+static ber_tag_t
+cookie_then_flag(struct decoder *d, const char *what, const char *flag_name,
+    int *has_cookie, struct buf *cookie, int *flag, const char **why)
+{
+	static char	 msg[96];
+	ber_len_t	 len;
+	ber_tag_t	 tag;
+
+	if ((tag = next_tag(d, &len)) == TAG_OCTETS) {
+		if (get_cookie(d, has_cookie, cookie) == -1) {
+			snprintf(msg, sizeof(msg), "%s: cookie is truncated",
+			    what);
+			*why = msg;
+			return 0;
+		}
+		tag = next_tag(d, &len);
+	}
+	if (tag == TAG_BOOLEAN) {
+		if (get_bool(d, len, flag) == -1) {
+			snprintf(msg, sizeof(msg), "%s: bad %s BOOLEAN", what,
+			    flag_name);
+			*why = msg;
+			return 0;
+		}
+		tag = next_tag(d, &len);
+	}
+	return tag;
+}
+
+/* The end of a SEQUENCE: nothing may follow what it holds. */
+static int
+sequence_end(ber_tag_t tag, const char *what, const char **why)
+{
+	static char	 msg[128];
+
+	if (tag == 0)
+		return 0;
+	snprintf(msg, sizeof(msg), tag == LBER_DEFAULT ?
+	    "%s: truncated element" : "%s: element is not an OCTET STRING "
+	    "cookie or a BOOLEAN, or out of order", what);
+	*why = msg;
+	return -1;
+}
+
 int
 sync_done_decode(struct span value, struct sync_done *out, const char **why)
 {
 	struct decoder	 d;
-	ber_len_t	 len;
 	ber_tag_t	 tag;
 	int		 rc = -1;
 
@@ -317,28 +365,10 @@ sync_done_decode(struct span value, struct sync_done *out, const char **why)
 		return -1;
 	if (enter(&d, TAG_SEQUENCE, &done_seq, why) == -1)
 		goto done;
-
-	if ((tag = next_tag(&d, &len)) == TAG_OCTETS) {
-		if (get_cookie(&d, &out->has_cookie, &out->cookie) == -1) {
-			*why = "sync done: cookie is truncated";
-			goto done;
-		}
-		tag = next_tag(&d, &len);
-	}
-	if (tag == TAG_BOOLEAN) {
-		if (get_bool(&d, len, &out->refresh_deletes) == -1) {
-			*why = "sync done: bad refreshDeletes BOOLEAN";
-			goto done;
-		}
-		tag = next_tag(&d, &len);
-	}
-	if (tag != 0) {
-		*why = tag == LBER_DEFAULT ? "sync done: truncated element" :
-		    "sync done: element is not an OCTET STRING cookie or a "
-		    "BOOLEAN, or out of order";
-		goto done;
-	}
-	rc = 0;
+	tag = cookie_then_flag(&d, "sync done", "refreshDeletes",
+	    &out->has_cookie, &out->cookie, &out->refresh_deletes, why);
+	if (*why == NULL && sequence_end(tag, "sync done", why) == 0)
+		rc = 0;
  done:
 	decoder_close(&d);
 	if (rc == -1) {
@@ -437,24 +467,14 @@ sync_info_decode(struct span value, struct sync_info *out, const char **why)
 	}
 	if (enter(&d, choice, &info_choice, why) == -1)
 		goto done;
-
-	if ((tag = next_tag(&d, &len)) == TAG_OCTETS) {
-		if (get_cookie(&d, &out->has_cookie, &out->cookie) == -1) {
-			*why = "sync info: cookie is truncated";
-			goto done;
-		}
-		tag = next_tag(&d, &len);
-	}
-	if (tag == TAG_BOOLEAN) {
-		if (get_bool(&d, len, choice == LDAP_TAG_SYNC_ID_SET ?
-		    &out->refresh_deletes : &out->refresh_done) == -1) {
-			*why = choice == LDAP_TAG_SYNC_ID_SET ?
-			    "sync info: bad refreshDeletes BOOLEAN" :
-			    "sync info: bad refreshDone BOOLEAN";
-			goto done;
-		}
-		tag = next_tag(&d, &len);
-	}
+	if (choice == LDAP_TAG_SYNC_ID_SET)
+		tag = cookie_then_flag(&d, "sync info", "refreshDeletes",
+		    &out->has_cookie, &out->cookie, &out->refresh_deletes, why);
+	else
+		tag = cookie_then_flag(&d, "sync info", "refreshDone",
+		    &out->has_cookie, &out->cookie, &out->refresh_done, why);
+	if (*why != NULL)
+		goto done;
 	if (choice == LDAP_TAG_SYNC_ID_SET) {
 		if (tag != TAG_SET) {
 			*why = tag == LBER_DEFAULT ?
@@ -466,13 +486,8 @@ sync_info_decode(struct span value, struct sync_info *out, const char **why)
 			goto done;
 		tag = next_tag(&d, &len);
 	}
-	if (tag != 0) {
-		*why = tag == LBER_DEFAULT ? "sync info: truncated element" :
-		    "sync info: element is not an OCTET STRING cookie or a "
-		    "BOOLEAN, or out of order";
-		goto done;
-	}
-	rc = 0;
+	if (sequence_end(tag, "sync info", why) == 0)
+		rc = 0;
  done:
 	decoder_close(&d);
 	if (rc == -1) {
@@ -594,14 +609,7 @@ csn_sid(struct span csn, unsigned long *sid)
 		return 0;
 	*sid = 0;
 	for (i = 0; i < piece.len; i++) {
-		h = piece.p[i];
-		if (h >= '0' && h <= '9')
-			h -= '0';
-		else if (h >= 'a' && h <= 'f')
-			h -= 'a' - 10;
-		else if (h >= 'A' && h <= 'F')
-			h -= 'A' - 10;
-		else
+		if ((h = hex_digit(piece.p[i])) == -1)
 			return 0;
 		*sid = *sid << 4 | (unsigned long)h;
 	}

@@ -46,20 +46,12 @@ static const struct digest {
 static const struct digest *const digest_md5 = &digests[0];
 static const struct digest *const digest_sha256 = &digests[1];
 
-static int64_t
-now_ms(void)
-{
-	struct timespec	 ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* An absolute deadline, -1 for none. */
 static int64_t
 deadline_of(int timeout_ms)
 {
-	return timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
+	return timeout_ms < 0 ? -1 : clock_ms() + timeout_ms;
 }
 
 static int
@@ -72,7 +64,7 @@ wait_fd(int fd, short events, int64_t deadline)
 	for (;;) {
 		left = -1;
 		if (deadline >= 0) {
-			left = deadline - now_ms();
+			left = deadline - clock_ms();
 			if (left < 0)
 				left = 0;
 			if (left > INT_MAX)

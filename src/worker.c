@@ -32,14 +32,6 @@ struct worker {
 	uint64_t		 sent;
 };
 
-static long
-now_ms(void)
-{
-	struct timespec	 ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
-}
 
 /*
  * Connect within CONNECT_TIMEOUT_MS.  A unix socket whose listen queue is
@@ -51,7 +43,7 @@ connect_consumer(const struct config *cfg, int *fdp)
 {
 	struct pollfd	 pfd;
 	socklen_t	 len;
-	long		 deadline = now_ms() + CONNECT_TIMEOUT_MS, left;
+	long		 deadline = clock_ms() + CONNECT_TIMEOUT_MS, left;
 	int		 fd, err, r, pause_ms = 5;
 
 	for (;;) {
@@ -64,7 +56,7 @@ connect_consumer(const struct config *cfg, int *fdp)
 			break;
 		err = errno;
 		if (err == EAGAIN && cfg->addr.ss_family == AF_UNIX &&
-		    (left = deadline - now_ms()) > 0 && !sig_term) {
+		    (left = deadline - clock_ms()) > 0 && !sig_term) {
 			close(fd);
 			poll(NULL, 0, pause_ms < left ? pause_ms : (int)left);
 			pause_ms = pause_ms < 200 ? pause_ms * 2 : 200;
@@ -77,7 +69,7 @@ connect_consumer(const struct config *cfg, int *fdp)
 		}
 		pfd.fd = fd;
 		pfd.events = POLLOUT;
-		while ((r = poll(&pfd, 1, (int)(deadline - now_ms()))) == -1 &&
+		while ((r = poll(&pfd, 1, (int)(deadline - clock_ms()))) == -1 &&
 		    errno == EINTR && !sig_term)
 			;
 		if (r <= 0) {
@@ -284,6 +276,7 @@ worker_main(const struct child_ctx *ctx)
 	if (r != 0)
 		child_startup_failed(ctx, EX_UNAVAILABLE, "consumer %s: "
 		    "handshake failed: %s", cfg->output, strerror(errno));
+	config_purge(ctx->cfg, PURGE_KEY);	/* its work is done */
 	if (barrier_wait(ctx->barrier, &sig_term, ctx->supervisor) == -1)
 		exit(EX_SOFTWARE);
 

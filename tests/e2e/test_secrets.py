@@ -67,6 +67,63 @@ def secrets_stay_secret(tmp):
     assert 'bindname' in log or 'ldap://' in log, 'the startup line is missing: ' + log[-500:]
 
 
+def memory_holds(pid, needles):
+    """Which of needles (bytes) occur in the readable memory of pid, read
+    through /proc/PID/mem (as root).  The store's own mappings are left
+    out: they are files, not a process's secrets."""
+    found = set()
+    longest = max(len(n) for n in needles)
+    with open('/proc/%d/maps' % pid) as maps, open('/proc/%d/mem' % pid, 'rb', 0) as mem:
+        for line in maps:
+            fields = line.split()
+            start, end = (int(x, 16) for x in fields[0].split('-'))
+            path = fields[5] if len(fields) > 5 else ''
+            if 'r' not in fields[1] or path in ('[vvar]', '[vsyscall]') or path.endswith('.mdb'):
+                continue
+            tail = b''
+            for off in range(start, end, 1 << 20):
+                try:
+                    mem.seek(off)
+                    chunk = tail + mem.read(min(1 << 20, end - off))
+                except OSError:
+                    break
+                found.update(n for n in needles if n in chunk)
+                tail = chunk[-longest:]
+    return found
+
+
+@test
+def each_process_holds_only_its_secret(tmp):
+    # Scenario: a running daemon (2 workers), its refresh done; read every
+    # process's memory.  The reader holds the password (it binds again
+    # after a reconnect) and nothing else; a worker held the key for its
+    # handshake and holds nothing now; the supervisor holds neither.  (The
+    # search is ou=people: the bind entry's own userPassword, which it may
+    # read, would put the password into an event.)
+    if os.geteuid() != 0:
+        raise Skip('reading another process\'s memory needs root')
+    s = Slapd(tmp)
+    s.add_people(3)
+    con = Consumer(tmp)
+    url = ldap_url(s, 'ou=people,' + s.suffix, exts=['bindname=' + s.reader_dn])
+    d = Daemon(tmp, s, con, url=url, password=s.reader_pw, processes=4)
+    con.wait_refresh_done()
+    password, key = PASSWORD.encode(), con.key
+    workers = list(con.worker_pids().values())
+    assert len(workers) == 2, workers
+    held = {pid: memory_holds(pid, [password, key]) for pid in [d.pid] + list(d.descendants())}
+    note('held: %r' % {pid: sorted(x.decode('latin-1')[:4] + '...' for x in v) for pid, v in held.items()})
+    assert held[d.pid] == set(), 'the supervisor still holds %d secret(s)' % len(held[d.pid])
+    for w in workers:
+        assert held[w] == set(), 'worker %d still holds %s' % (w, 'the key' if key in held[w] else 'the password')
+    readers = [p for p in held if p != d.pid and p not in workers]
+    assert len(readers) == 1, readers
+    assert held[readers[0]] == {password}, 'the reader holds %s' % (
+        'the key too' if key in held[readers[0]] else 'no password: is the memory scan blind?')
+    d.signal(15)
+    assert d.wait(20) == 0
+
+
 @test
 def core_dumps_when_asked(tmp):
     # Scenario: LDAPFEED_CORE_DUMPS=1 leaves the core limit as it was.

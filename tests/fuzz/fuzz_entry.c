@@ -1,8 +1,10 @@
 /*
- * libFuzzer harness for src/entry.c: the input as the contents of one
- * PartialAttribute from a server.  Every value found must lie inside the
- * input.  `make fuzz` builds and runs it.
+ * libFuzzer harness for src/entry.c's decoder: the input, less its first
+ * byte (the DECODE_* flags), as the attribute list of a SearchResultEntry
+ * (RFC 4511, section 4.5.2), the way libldap hands it over.  What comes out
+ * must be a well-formed attributes blob.  `make fuzz` builds and runs it.
  */
+#include <lber.h>
 #include <stdlib.h>
 
 #include "ldapfeed.h"
@@ -12,16 +14,19 @@ int	LLVMFuzzerTestOneInput(const uint8_t *, size_t);
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
 {
-	struct span	 in = { data, len }, type, vals, v;
-	const uint8_t	*end = data + len;
-	int		 r;
+	static struct entry	 e;
+	struct berval		 bv;
+	BerElement		*ber;
 
-	if (entry_attr_parse(in, &type, &vals) == -1)
+	if (len < 1)
 		return 0;
-	if (type.p < data || type.p + type.len > end)
+	bv.bv_val = (char *)(uintptr_t)(data + 1);
+	bv.bv_len = len - 1;
+	if ((ber = ber_init(&bv)) == NULL)
+		return 0;
+	if (entry_decode(ber, data[0] & 3, &e) == 0 &&
+	    !attrs_valid((struct span){ e.attrs.data, e.attrs.len }))
 		abort();
-	while ((r = entry_next_value(&vals, &v)) == 1)
-		if (v.p < data || v.p + v.len > end)
-			abort();
+	ber_free(ber, 1);
 	return 0;
 }

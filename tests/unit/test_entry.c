@@ -1,4 +1,6 @@
-/* One PartialAttribute of an LDAP entry, read in place: tags, lengths. */
+/* An LDAP entry's attributes, read in place: tags, lengths, and the
+ * decoder that notes entryUUID and hasSubordinates. */
+#include <lber.h>
 #include <string.h>
 
 #include "ldapfeed.h"
@@ -8,6 +10,81 @@ static struct span
 B(const char *p, size_t n)
 {
 	return (struct span){ (const unsigned char *)p, n };
+}
+
+/* An attribute list as libldap hands it over, from ber_printf. */
+static BerElement *
+attr_list(struct berval *flat)
+{
+	BerElement	*ber = ber_alloc_t(LBER_USE_DER);
+
+	ber_printf(ber, "{s[ss]}", "cn", "a", "b");
+	ber_printf(ber, "{s[s]}", "entryUUID",
+	    "3906f8c4-7c8b-1041-92e1-057ae57b83af");
+	ber_printf(ber, "{s[s]}", "hasSubordinates", "TRUE");
+	ber_flatten2(ber, flat, 1);
+	ber_free(ber, 1);
+	return ber_init(flat);
+}
+
+static void
+decoder(void)
+{
+	static const unsigned char uuid[16] = { 0x39, 0x06, 0xf8, 0xc4, 0x7c,
+	    0x8b, 0x10, 0x41, 0x92, 0xe1, 0x05, 0x7a, 0xe5, 0x7b, 0x83, 0xaf };
+	struct entry	 e = { { 0 }, 0, 0, { 0 } };
+	struct berval	 flat;
+	struct span	 name;
+	struct attrs_iter it;
+	BerElement	*ber;
+	uint32_t	 nvals;
+	int		 n = 0;
+
+	ber = attr_list(&flat);
+	ok(entry_decode(ber, 0, &e) == 0 && e.has_uuid && e.has_subs &&
+	    memcmp(e.uuid, uuid, 16) == 0, "decode: entryUUID and "
+	    "hasSubordinates noted");
+	attrs_iter_init(&it, (struct span){ e.attrs.data, e.attrs.len });
+	while (attrs_next_attr(&it, &name, &nvals) == 1) {
+		struct span	 v;
+
+		n++;
+		while (nvals-- > 0)
+			attrs_next_value(&it, &v);
+	}
+	ok(n == 3, "decode: without flags, all three kept: %d", n);
+	ber_free(ber, 1);
+	ber_memfree(flat.bv_val);
+
+	ber = attr_list(&flat);
+	ok(entry_decode(ber, DECODE_STRIP_SUBS | DECODE_STRIP_UUID, &e) == 0 &&
+	    e.has_uuid && e.has_subs, "decode: stripped, still noted");
+	attrs_iter_init(&it, (struct span){ e.attrs.data, e.attrs.len });
+	ok(attrs_next_attr(&it, &name, &nvals) == 1 && name.len == 2 &&
+	    nvals == 2 && it.attrs_left == 0, "decode: only cn left");
+	ber_free(ber, 1);
+	ber_memfree(flat.bv_val);
+
+	ber = ber_alloc_t(LBER_USE_DER);
+	ber_printf(ber, "{s[s]}", "entryUUID", "not-a-uuid");
+	ber_flatten2(ber, &flat, 1);
+	ber_free(ber, 1);
+	ber = ber_init(&flat);
+	ok(entry_decode(ber, 0, &e) == 0 && !e.has_uuid && !e.has_subs,
+	    "decode: a malformed entryUUID is no entryUUID");
+	ber_free(ber, 1);
+	ber_memfree(flat.bv_val);
+
+	ber = ber_alloc_t(LBER_USE_DER);
+	ber_printf(ber, "{s}", "cn");
+	ber_flatten2(ber, &flat, 1);
+	ber_free(ber, 1);
+	ber = ber_init(&flat);
+	ok(entry_decode(ber, 0, &e) == -1, "decode: an attribute without its "
+	    "SET refused");
+	ber_free(ber, 1);
+	ber_memfree(flat.bv_val);
+	buf_free(&e.attrs);
 }
 
 int
@@ -68,5 +145,6 @@ main(void)
 		}
 	}
 	ok(bad == 0, "every truncation is refused somewhere");
+	decoder();
 	return tap_done();
 }
