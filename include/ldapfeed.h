@@ -457,6 +457,7 @@ struct subtree {
 	char		 batch_seen[SUBTREE_BATCH];
 	size_t		 batch_n;
 	int		 nameless, deleted;
+	struct span	 root;		/* the fetch's */
 	struct buf	 filter, scratch;
 };
 void	subtree_init(struct subtree *, const struct config *, struct events *,

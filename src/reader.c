@@ -775,14 +775,19 @@ follow(struct reader *r)
 	return out;
 }
 
-/* RFC 3909: ask the server to end the search, and wait a little for it. */
+/*
+ * RFC 3909: ask the server to end the search, and wait a little for it.
+ * A server that refuses the Cancel (389-ds answers protocolError and goes
+ * on) gets an abandon instead, at once (doc/syncrepl.md, "Cancel at
+ * shutdown").
+ */
 static void
 cancel(struct reader *r)
 {
 	int64_t		 t0;
 	struct timeval	 tv;
 	LDAPMessage	*msg;
-	int		 cid, got_done = 0, got_ext = 0, rc;
+	int		 cid, got_done = 0, got_ext = 0, rc, err;
 
 	if (r->msgid < 0 || ldap_cancel(r->ld, r->msgid, NULL, NULL, &cid) !=
 	    LDAP_SUCCESS)
@@ -801,8 +806,17 @@ cancel(struct reader *r)
 		if (ldap_msgid(msg) == r->msgid &&
 		    ldap_msgtype(msg) == LDAP_RES_SEARCH_RESULT)
 			got_done = 1;
-		if (ldap_msgid(msg) == cid)
+		if (ldap_msgid(msg) == cid) {
 			got_ext = 1;
+			if (ldap_parse_result(r->ld, msg, &err, NULL, NULL,
+			    NULL, NULL, 0) == LDAP_SUCCESS && err !=
+			    LDAP_SUCCESS && !got_done) {
+				log_debug("cancel refused (%s): abandoning the "
+				    "search", ldap_err2string(err));
+				ldap_abandon_ext(r->ld, r->msgid, NULL, NULL);
+				got_done = 1;
+			}
+		}
 		ldap_msgfree(msg);
 	}
 	r->msgid = -1;

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "ldapfeed.h"
 
@@ -175,9 +176,21 @@ fetched(struct subtree *t, struct span dn)
 	return events_checkpoint(e) == -1 ? -1 : TASK_OK;
 }
 
+/* The fetch's own root comes with a subtree search: it is not news. */
+static int
+fetched_below(struct subtree *t, struct span dn)
+{
+	if (dn.len == t->root.len && strncasecmp((const char *)dn.p,
+	    (const char *)t->root.p, dn.len) == 0)
+		return TASK_OK;
+	return fetched(t, dn);
+}
+
 /*
  * Everything below root that the search selects, from the server: unknown
- * entries are adds, known ones take the server's DN and attributes.
+ * entries are adds, known ones take the server's DN and attributes.  The
+ * scope is subtree, not RFC 4512's subordinate, which not every server has
+ * (389-ds refuses it).
  */
 static int
 fetch(struct subtree *t, const char *root)
@@ -188,8 +201,9 @@ fetch(struct subtree *t, const char *root)
 	    t->cfg->scope != LDAP_SCOPE_SUBORDINATE)
 		return TASK_OK;
 	t->nameless = 0;
+	t->root = (struct span){ (const unsigned char *)root, strlen(root) };
 	r = search(t, "fetching the entries below", root,
-	    LDAP_SCOPE_SUBORDINATE, t->cfg->filter, fetched, &n);
+	    LDAP_SCOPE_SUBTREE, t->cfg->filter, fetched_below, &n);
 	if (r == TASK_OK && t->nameless) {
 		log_warnx("fetching the entries below %s: %d without an "
 		    "entryUUID; trying again after a reconnect", root,

@@ -380,9 +380,6 @@ def rename_plus_filter_exit_nonleaf_while_down_sessionlog(tmp):
 
 # ---------------------------------------------------------------- a subtree fetch that fails
 
-SCOPE_SUBORDINATE = 3
-
-
 def _search_request(b):
     """(base, scope) of a SearchRequest LDAPMessage, else None."""
     _, s, e = _tlv(b, 0)
@@ -394,13 +391,16 @@ def _search_request(b):
     return base, int.from_bytes(b[fields[1][1]:fields[1][2]], 'big')
 
 
-class CutAtSubordinateSearch(LdapProxy):
-    """An LdapProxy that, the first time any connection sends a search with
-    scope subordinateSubtree, closes every proxied connection before slapd
-    sees that search (as a server going away at that moment would)."""
+class CutAtSubtreeFetch(LdapProxy):
+    """An LdapProxy that, the first time any connection sends a search below
+    `root` (the fetch of the entries under a subtree that moved in: its base
+    is that subtree's root, whatever its scope), closes every proxied
+    connection before slapd sees that search (as a server going away at
+    that moment would)."""
 
-    def __init__(self, slapd):
+    def __init__(self, slapd, root):
         super().__init__(slapd)
+        self.root = root.lower()
         self.searches = []
         self.cut = False
 
@@ -413,7 +413,7 @@ class CutAtSubordinateSearch(LdapProxy):
                 req = None
             with self._cond:
                 self.searches.append(req)
-                first = req is not None and req[1] == SCOPE_SUBORDINATE and not self.cut
+                first = req is not None and req[0].lower() == self.root and not self.cut
                 if first:
                     self.cut = True
             if first:
@@ -428,22 +428,22 @@ BIG = 3000
 def subtree_fetch_failure_reconnects(tmp):
     # Scenario: persist, base ou=staff; ou=big with 3,000 people lives under ou=groups and moves into ou=staff
     # while ldapfeed runs.  ldapfeed must fetch the descendants itself, and the connection dies the moment it
-    # asks (a proxy closes every connection when the first subordinate-scope search passes, on whichever
-    # connection).  Expected: no exit, the same run (no second hello), a reconnect, and in the end the copy
+    # asks (a proxy closes every connection when the first search based at ou=big,ou=staff passes, on
+    # whichever connection).  Expected: no exit, the same run (no second hello), a reconnect, and in the end the copy
     # equals the server with all 3,000 descendants.
     big_out, big_in = 'ou=big,' + GROUPS, 'ou=big,' + STAFF
     s = lab(tmp, people=(), ous=(STAFF, big_out))
     s.add(b''.join(ldif_entry(*Slapd.person(i, big_out)) for i in range(BIG)))
-    p = CutAtSubordinateSearch(s)
+    p = CutAtSubtreeFetch(s, big_in)
     con = Consumer(tmp)
     d = feed(tmp, s, con, base=STAFF, server=p.url)
     r0 = wait_run(con, 0)
     s.modrdn(big_out, 'ou=big', newsuperior=STAFF)
     try:
-        wait_until(lambda: p.cut or not d.alive(), 15, 'the subordinate search')
+        wait_until(lambda: p.cut or not d.alive(), 15, 'the fetch below ou=big')
     except AssertionError:
         pass
-    assert p.cut, 'ldapfeed sent no subordinate search: %r' % p.searches
+    assert p.cut, 'ldapfeed sent no search below ou=big: %r' % p.searches
     m = wait_same(con, s, d, 40, live=d)
     assert len(m.entries) == BIG + 2, len(m.entries)
     assert len(con.hellos()) == r0.workers and len(con.runs()) == 1, 'a new run: %r' % con.hellos()
