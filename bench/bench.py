@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """ldapfeed benchmarks (issue 6).  One command each; see bench/README.md.
 
-    python3 bench/bench.py [options] full|resume|latency|throughput|memory|group|all|report
+    python3 bench/bench.py [options] full|resume|latency|throughput|memory|group|subtree|all|report
 
 Every figure is a ratio against a reference measured in the same run, the
 two alternated, medians of --reps runs.  Results go to bench/results/*.json;
@@ -99,13 +99,28 @@ class Sampler(threading.Thread):
                 self.roles.setdefault(k, 'reader' if i == 0 else 'worker%d' % (i - 1))
         return self.roles
 
+    def sample(self):
+        now = {}
+        for pid, role in list(self.role_map().items()):
+            v = proc_status(pid, 'RssAnon')
+            if v is not None:
+                now[role] = v
+                if v > self.peak.get(role, 0):
+                    self.peak[role] = v
+        return now
+
     def run(self):
         while not self.stop_ev.is_set():
-            for pid, role in list(self.role_map().items()):
-                v = proc_status(pid, 'RssAnon')
-                if v is not None and v > self.peak.get(role, 0):
-                    self.peak[role] = v
+            self.sample()
             self.stop_ev.wait(self.every)
+
+    def window(self):
+        """(peaks since the last window or the start, RssAnon now); the next
+        window starts now, from the current level (memory a process keeps
+        from an earlier phase counts in the next one's peak)."""
+        now = self.sample()
+        peak, self.peak = self.peak, dict(now)
+        return dict(peak), now
 
     def cpu(self):
         return {role: proc_cpu(pid) for pid, role in self.role_map().items()}
@@ -190,21 +205,25 @@ def machine():
             'python': platform.python_version()}
 
 
-def dataset(ctx, n, groups=()):
-    """(path, size) of the LDIF for n people (+ groups), generated once."""
-    name = 'people-%d%s-v%d.ldif' % (n, ''.join('-g%d' % m for m in groups), lab.GEN_VERSION)
+def dataset(ctx, n, groups=(), kind='people'):
+    """(path, size) of the LDIF for n people (+ groups), generated once;
+    kind 'subtree': lab.gen_subtree_ldif()."""
+    name = '%s-%d%s-v%d.ldif' % (kind, n, ''.join('-g%d' % m for m in groups), lab.GEN_VERSION)
     path = os.path.join(ctx.cache, name)
     if not os.path.exists(path):
         need = n * 8192 + (4 << 30)
         if shutil.disk_usage(ctx.cache).free < need:
             sys.exit('not enough free disk under %s for N=%d (%d MiB wanted)' % (ctx.cache, n, need >> 20))
         log('generating %s' % name)
-        lab.gen_ldif(path, n, groups)
+        if kind == 'subtree':
+            lab.gen_subtree_ldif(path, n)
+        else:
+            lab.gen_ldif(path, n, groups)
     return path, os.path.getsize(path)
 
 
-def make_slapd(ctx, n, groups=(), sessionlog=0):
-    path, size = dataset(ctx, n, groups)
+def make_slapd(ctx, n, groups=(), sessionlog=0, kind='people'):
+    path, size = dataset(ctx, n, groups, kind)
     key = os.path.basename(path)[:-5]
     s = lab.Slapd(ctx.tmp('slapd'), path, key, ctx.cache, sessionlog=sessionlog, log=log).start()
     s.n, s.ldif_size, s.groups = n, size, groups
@@ -248,8 +267,9 @@ class Feed:
     """ldapfeed against slapd, delivering to a C sink or a Python Listener."""
 
     def __init__(self, ctx, slapd, fmt='pickle', procs=3, consumer='c', datadir=None, marker=None,
-                 arrivals=None, wrap=()):
+                 arrivals=None, wrap=(), base=lab.SUFFIX):
         self.ctx, self.slapd, self.fmt, self.procs, self.consumer = ctx, slapd, fmt, procs, consumer
+        self.base = base
         self.wrap = list(wrap)
         self.pidfile = ctx.tmp('pid')
         self.workers = max(1, procs - 2)
@@ -308,7 +328,7 @@ class Feed:
                                      bufsize=1)
         threading.Thread(target=self._pump, daemon=True).start()
         self.expect('ready', 10)
-        url = '%s/%s????bindname=%s' % (self.slapd.url, lab.SUFFIX, lab.READER_DN.replace(',', '%2C'))
+        url = '%s/%s????bindname=%s' % (self.slapd.url, self.base, lab.READER_DN.replace(',', '%2C'))
         self.errfile = self.ctx.tmp('ldapfeed.stderr')
         argv = [self.ctx.ldapfeed, '-H', url, '-y', self.ctx.pwfile, '-D', self.datadir, '-m', self.marker,
                 '-o', sock, '-k', self.ctx.keyfile, '-p', str(self.procs), '--mode', 'persist',
@@ -340,7 +360,8 @@ class Feed:
     def stats(self):
         self.command('stats')
         f = self.expect('stats', 10)
-        return {'msgs': int(f[2]), 'data': int(f[3])}
+        return {'msgs': int(f[2]), 'data': int(f[3]),
+                'types': dict(zip(('add', 'modify', 'rename', 'delete'), map(int, f[5:9])))}
 
     def stop(self):
         t0 = time.monotonic()
@@ -699,8 +720,141 @@ def bench_group(ctx):
     return out
 
 
+def ldap_write(ctx, slapd, tool, args, text=None):
+    """ldapmodrdn / ldapmodify as the root DN: (request, response) times,
+    CLOCK_MONOTONIC like the sink's (the tool's start-up included)."""
+    t0 = time.monotonic()
+    r = subprocess.run([tool, '-x', '-H', slapd.url] + slapd.bind_args('root') + args, input=text,
+                       capture_output=True, text=True, env=dict(os.environ, LDAPNOINIT='1'))
+    t1 = time.monotonic()
+    if r.returncode != 0:
+        raise RuntimeError('%s %s failed: %s' % (tool, ' '.join(args), r.stderr))
+    return t0, t1
+
+
+def modrdn(ctx, slapd, dn, newrdn, superior=None):
+    return ldap_write(ctx, slapd, 'ldapmodrdn', ['-r'] + (['-s', superior] if superior else []) + [dn, newrdn])
+
+
+def cpu_delta(c1, c0):
+    return {k: round(c1[k] - c0[k], 2) for k in c1 if c0.get(k) is not None and c1[k] is not None}
+
+
+def subtree_run(ctx, people, staff, n, consumer, fmt, w, name):
+    """One run of every case of bench_subtree() at N = n: {case: figures}."""
+    c = {}
+    # 1. full load of N (the reference), clean stop; then ou=people hidden
+    # from the reader (slapd.access(5)) and one write elsewhere, so that the
+    # resume gets a present phase (no session log) without them: the
+    # reader sweeps ou=people and the N below
+    if people.acl:
+        people.reconfigure(())
+    f = Feed(ctx, people, fmt, procs_of(w), consumer).start()
+    r = f.wait_refresh()
+    peak, _ = f.sampler.window()
+    f.stop()
+    c['full'] = {'time': r['time'], 'data': r['data'], 'expected': n + 4, 'rss_kib': peak, 'cpu': r['cpu'],
+                 'load': r['load']}
+    log('subtree N=%d %s: full load %.2f s, %d events, reader peak %s KiB'
+        % (n, name, r['time'], r['data'], peak.get('reader')))
+    people.reconfigure([lab.hide_acl(lab.PEOPLE)])
+    ldap_write(ctx, people, 'ldapmodify', [], 'dn: %s\nchangetype: modify\nreplace: description\n'
+               'description: bench %d\n' % (lab.GROUPS, ctx.next_vbase(1)))
+    f2 = Feed(ctx, people, fmt, procs_of(w), consumer, datadir=f.datadir, marker=f.marker).start(fresh=False)
+    r = f2.wait_refresh()
+    # N + 1 deletes and the write's modify
+    t_last = f2.mark(n + 2, 600) - f2.t0
+    peak, _ = f2.sampler.window()
+    st = f2.stats()
+    f2.stop()
+    shutil.rmtree(f.datadir, ignore_errors=True)
+    c['sweep'] = {'time': max(r['time'], t_last), 'refresh_done': r['time'], 'data': st['data'],
+                  'types': st['types'], 'expected': n + 2, 'rss_kib': peak, 'cpu': r['cpu'], 'load': r['load']}
+    log('subtree N=%d %s: present-phase sweep %.2f s, %d events, reader peak %s KiB'
+        % (n, name, c['sweep']['time'], st['data'], peak.get('reader')))
+
+    # 2. and 3., running, the search based at ou=staff: ou=big moved in,
+    # out, in again, renamed
+    f = Feed(ctx, staff, fmt, procs_of(w), consumer, base=lab.STAFF).start()
+    f.wait_refresh()
+    _, before = f.sampler.window()
+    big, big2 = 'ou=big,' + lab.STAFF, 'ou=big2,' + lab.STAFF
+    # events: the root's add + N fetched; the root's delete + N; the
+    # root's rename + N + the root's modify (its ou value changed)
+    steps = (('move_in', (lab.BIG_OUT, 'ou=big', lab.STAFF), n + 1),
+             ('move_out', (big, 'ou=big', lab.GROUPS), n + 1),
+             ('move_in_again', (lab.BIG_OUT, 'ou=big', lab.STAFF), n + 1),
+             ('rename', (big, 'ou=big2', None), n + 2))
+    for step, (dn, newrdn, sup), expected in steps:
+        st0 = f.stats()
+        cpu0 = f.sampler.cpu()
+        t0, t1 = modrdn(ctx, staff, dn, newrdn, sup)
+        t_last = f.mark(st0['data'] + expected, 600)
+        peak, after = f.sampler.window()
+        st1 = f.stats()
+        c[step] = {'time': t_last - t0, 'server_s': t1 - t0, 'data': st1['data'] - st0['data'],
+                   'types': {k: st1['types'][k] - st0['types'][k] for k in st1['types']},
+                   'expected': expected, 'rss_kib': peak, 'rss_kib_before': before,
+                   'cpu': cpu_delta(f.sampler.cpu(), cpu0), 'load': loadavg()}
+        before = after
+        log('subtree N=%d %s: %s %.2f s (server %.3f s), reader peak %s KiB (%s before)'
+            % (n, name, step, c[step]['time'], c[step]['server_s'], peak.get('reader'),
+               c[step]['rss_kib_before'].get('reader')))
+    f.stop()
+    # 3., stopped: renamed back while ldapfeed is down, then resumed
+    modrdn(ctx, staff, big2, 'ou=big')
+    f2 = Feed(ctx, staff, fmt, procs_of(w), consumer, datadir=f.datadir, marker=f.marker,
+              base=lab.STAFF).start(fresh=False)
+    r = f2.wait_refresh()
+    t_last = f2.mark(n + 2, 600) - f2.t0
+    peak, _ = f2.sampler.window()
+    st = f2.stats()
+    f2.stop()
+    shutil.rmtree(f.datadir, ignore_errors=True)
+    c['rename_stopped'] = {'time': max(r['time'], t_last), 'refresh_done': r['time'], 'data': st['data'],
+                           'types': st['types'], 'expected': n + 2, 'rss_kib': peak, 'cpu': r['cpu'],
+                           'load': r['load']}
+    log('subtree N=%d %s: renamed while stopped, resume %.2f s, %d events, reader peak %s KiB'
+        % (n, name, c['rename_stopped']['time'], st['data'], peak.get('reader')))
+    modrdn(ctx, staff, big, 'ou=big', lab.GROUPS)      # as it was, for the next run
+    for step, v in c.items():
+        if v['data'] != v['expected']:
+            log('warning: %s delivered %d events, %d expected' % (step, v['data'], v['expected']))
+    return c
+
+
+def bench_subtree(ctx):
+    """The reader's peak RssAnon while one LDAP message makes it work on N
+    entries (doc/subtrees.md, "Bounded work per message"), at several N:
+    a present-phase sweep of N entries (a resume after they left the
+    reader's view); with the search based at ou=staff, a subtree of N moved
+    in (a fetch of N) and out (a cascade delete of N), renamed inside the
+    search while running (a rename cascade of N) and while stopped (the
+    refresh from the cookie fetches below the new DN).  The reference is
+    the full load of the N entries, in each run."""
+    a = ctx.args
+    out = {'sizes': {}, 'runs': a.reps}
+    for n in [int(x) for x in a.subtree_n.split(',')]:
+        res = out['sizes'][str(n)] = {'configs': {}}
+        people = make_slapd(ctx, n)
+        staff = None
+        try:
+            staff = make_slapd(ctx, n, kind='subtree')
+            for rep in range(a.reps):
+                for consumer, fmt, w in configs(a):
+                    name = cfg_name(consumer, fmt, w)
+                    res['configs'].setdefault(name, {'runs': []})['runs'].append(
+                        subtree_run(ctx, people, staff, n, consumer, fmt, w, name))
+        finally:
+            people.destroy()
+            if staff:
+                staff.destroy()
+    return out
+
+
 BENCHES = {'full': bench_full, 'resume': bench_resume, 'latency': bench_latency,
-           'throughput': bench_throughput, 'memory': bench_memory, 'group': bench_group}
+           'throughput': bench_throughput, 'memory': bench_memory, 'group': bench_group,
+           'subtree': bench_subtree}
 
 
 def save(ctx, name, data, started):
@@ -731,6 +885,7 @@ def main():
     p.add_argument('--burst', type=int, default=50000, help='modifies per throughput burst')
     p.add_argument('--clients', type=int, default=8, help='parallel modify clients')
     p.add_argument('--memory-n', default='10000,100000,1000000', help='N values for memory')
+    p.add_argument('--subtree-n', default='10000,100000', help='N values for subtree')
     p.add_argument('--group-sizes', default='10000,50000,100000', help='member counts for group')
     p.add_argument('--group-k', type=int, default=40, help='one-member modifies per group size')
     p.add_argument('--workdir', default=os.environ.get('BENCH_WORKDIR', '/var/tmp/ldapfeed-bench'))
@@ -747,6 +902,7 @@ def main():
         a.latency_n = 100
         a.burst = 1000
         a.memory_n = '1000,2000'
+        a.subtree_n = '1000,2000'
         a.group_sizes = '1000,5000'
         a.group_k = 5
     ctx = Ctx(a)

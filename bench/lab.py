@@ -2,9 +2,12 @@
 
 gen_ldif() writes N realistic inetOrgPerson entries of about 1 KiB (some
 with binary jpegPhoto / userCertificate values, some with non-ASCII text)
-and optional big groups; Slapd loads them offline with `slapadd -q -w`
-(entryUUID, entryCSN and the contextCSN syncprov needs), caches the loaded
-database per data set, and runs slapd on 127.0.0.1 on a free port.
+and optional big groups; gen_subtree_ldif() the same people below
+ou=big,ou=groups, outside an empty ou=staff (a search base).  Slapd loads
+them offline with `slapadd -q -w` (entryUUID, entryCSN and the contextCSN
+syncprov needs), caches the loaded database per data set, and runs slapd on
+127.0.0.1 on a free port; reconfigure() restarts it with extra access
+rules (hide_acl()).
 """
 import base64
 import os
@@ -22,6 +25,8 @@ READER_DN = 'cn=reader,' + SUFFIX
 READER_PW = 'readerpw'
 PEOPLE = 'ou=people,' + SUFFIX
 GROUPS = 'ou=groups,' + SUFFIX
+STAFF = 'ou=staff,' + SUFFIX           # the search base of the subtree data set
+BIG_OUT = 'ou=big,' + GROUPS            # its big subtree, outside the base
 GEN_VERSION = 3         # bump when the generated data change
 
 SLAPD = os.environ.get('SLAPD', '/usr/sbin/slapd')
@@ -72,14 +77,14 @@ def _line(attr, value):
     return '%s:: %s\n' % (attr, base64.b64encode(value).decode())
 
 
-def person_ldif(i, rng):
+def person_ldif(i, rng, parent=PEOPLE):
     g = _GIVEN[rng.randrange(len(_GIVEN))]
     s = _SN[rng.randrange(len(_SN))]
     city, st, zipc = _CITIES[rng.randrange(len(_CITIES))]
     uid = 'u%07d' % i
     street = '%d %s Street' % (rng.randrange(1, 9999), _SN[rng.randrange(len(_SN))])
     words = ' '.join(rng.choice(_WORDS) for _ in range(12))
-    out = ['dn: uid=%s,%s\n' % (uid, PEOPLE),
+    out = ['dn: uid=%s,%s\n' % (uid, parent),
            'objectClass: top\nobjectClass: person\nobjectClass: organizationalPerson\n'
            'objectClass: inetOrgPerson\n',
            'uid: %s\n' % uid,
@@ -144,6 +149,21 @@ def gen_ldif(path, n, groups=(), seed=1):
     return os.path.getsize(path)
 
 
+def gen_subtree_ldif(path, n, seed=1):
+    """The subtree data set: the base entries, an ou=staff (the search base)
+    and ou=big under ou=groups (outside it) with n people below; returns its
+    size in bytes."""
+    rng = random.Random(seed)
+    with open(path + '.tmp', 'w', encoding='utf-8', buffering=1 << 20) as f:
+        f.write(base_ldif())
+        f.write('dn: %s\nobjectClass: organizationalUnit\nou: staff\n\n' % STAFF)
+        f.write('dn: %s\nobjectClass: organizationalUnit\nou: big\n\n' % BIG_OUT)
+        for i in range(n):
+            f.write(person_ldif(i, rng, BIG_OUT))
+    os.rename(path + '.tmp', path)
+    return os.path.getsize(path)
+
+
 def sparse_copy(src, dst):
     """Copy an LMDB file keeping its holes: slapadd -q (MDB_WRITEMAP) leaves
     data.mdb as large as the map, mostly holes, and a plain copy would
@@ -162,7 +182,13 @@ def free_port():
     return port
 
 
-def config_text(d, sessionlog=0, maxsize=8 << 30):
+def hide_acl(dn):
+    """An access rule hiding the subtree at dn from the reader identity
+    (slapd.access(5)): it goes before the general rule."""
+    return 'access to dn.subtree="%s" by dn.exact="%s" none by * read' % (dn, READER_DN)
+
+
+def config_text(d, sessionlog=0, maxsize=8 << 30, acl=()):
     lines = ['include /etc/ldap/schema/%s.schema' % s for s in ('core', 'cosine', 'inetorgperson', 'nis')]
     lines += ['modulepath /usr/lib/ldap', 'moduleload back_mdb', 'moduleload syncprov',
               'pidfile %s/slapd.pid' % d, 'argsfile %s/slapd.args' % d, 'loglevel 0',
@@ -171,8 +197,9 @@ def config_text(d, sessionlog=0, maxsize=8 << 30):
               'directory %s/db' % d, 'maxsize %d' % maxsize, 'dbnosync',
               'index objectClass eq', 'index entryCSN,entryUUID eq',
               'limits dn.exact="%s" size=unlimited time=unlimited' % READER_DN,
-              'access to attrs=userPassword by self write by anonymous auth by * none',
-              'access to * by * read',
+              'access to attrs=userPassword by self write by anonymous auth by * none']
+    lines += list(acl)
+    lines += ['access to * by * read',
               'overlay syncprov', 'syncprov-checkpoint 100 10']
     if sessionlog:
         lines.append('syncprov-sessionlog %d' % sessionlog)
@@ -186,6 +213,7 @@ class Slapd:
         self.dir = d
         self.ldif = ldif
         self.sessionlog = sessionlog
+        self.acl = ()
         self.popen = None
         self.port = None
         os.makedirs(d, exist_ok=True)
@@ -241,6 +269,14 @@ class Slapd:
                 self.popen.kill()
                 self.popen.wait()
         self.popen = None
+
+    def reconfigure(self, acl=()):
+        """Restart with extra access rules (hide_acl()), same database."""
+        self.stop()
+        self.acl = tuple(acl)
+        with open(self.conf, 'w') as f:
+            f.write(config_text(self.dir, self.sessionlog, acl=self.acl))
+        return self.start()
 
     def destroy(self):
         self.stop()

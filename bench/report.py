@@ -84,7 +84,7 @@ def w_of(name):
 
 
 def main():
-    docs = {n: load(n) for n in ('full', 'resume', 'latency', 'throughput', 'memory', 'group')}
+    docs = {n: load(n) for n in ('full', 'resume', 'latency', 'throughput', 'memory', 'group', 'subtree')}
     any_doc = next((d for d in docs.values() if d), None)
     if any_doc is None:
         raise SystemExit('no results in %s' % RESULTS)
@@ -101,7 +101,7 @@ def main():
          % (m['nproc'], m['cpu'], m['kernel'], m['slapd'], m['python'],
             ' / '.join(sorted(set(d['ldapfeed']['commit'] for d in docs.values() if d))),
             min(lo), max(lo),
-            ' / '.join('%s %d' % (n, d['reps']) for n, d in docs.items() if d)), '']
+            ' / '.join('%s %d' % (n, d['result'].get('runs', d['reps'])) for n, d in docs.items() if d)), '']
     if any(d and d.get('quick') for d in docs.values()):
         L += ['**Smoke figures (`--quick`): small N, one run: not the issue\'s targets.**', '']
     L += ['| figure | target (issue 6) | measured | met |', '| --- | --- | --- | --- |']
@@ -201,6 +201,9 @@ def main():
                         ' / '.join('%.1f' % per[n]['feed_ms_per_change'] for n in sizes),
                         ' / '.join('%.1f' % per[n]['server_ms_per_change'] for n in sizes),
                         ok(lin < 2)))
+    d = docs['subtree']
+    if d:
+        L += subtree_rows(d['result'])
     L += ['', 'Where a target is missed (bench/PROFILE.md has the profiles):', '',
           '- *Resume without a session log*: the server answers a stale cookie with a present phase '
           'that walks every entry; slapd\'s own CPU for it is already about 10% of the full load (9–14% over these runs), so no '
@@ -215,12 +218,15 @@ def main():
           'delivers 100% of what the server applies).  The single 1,000,000-entry runs are one sample '
           'each.  The default process budget gives W = 1 on two CPUs; W > 1 is for machines with CPUs to '
           'spare.']
+    if docs['subtree']:
+        L += [''] + subtree_notes(docs['subtree']['result'], load('subtree-300000-w4'))
     L += ['', 'Reproduce (each command writes bench/results/NAME.json; `python3 bench/bench.py report` '
           'rebuilds this table):', '', '| command | what | took | ldapfeed |', '| --- | --- | --- | --- |']
     what = {'full': 'full load, C sink and Python Listener, against ldapsearch',
             'resume': 'restart after 1% changed, with and without a syncprov session log',
             'latency': 'persist latency', 'throughput': 'persist throughput',
-            'memory': 'peak RssAnon and store size at each N', 'group': 'big groups, one member per change'}
+            'memory': 'peak RssAnon and store size at each N', 'group': 'big groups, one member per change',
+            'subtree': 'the reader\'s peak RssAnon through a sweep, subtree moves and renames at each N'}
     for n, doc in docs.items():
         if doc:
             L.append('| %s | %s | %s | %s (%s) |' % (cmd(doc), what[n], dur(doc), doc['ldapfeed']['commit'],
@@ -230,6 +236,79 @@ def main():
         f.write('\n'.join(L))
     print('wrote %s' % OUT)
     splice_readme(L[2:])
+
+
+SUBTREE_CASES = (
+    (('sweep',), 'present-phase sweep of N entries (resume after they left the reader\'s view, no session log)'),
+    (('move_in', 'move_in_again'), 'subtree of N moved into the search, running (a fetch of N)'),
+    (('move_out',), 'subtree of N moved out of the search, running (a cascade delete of N)'),
+    (('rename',), 'subtree of N renamed inside the search, running (a rename cascade of N)'),
+    (('rename_stopped',), 'subtree of N renamed while stopped, then resumed (refresh from the cookie: a fetch '
+                          'below the new DN)'))
+
+
+def subtree_rows(r):
+    """The reader's peak per case and N: the largest over every run of every
+    configuration (and over both moves in); the time: the median over them.
+    Flat: the largest N's peak at most 2 MiB above the smallest N's.  A cost
+    that followed N would be 10 times as large at 100,000 as at 10,000;
+    what does vary from run to run is how full the reader's queues to the W
+    workers are (up to 1 MiB each before it waits), with the scheduling."""
+    sizes = sorted(r['sizes'], key=int)
+
+    def runs(n):
+        return [x for c in r['sizes'][n]['configs'].values() for x in c['runs']]
+
+    def peak(n, steps):
+        return max(x[s]['rss_kib'].get('reader', 0) for x in runs(n) for s in steps)
+
+    def took(n, step):
+        return statistics.median(x[step]['time'] for x in runs(n))
+
+    full = [peak(n, ('full',)) for n in sizes]
+    out = []
+    for steps, label in SUBTREE_CASES:
+        p = [peak(n, steps) for n in sizes]
+        out.append('| peak RssAnon of the reader, %s, N = %s | ≤ 16 MiB, flat | %s MiB (full load of N in the same '
+                   'runs: %s MiB); took %s s | %s |'
+                   % (label, ' / '.join('{:,}'.format(int(n)) for n in sizes), ' / '.join(mib(x) for x in p),
+                      ' / '.join(mib(x) for x in full), ' / '.join('%.2f' % took(n, steps[0]) for n in sizes),
+                      ok(max(p) <= 16 * 1024 and p[-1] <= p[0] + 2048)))
+    return out
+
+
+def w1_spread(r):
+    """The largest difference, case by case, between the reader's W = 1
+    peaks at the smallest and the largest N."""
+    lo, hi = sorted(r['sizes'], key=int)[0], sorted(r['sizes'], key=int)[-1]
+
+    def peak(n, steps):
+        return max(x[s]['rss_kib'].get('reader', 0) for name, c in r['sizes'][n]['configs'].items()
+                   if w_of(name) == 1 for x in c['runs'] for s in steps)
+    return max(abs(peak(hi, steps) - peak(lo, steps)) for steps, _ in SUBTREE_CASES)
+
+
+def subtree_notes(r, big):
+    """What the subtree rows mean; big: the same bench at a larger N, W = 4."""
+    text = ('One message\'s long work (`bench.py subtree`): the reader commits the store and hands the queued '
+            'events to the workers every 2,000 entries touched or once 1 MiB is queued (doc/subtrees.md, '
+            '"Bounded work per message"), so its peak does not follow N: it is bounded by one such step (the open '
+            'LMDB write transaction keeps its dirty pages in malloc\'ed memory) and by the queues to the W workers '
+            '(each up to 1 MiB before the reader waits).  With W = 1 the peaks at the smallest and the largest N '
+            'are within %.1f MiB of each other, case by case; with W = 4 they vary more from run to run, with how '
+            'full the four queues are at once' % (w1_spread(r) / 1024.0))
+    if big:
+        b = big['result']
+        n = max(b['sizes'], key=int)
+        text += ('; at N = {:,} (W = 4, {} runs, bench/results/subtree-300000-w4.json) they are {} MiB, case by '
+                 'case as above, no more than at 100,000'.format(
+                     int(n), b['runs'], ' / '.join(mib(max(x[s]['rss_kib'].get('reader', 0)
+                                                         for c in b['sizes'][n]['configs'].values()
+                                                         for x in c['runs'] for s in steps))
+                                                 for steps, _ in SUBTREE_CASES)))
+    text += ('.  The same sweep with the build before these steps (0e1db83), C sink/pickle/W=1: 13.9 MiB at '
+             'N = 10,000 and 127.6 MiB at N = 100,000 (bench/results/before/subtree-sweep-0e1db83.txt).')
+    return [text]
 
 
 def splice_readme(lines):
