@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""ldapfeed benchmarks (issue 6).  One command each; see bench/README.md.
+"""ldapfeed benchmarks.  One command each; see bench/README.md.
 
     python3 bench/bench.py [options] full|resume|latency|throughput|memory|group|subtree|all|report
 

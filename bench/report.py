@@ -103,8 +103,8 @@ def main():
             min(lo), max(lo),
             ' / '.join('%s %d' % (n, d['result'].get('runs', d['reps'])) for n, d in docs.items() if d)), '']
     if any(d and d.get('quick') for d in docs.values()):
-        L += ['**Smoke figures (`--quick`): small N, one run: not the issue\'s targets.**', '']
-    L += ['| figure | target (issue 6) | measured | met |', '| --- | --- | --- | --- |']
+        L += ['**Smoke figures (`--quick`): small N, one run: not the targets.**', '']
+    L += ['| figure | target | measured | met |', '| --- | --- | --- | --- |']
 
     d = docs['full']
     w_rows = []

@@ -1,8 +1,9 @@
 /*
- * sink: a minimal consumer for benchmarks.  The listener side of SPEC 6
- * (wire.c's challenge, both ways) for W connections; it counts messages,
- * tells when every connection has sent refresh_done, and can log each
- * event's arrival time (CLOCK_MONOTONIC) and DN for latency figures.
+ * sink: a minimal consumer for benchmarks.  The listener side of
+ * doc/events.md, "The connection" (wire.c's challenge, both ways), for W
+ * connections; it counts messages, tells when every connection has sent
+ * refresh_done, and can log each event's arrival time (CLOCK_MONOTONIC) and
+ * DN for latency figures.
  *
  *   sink -a ADDRESS -k KEYFILE -w W [-l LOGFILE]
  *

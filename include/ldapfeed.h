@@ -171,7 +171,8 @@ struct entry {
 int	entry_decode(struct berelement *, int, struct entry *);
 int	uuid_parse_text(struct span, unsigned char *);
 
-/* Events, as the reader hands them to the workers (SPEC section 7). */
+/* Events, as the reader hands them to the workers (doc/events.md; the
+ * records: doc/processes.md, "Pipes and sharding"). */
 enum event_type {
 	EV_HELLO = 1,
 	EV_ADD,
@@ -297,7 +298,7 @@ void	sync_info_free(struct sync_info *);
 int	cookie_has_csn(struct span);
 void	cookie_merge(struct buf *, struct span, struct span);
 
-/* config.c: the command line (SPEC section 3), parsed into one struct. */
+/* config.c: the command line (ldapfeed.8, OPTIONS), parsed into one struct. */
 enum mode {
 	MODE_PERSIST,
 	MODE_REFRESH
@@ -371,7 +372,7 @@ enum barrier_state barrier_state(struct barrier *);
 int	barrier_fail_code(struct barrier *, char *, size_t);
 void	barrier_set_notify(struct barrier *, pid_t);
 
-/* store.c: the LMDB store (SPEC 2, 5). */
+/* store.c: the LMDB store (doc/store.md). */
 struct store;
 typedef int (*store_visit)(void *, const unsigned char *, struct span,
 	    struct span);

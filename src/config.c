@@ -1,6 +1,8 @@
 /*
- * The command line (SPEC section 3): flags, the LDAP URL, the consumer's
- * address, the secret files and the process budget, checked once, up front.
+ * The command line (ldapfeed.8, OPTIONS): flags, the LDAP URL, the
+ * consumer's address, the secret files and the process budget, checked
+ * once, up front.  The exit status of a refusal: ldapfeed.8, EXIT STATUS,
+ * and doc/processes.md, "Exit status".
  */
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -96,7 +98,7 @@ config_cpus(void)
 	return n > 0 ? (int)n : 1;
 }
 
-/* SPEC 1: P from N, then W = max(1, P - 2). */
+/* P from N, then W = max(1, P - 2): doc/processes.md, "The process budget". */
 int
 config_budget(int n, int cpus, int *workers, char *err, size_t errlen)
 {

@@ -1,7 +1,8 @@
 /*
  * The reader's LDAP connection: connect, StartTLS, bind (anonymous, simple,
  * SASL EXTERNAL), and the check that the search is valid, each failure
- * sorted into the exit status SPEC 3 gives it.
+ * sorted into its exit status (doc/processes.md, "Exit status"; ldapfeed.8,
+ * EXIT STATUS).
  */
 #include <ldap.h>
 #include <stdio.h>

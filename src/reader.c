@@ -74,8 +74,8 @@ struct reader {
 
 /* ---- the store's side ---- */
 
-/* What the store records about the search (SPEC 2): a cookie is only valid
- * for the search that produced it. */
+/* What the store records about the search (doc/store.md, "The search
+ * fingerprint"): a cookie is only valid for the search that produced it. */
 static void
 fingerprint(const struct config *cfg, struct buf *out)
 {
@@ -624,7 +624,8 @@ start_search(struct reader *r)
 		return -1;
 	reload = store_get_meta(r->store, "reload", &stored) == 1;
 	has = !reload && store_get_meta(r->store, "cookie", &stored) == 1;
-	/* reloadHint TRUE with every cookie (PROTOCOL 3.5). */
+	/* reloadHint TRUE with every cookie (doc/syncrepl.md, "The Sync
+	 * Request"). */
 	if (sync_request_encode(&value, r->cfg->mode == MODE_PERSIST ?
 	    SYNC_MODE_REFRESH_AND_PERSIST : SYNC_MODE_REFRESH_ONLY,
 	    has ? &stored : NULL, has) == -1) {

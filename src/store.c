@@ -101,8 +101,9 @@ store_open(struct store **sp, const char *dir, int do_wipe, size_t map)
 		return lmdb_fail("create", rc);
 	}
 	/*
-	 * No fsync per commit (SPEC 5): the supervisor syncs the file before
-	 * it writes the marker; after a crash the store is not trusted anyway.
+	 * No fsync per commit (doc/store.md, "Durability"): the supervisor
+	 * syncs the file before it writes the marker; after a crash the store
+	 * is not trusted anyway.
 	 */
 	if ((rc = mdb_env_set_maxdbs(s->env, 8)) != 0 ||
 	    (rc = mdb_env_set_mapsize(s->env, s->mapsize)) != 0 ||

@@ -1,7 +1,9 @@
 /*
  * RFC 4533 syncrepl: the Sync Request control encoded with liblber, the Sync
  * State and Sync Done controls and the Sync Info message decoded from
- * hostile bytes, and the OpenLDAP cookie rules (PROTOCOL.md section 1.1).
+ * hostile bytes (doc/syncrepl.md, "The controls on the wire"; RFC 4533
+ * sections 2.2-2.5), and the OpenLDAP cookie rules (doc/syncrepl.md,
+ * "Cookies").
  */
 #include <stdlib.h>
 #include <string.h>

@@ -192,8 +192,9 @@ wire_frame_header(unsigned char *hdr, uint64_t len)
 	int	 i;
 
 	/*
-	 * SPEC 6: 2^31 - 1 bytes or more take the long form.  (Python itself
-	 * escapes only above 2^31 - 1; its reader takes either form.)
+	 * 2^31 - 1 bytes or more take the long form (doc/events.md, "The
+	 * connection").  (Python itself escapes only above 2^31 - 1; its
+	 * reader takes either form.)
 	 */
 	if (len < 0x7fffffff) {
 		for (i = 0; i < 4; i++)

@@ -1,6 +1,8 @@
 """End-to-end test harness for ldapfeed: TAP test registration, a lab slapd
-(PROTOCOL.md section 8, variants V0-V4), a Python multiprocessing.connection
-consumer, a model of the consumer's copy of the directory, and the daemon.
+(variants V0-V4, defined by the Slapd class; what each variant's syncprov
+setting does: doc/syncrepl.md, "Provider settings"), a Python
+multiprocessing.connection consumer, a model of the consumer's copy of the
+directory, and the daemon.
 
 Python 3 stdlib only.  LDAP is driven with the ldap-utils command-line tools.
 Every process a test starts is registered and torn down by pid after the
@@ -788,7 +790,8 @@ VARIANTS = ('V0', 'V1', 'V2', 'V3', 'V4', 'NONE')
 
 
 class Slapd:
-    """A lab slapd (PROTOCOL.md section 8) in its own directory under tmpdir.
+    """A lab slapd in its own directory under tmpdir (what each variant's
+    syncprov setting does to a resume: doc/syncrepl.md, "Provider settings").
 
     variant: V0 checkpoint only; V1 + session log (sessionlog entries);
     V2 accesslog-backed session log (cn=log DB first); V3 + reloadhint;
@@ -1677,7 +1680,8 @@ def _group_runs(records):
 
 
 class Model:
-    """The consumer's copy of the directory, rebuilt from events (SPEC section 7).
+    """The consumer's copy of the directory, rebuilt from events as
+    doc/events.md, "What a consumer does", describes.
 
     Entries are keyed by uuid.  apply(msg) takes one message; apply_records()
     takes Consumer.records() (connection index, message), groups connections
@@ -1925,7 +1929,8 @@ def ldapfeed_binary():
 
 
 class Daemon:
-    """Runs ldapfeed against a Slapd and a Consumer (SPEC section 3):
+    """Runs ldapfeed against a Slapd and a Consumer (ldapfeed.8, SYNOPSIS and
+    OPTIONS):
 
       [TEST_WRAP...] ldapfeed -H URL -D DATADIR -m MARKER -o ADDRESS -k KEYFILE
                      -p N --mode M --format F [-f] [-y PWFILE] [-P PIDFILE] [extra...]

@@ -1,7 +1,9 @@
-"""The conformance matrix of PROTOCOL.md section 6, rows T01-T17, end to end:
-a lab slapd, ldapfeed, a Python Listener.  Rows T18-T34 are in
-test_conformance2.py, which imports the helpers below (the two files run in
-parallel).
+"""The conformance rows T01-T17, end to end: a lab slapd, ldapfeed, a Python
+Listener.  The numbering is this suite's own, each row defined by its
+Scenario comment; the rules they check are doc/syncrepl.md's ("Messages and
+what the reader does", "Refresh shapes", "When to sweep", "Cookies") and
+doc/subtrees.md's ("The cases").  Rows T18-T34 are in test_conformance2.py,
+which imports the helpers below (the two files run in parallel).
 
 Every row checks the exact events of each daemon run (type, dn, uuid and
 attrs / old / new / changed), that the consumer's copy (Model) equals an
@@ -766,7 +768,8 @@ def t01_initial_load(tmp):
 @row
 def t02_restart_nothing_changed(tmp):
     # Scenario (T02): after T01, stop cleanly and start again with nothing changed: refresh_done only,
-    # hello.reload false, the stored cookie byte for byte unchanged (slapd's F5 carries no cookie).
+    # hello.reload false, the stored cookie byte for byte unchanged (slapd's "nothing changed" refresh carries no
+    # cookie: doc/syncrepl.md, "Refresh shapes").
     s, con, d = synced(tmp, people=('alice', 'bob'))
     c0 = stored_cookie(d)
     d2 = resume(tmp, s, con, d, 1)
@@ -838,8 +841,9 @@ def t06_delete_while_down(tmp):
 @row
 def t07_delete_session_log(tmp):
     # Scenario (T07): V1 (session log), sync, stop ldapfeed, restart slapd (its in-memory log is reseeded at our
-    # cookie), delete bob.  Resume: slapd names bob in a syncIdSet with refreshDeletes (F7) and ldapfeed sends
-    # D(bob) from the store (no sweep), refresh_done; cookie advanced.
+    # cookie), delete bob.  Resume: slapd names bob in a syncIdSet with refreshDeletes (a delete phase,
+    # doc/syncrepl.md, "Refresh shapes") and ldapfeed sends D(bob) from the store (no sweep), refresh_done;
+    # cookie advanced.
     s, con, d = synced(tmp, 'V1')
     c0, before, u = stored_cookie(d), view(s, d), s.uuids()
     s.restart()

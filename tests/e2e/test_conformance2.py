@@ -1,6 +1,7 @@
-"""The conformance matrix of PROTOCOL.md section 6, rows T18-T34, end to end
-(rows T01-T17 and the helpers are in test_conformance.py; the two files run
-in parallel)."""
+"""The conformance rows T18-T34, end to end (this suite's own numbering, each
+row defined by its Scenario comment; the rules they check are those of
+doc/syncrepl.md and doc/subtrees.md).  Rows T01-T17 and the helpers are in
+test_conformance.py; the two files run in parallel."""
 
 import base64
 import os
@@ -51,10 +52,11 @@ def problem_lines(d):
 def t18_subtree_into_scope(tmp):
     # Scenario (T18): persist, base ou=staff.  ou=team with 2 people lives under ou=groups, outside the base,
     # and moves into ou=staff: slapd sends one add for ou=team (hasSubordinates TRUE) and nothing for the
-    # children, now or later.  PROTOCOL 4.3: the consumer must still get A(ou=team) then A for each child (by a
-    # subtree search or a reload); no delete, no duplicate.  Done with hasSubordinates requested in the URL (the
-    # row) and with the default attributes (ldapfeed asks for it itself).  hasSubordinates is ignored in the
-    # comparison (PROTOCOL strips it from stored attributes and diffs).
+    # children, now or later.  doc/subtrees.md, "The cases" (and "Tasks"): the consumer must still get A(ou=team)
+    # then A for each child (by a subtree search or a reload); no delete, no duplicate.  Done with
+    # hasSubordinates requested in the URL (the row) and with the default attributes (ldapfeed asks for it
+    # itself).  hasSubordinates is ignored in the comparison (ldapfeed keeps it out of stored attributes and
+    # diffs unless the URL asks for it: doc/syncrepl.md, "hasSubordinates").
     team_out, team_in = 'ou=team,' + GROUPS, 'ou=team,' + STAFF
     failures = []
     for label, attrs in (('requested', ['*', 'hasSubordinates']), ('default', None)):
@@ -125,7 +127,8 @@ def _stale_cookie(tmp, force_hint_false):
     s, con, d = synced(tmp, 'V3')
     c0, before, u = stored_cookie(d), view(s, d), s.uuids()
     # The row's deliberate wait: slapd counts an entry written in the same second as the cookie's CSN as
-    # "older than the cookie" ([lab] in PROTOCOL 2.1).  Wait only for what is left of 2 s after that CSN.
+    # "older than the cookie" (doc/syncrepl.md, "Provider settings", the syncprov-reloadhint row: about a second).
+    # Wait only for what is left of 2 s after that CSN.
     left = csn_time(csns(c0)[0]) + 2.0 - time.time()
     if left > 0:
         time.sleep(left)
@@ -156,10 +159,10 @@ def _stale_cookie(tmp, force_hint_false):
 @test
 def t20_refresh_required_4096(tmp):
     # Scenario (T20): V3 (syncprov-reloadhint TRUE), the store's cookie made stale (see _stale_cookie) and the
-    # consumer's reloadHint FALSE -- ldapfeed always sends TRUE with a cookie (PROTOCOL 3.5), so the LdapProxy
-    # rewrites it to FALSE on the way.  slapd answers 4096 "sync cookie is stale"; ldapfeed searches again
-    # without a cookie and reconciles: M for alice and ou=groups, nothing for the entries rewritten unchanged,
-    # D(bob) from the sweep, refresh_done; a new cookie; no reload_pending left.
+    # consumer's reloadHint FALSE -- ldapfeed always sends TRUE with a cookie (doc/syncrepl.md, "The Sync Request"),
+    # so the LdapProxy rewrites it to FALSE on the way.  slapd answers 4096 "sync cookie is stale"; ldapfeed
+    # searches again without a cookie and reconciles: M for alice and ou=groups, nothing for the entries rewritten
+    # unchanged, D(bob) from the sweep, refresh_done; a new cookie; no reload_pending left.
     p, d2 = _stale_cookie(tmp, True)
     codes = [x['code'] for x in p.results('done')]
     assert 4096 in codes, 'slapd sent no e-syncRefreshRequired: %r' % p.results('done')
@@ -172,8 +175,9 @@ def t20_refresh_required_4096(tmp):
 @test
 def t21_stale_cookie_reload_hint(tmp):
     # Scenario (T21): the same stale cookie as T20, with ldapfeed's own reloadHint TRUE: slapd streams the full
-    # content ending as a present phase (F9), no 4096: M for alice and ou=groups, nothing for the rewritten
-    # ones, D(bob) from the sweep, refresh_done; a new cookie.
+    # content ending as a present phase (the "full content" shape of doc/syncrepl.md, "Refresh shapes"), no
+    # 4096: M for alice and ou=groups, nothing for the rewritten ones, D(bob) from the sweep, refresh_done; a new
+    # cookie.
     p, d2 = _stale_cookie(tmp, False)
     assert len(p.requests) == 1 and p.requests[0]['cookie'] and p.requests[0]['hint'] is True, p.requests
     assert 4096 not in [x['code'] for x in p.results('done')], p.results('done')
@@ -227,9 +231,10 @@ def t22_cookie_newer_than_provider(tmp):
 def t23_provider_reloaded_while_down(tmp):
     # Scenario (T23, consumer restarted): ldapfeed syncs and stops; slapd's DB is wiped and reloaded offline with
     # slapadd from an LDIF of the same entries (new entryUUIDs).  slapd 2.5 computes a contextCSN from the
-    # loaded entries, so it answers with a full present phase (F9), not the 53 "no state" of an empty DB
-    # (t23_provider_wiped_under_persist produces that).  Expected: A for every entry (new uuids), then D for
-    # every old uuid (the sweep; ldapfeed has no mass-delete guard to trip), refresh_done; cookie replaced.
+    # loaded entries, so it answers with a full present phase (the "full content" shape of doc/syncrepl.md, "Refresh
+    # shapes"), not the 53 "no state" of an empty DB (t23_provider_wiped_under_persist produces that).  Expected: A
+    # for every entry (new uuids), then D for every old uuid (the sweep; ldapfeed has no mass-delete guard to trip),
+    # refresh_done; cookie replaced.
     s, con, d = synced(tmp)
     c0, before, u = stored_cookie(d), view(s, d), s.uuids()
     entries = s.search(attrs=['*'])
@@ -257,10 +262,11 @@ def t23_provider_reloaded_while_down(tmp):
 
 @test
 def t23_no_state_53(tmp):
-    # Scenario (T23, the 53 "consumer has state info but provider doesn't!" answer, F10): not producible on
-    # slapd 2.5.13.  A provider DB with entries always has a contextCSN (syncprov computes or generates one at
-    # open: checked with slapadd of entries with and without entryCSN), and an empty one answers 32 for the
-    # missing base before looking at the cookie (ldapfeed then stops with 70, SPEC 5 "no such base").
+    # Scenario (T23, the 53 "consumer has state info but provider doesn't!" answer, doc/syncrepl.md, "Result
+    # codes"): not producible on slapd 2.5.13.  A provider DB with entries always has a contextCSN (syncprov
+    # computes or generates one at open: checked with slapadd of entries with and without entryCSN), and an empty
+    # one answers 32 for the missing base before looking at the cookie (ldapfeed then stops with 70: 32 "no such
+    # object" is permanent, doc/syncrepl.md, "Result codes").
     raise Skip('slapd 2.5.13 never answers 53 "provider doesn\'t" while the search base exists; '
                't23_provider_reloaded_while_down covers the reload from LDIF')
 
@@ -270,10 +276,11 @@ def t24_concurrent_writers_reader_killed(tmp):
     # Scenario (T24): persist over 2 workers through an LdapProxy (which counts slapd's CSN-less cookies).  16
     # ldapmodify processes each write 40 successive descriptions to their own entry (640 modifies).  After a
     # random number of modifies has arrived, the reader is SIGKILLed: the daemon exits non-zero without the
-    # marker (SPEC 1); it is started again at once, so it wipes and reloads (hello.reload) while the writers go
-    # on.  Every stored cookie seen (read live, throughout) has a csn=.  Per entry, the modifies of each run
-    # carry strictly increasing values (no duplicate, none going back), the reload snapshot holds each entry
-    # once, the copy ends equal to the server (every entry at its 40th value), and the final cookie is current.
+    # marker (doc/processes.md, "Failure"); it is started again at once, so it wipes and reloads (hello.reload)
+    # while the writers go on.  Every stored cookie seen (read live, throughout) has a csn=.  Per entry, the
+    # modifies of each run carry strictly increasing values (no duplicate, none going back), the reload snapshot
+    # holds each entry once, the copy ends equal to the server (every entry at its 40th value), and the final cookie
+    # is current.
     s = lab(tmp, people=())
     targets = s.add_people(16)
     p = LdapProxy(s)
@@ -433,9 +440,9 @@ def t26_slapd_killed_mid_refresh(tmp):
 def t27_reader_killed_mid_refresh(tmp):
     # Scenario (T27): initial refresh of 5,000 people through an LdapProxy that stops the stream halfway; the
     # reader is SIGKILLed there.  The daemon exits non-zero without the marker; started again, it wipes the
-    # store (SPEC 2: no marker) and reloads: hello.reload true, every entry added exactly once in that run (the
-    # adds of the killed run are superseded by the reload snapshot, not duplicated into it), refresh_done, the
-    # copy equals the server, a new cookie.
+    # store (no marker: doc/store.md, "When the store is trusted") and reloads: hello.reload true, every entry added
+    # exactly once in that run (the adds of the killed run are superseded by the reload snapshot, not duplicated
+    # into it), refresh_done, the copy equals the server, a new cookie.
     s = _big_lab(tmp)
     p = LdapProxy(s)
     p.hold(BIG // 2)
@@ -506,10 +513,10 @@ def t29_acl_hides_attribute(tmp):
 def t30_acl_hides_entry_later(tmp):
     # Scenario (T30): V1, cn=reader synced; slapd restarts with an ACL that hides carol from cn=reader.  Resume:
     # refresh_done only -- an ACL change alone sends nothing, so the copy still holds carol while cn=reader no
-    # longer sees her (the divergence SPEC 7 documents; a full reload would fix it).  A write to carol during
-    # persist: slapd sends only a newcookie, nothing reaches the consumer, the cookie advances.  A write to carol
-    # while ldapfeed is down, then resume (V1 session log): IdSet(D) for carol, so D(carol, stored attributes),
-    # refresh_done; now the copy equals cn=reader's view.
+    # longer sees her (the divergence doc/syncrepl.md, "What makes no traffic, and limits", and ldapfeed.8, CAVEATS,
+    # document; a full reload would fix it).  A write to carol during persist: slapd sends only a newcookie, nothing
+    # reaches the consumer, the cookie advances.  A write to carol while ldapfeed is down, then resume (V1 session
+    # log): IdSet(D) for carol, so D(carol, stored attributes), refresh_done; now the copy equals cn=reader's view.
     s, con, d = synced(tmp, 'V1')
     before, u = view(s, d), s.uuids()
     carol = 'uid=carol,' + PEOPLE

@@ -1,5 +1,6 @@
-"""End-to-end tests of the daemon's body (issue 2, SPEC sections 1-4 and 6):
-the process budget and the hello messages over every consumer family, both
+"""End-to-end tests of the daemon's body (doc/processes.md; ldapfeed.8,
+OPTIONS, SIGNALS and EXIT STATUS; doc/events.md, "The connection"): the
+process budget and the hello messages over every consumer family, both
 formats and both handshake schemes; orderly shutdown from SIGTERM (or
 SIGINT) to any process, SIGHUP; SIGKILL of any process; a consumer whose
 accept queue is full; every startup failure with its exit status, its
@@ -33,7 +34,8 @@ HELLO_FIELDS = ('type', 'worker', 'workers', 'format', 'version', 'reload')
 # ---------------------------------------------------------------- helpers
 
 def expected_workers(n):
-    """W for `--processes n`, as SPEC section 1 computes it from our CPUs."""
+    """W for `--processes n`, computed from our CPUs as doc/processes.md, "The
+    process budget", says."""
     cpus = len(os.sched_getaffinity(0))
     budget = cpus if n == 0 else (cpus + n if n < 0 else n)
     return max(1, budget - 2)
@@ -56,7 +58,8 @@ def daemon_version():
 
 def check_hellos(con, workers, fmt, reload, what=''):
     """Wait for `workers` connections each opened by a hello, and check every
-    hello (SPEC section 7) on a consumer that served this one run only."""
+    hello (doc/events.md, "hello") on a consumer that served this one run
+    only."""
     wait_until(lambda: con.connections >= workers and
                all(len(msgs) >= 1 for msgs in con.per_connection().values()),
                10, '%s: %d connections, each with a hello' % (what, workers))
@@ -145,8 +148,9 @@ def assert_no_problems(problems):
 @test
 def hellos_process_budgets(tmp):
     # Scenario: --processes 0, 3, 5, -1 (and -64, beyond the CPU count) give W = max(1, P-2) workers as
-    # SPEC 1 computes P from sched_getaffinity; each worker sends one hello (index 0..W-1, workers=W, format,
-    # version, reload=true on a first run); the supervisor has exactly 1 + W children; SIGTERM -> exit 0.
+    # doc/processes.md, "The process budget", computes P from sched_getaffinity; each worker sends one hello (index
+    # 0..W-1, workers=W, format, version, reload=true on a first run); the supervisor has exactly 1 + W children;
+    # SIGTERM -> exit 0.
     s = Slapd(tmp)
     s.add_people(3)
     for n, (p, fmt) in enumerate([(0, 'pickle'), (3, 'json'), (5, 'pickle'), (-1, 'json'), (-64, 'pickle')]):
@@ -262,7 +266,7 @@ def _sigterm_case(tmp, target):
     con.resume()
     wait_until(lambda: track() and len(gone) == len(children), 30, 'every child to exit')
     late = [p for p in workers.values() if gone[p] < gone[reader]]
-    assert not late, 'workers %r exited before the reader (SPEC 1: the reader ends first)' % late
+    assert not late, 'workers %r exited before the reader (doc/processes.md, "Orderly shutdown")' % late
     rc = d.wait(30)
     assert rc == 0, 'SIGTERM to the %s: exit %s\n%s' % (target, rc, d.stderr())
     assert d.marker_exists(), 'no marker after a clean shutdown'
@@ -541,8 +545,9 @@ def frozen_start(tmp, s, processes=4):
 def marker_deleted_before_events_flow(tmp):
     # Scenario: after a clean run (marker present), a run whose supervisor is slow to notice that the
     # barrier opened (SIGSTOPped once it arrived): the reader resumes and events reach the consumer.  The
-    # marker must already be gone then (SPEC 2: it exists only while the store matches what the consumer was
-    # sent; after a crash from here on the next start would trust a store that ran ahead of the consumer).
+    # marker must already be gone then (doc/store.md, "The clean-shutdown marker": it exists only while the store
+    # matches what the consumer was sent; after a crash from here on the next start would trust a store that ran
+    # ahead of the consumer).
     s = Slapd(tmp)
     s.add_people(3)
     con0 = Consumer(tmp, name='c0')
@@ -619,7 +624,8 @@ def startup_fail_consumer(tmp):
     # Scenario: consumer not listening (unix path, inet port: 69), consumer with another key (stock
     # Listener refuses us: 77), consumer that welcomes anything but fails our challenge (77): each exits
     # with its code, one line naming the consumer, marker and store untouched, no process left, < 15 s;
-    # and once more without a marker: the untrusted store is still left as it was (SPEC 1).
+    # and once more without a marker: the untrusted store is still left as it was (doc/processes.md, "Startup and
+    # the barrier"; doc/store.md, "The data directory").
     s, datadir, marker = prepared_store(tmp)
     problems = []
     con = Consumer(tmp, name='good')

@@ -458,7 +458,8 @@ def ldap_url_encoding(tmp):
 
 @test
 def daemon_runner_plumbing(tmp):
-    # Scenario: Daemon builds the SPEC command line, captures stderr, reports exit status (a stand-in binary).
+    # Scenario: Daemon builds the command line of ldapfeed.8, SYNOPSIS, captures stderr, reports exit status (a
+    # stand-in binary).
     s = Slapd(tmp, start=False)
     s.port = 389
     con = Consumer(tmp, family='abstract', fmt='json')

@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
-"""Hostile and broken peers, end to end (issue 5, item 4): a consumer that
-accepts and never reads (backpressure: bounded memory, nothing lost once it
-reads), a consumer that hangs up mid-stream, listeners that send garbage
-during the handshake, and an LDAP "server" (tests/tools/fake_ldap.py, BER on
-loopback) that sends malformed sync controls and messages.  Each must give
-a clear log line and the documented exit status (SPEC 3: 69/77 at startup,
-70 after it), or a reconnect where SPEC 5 says so; never a hang, a crash or
-a wiped store.
+"""Hostile and broken peers, end to end (doc/processes.md, "Failure";
+doc/syncrepl.md, "The controls on the wire"): a consumer that accepts and
+never reads (backpressure: bounded memory, nothing lost once it reads), a
+consumer that hangs up mid-stream, listeners that send garbage during the
+handshake, and an LDAP "server" (tests/tools/fake_ldap.py, BER on loopback)
+that sends malformed sync controls and messages.  Each must give a clear log
+line and the documented exit status (doc/processes.md, "Exit status": 69/77
+at startup, 70 after it), or a reconnect where doc/syncrepl.md, "Connection
+loss and backoff" (and "Result codes"), says so; never a hang, a crash or a
+wiped store.
 
 (A wrong key, refused in both directions of the handshake, is proved by
 test_daemon.py startup_fail_consumer and test_wire_handshake.py.)
@@ -705,10 +707,10 @@ RECONNECT_CASES = [
 def fake_ldap_connection_lost(tmp):
     # Scenario: the fake server hangs up mid-message (during the refresh and in persist), inside a BER
     # length, after declaring a 2 GiB LDAPMessage, or between messages, or sends a Notice of Disconnection
-    # (unsolicited, messageID 0; with and without hanging up): SPEC 5 says reconnect with backoff
-    # and resume from the last cookie: a line says the connection was lost, ldapfeed connects again within
-    # 10 s and its new sync search carries the cookie committed before the cut (the old one if the cut came
-    # during the refresh), no crash; SIGTERM then gives exit 0 with the marker.
+    # (unsolicited, messageID 0; with and without hanging up): doc/syncrepl.md, "Connection loss and backoff",
+    # says reconnect with backoff and resume from the last cookie: a line says the connection was lost, ldapfeed
+    # connects again within 10 s and its new sync search carries the cookie committed before the cut (the old one if
+    # the cut came during the refresh), no crash; SIGTERM then gives exit 0 with the marker.
     template = fake_template(tmp)
     problems = []
     for n, (what, phase, payload, cookie) in enumerate(RECONNECT_CASES):
@@ -753,9 +755,9 @@ def fake_ldap_connection_lost(tmp):
 @test(timeout=120)
 def fake_ldap_garbage_bytes(tmp):
     # Scenario: in the persist stage the fake server sends bytes that are no LDAPMessage at all.  This is a
-    # protocol violation (SPEC 5: permanent, exit 70) or, as libldap can report it, a broken connection
-    # (reconnect, resume from the last cookie); either way: a line saying so, no crash, the store intact,
-    # and no busy loop: a reconnect must back off.
+    # protocol violation (permanent, exit 70: doc/syncrepl.md, "The controls on the wire") or, as libldap can report
+    # it, a broken connection (reconnect, resume from the last cookie: "Connection loss and backoff"); either way: a
+    # line saying so, no crash, the store intact, and no busy loop: a reconnect must back off.
     template = fake_template(tmp)
     garbage = b'\x00\x01\x02 this is not BER \xff\xfe' * 20
     case = FakeCase(tmp, template, 'garbage', _hostile_script(lambda m: garbage, 'persist'))
@@ -831,10 +833,11 @@ def fake_ldap_refresh_only_two_refresh_dones(tmp):
 @test(timeout=120)
 def fake_ldap_refresh_required(tmp):
     # Scenario: the fake server answers the resumed sync search with SearchResultDone 4096
-    # (e-syncRefreshRequired, no cookie, as slapd does): SPEC 5 says redo a full refresh against the store.
-    # ldapfeed must search again at once without a cookie; the fake server then returns entry one only and
-    # ends the refresh: the consumer gets a delete for entry two (no longer returned), nothing for entry one
-    # (unchanged), refresh_done; SIGTERM -> exit 0, marker; the store then holds one entry and the new cookie.
+    # (e-syncRefreshRequired, no cookie, as slapd does): doc/syncrepl.md, "e-syncRefreshRequired", says redo a full
+    # refresh against the store.  ldapfeed must search again at once without a cookie; the fake server then returns
+    # entry one only and ends the refresh: the consumer gets a delete for entry two (no longer returned), nothing
+    # for entry one (unchanged), refresh_done; SIGTERM -> exit 0, marker; the store then holds one entry and the new
+    # cookie.
     template = fake_template(tmp)
 
     def script(s, n):
@@ -865,9 +868,9 @@ def fake_ldap_refresh_required(tmp):
 @test(timeout=120)
 def fake_ldap_cookie_without_csn(tmp):
     # Scenario: in the persist stage the fake server sends a newcookie "rid=000" and a modify of entry one
-    # whose cookie is "rid=000" (no csn=, as slapd does under load), then hangs up.  PROTOCOL 1.1: such a
-    # cookie never replaces a stored one: the modify reaches the consumer, and the reconnect's sync search
-    # carries the last cookie with a CSN (NEXT), not "rid=000"; SIGTERM -> exit 0.
+    # whose cookie is "rid=000" (no csn=, as slapd does under load), then hangs up.  doc/syncrepl.md, "Cookies"
+    # ("Never a cookie without a CSN"): such a cookie never replaces a stored one: the modify reaches the consumer,
+    # and the reconnect's sync search carries the last cookie with a CSN (NEXT), not "rid=000"; SIGTERM -> exit 0.
     template = fake_template(tmp)
 
     def script(s, n):
@@ -898,11 +901,12 @@ def fake_ldap_cookie_without_csn(tmp):
 
 @test(timeout=120)
 def fake_ldap_present_phase(tmp):
-    # Scenario: a resumed refresh as slapd sends it without a session log (PROTOCOL 2, F6): a syncIdSet
-    # (present) naming every entry in scope, entries one and two and a new entry three, then entry three as
-    # E(add), then refreshPresent{refreshDone, cookie}.  The consumer gets one add (three) and nothing else,
-    # and no line claims that entries listed as present are missing from the store (three arrived); a second
-    # run whose present set names an entry that never arrives must say so (that is what the warning is for).
+    # Scenario: a resumed refresh as slapd sends it without a session log (the "present phase" shape of
+    # doc/syncrepl.md, "Refresh shapes"): a syncIdSet (present) naming every entry in scope, entries one and two and
+    # a new entry three, then entry three as E(add), then refreshPresent{refreshDone, cookie}.  The consumer gets
+    # one add (three) and nothing else, and no line claims that entries listed as present are missing from the store
+    # (three arrived); a second run whose present set names an entry that never arrives must say so (that is what
+    # the warning is for).
     template = fake_template(tmp)
     U4 = F.uuid_bytes('11111111-2222-4333-8444-555555555504')
 

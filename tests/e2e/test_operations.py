@@ -1,8 +1,8 @@
-"""End-to-end tests of ldapfeed as an operator runs it (issue 4, SPEC
-sections 3-4): detaching with a truthful launcher exit status and a locked
-pidfile, SIGUSR1 status lines, SIGHUP, the Prometheus --status-file, what
-the logs say (and never say) at each verbosity, and a consumer that drops a
-worker's connection mid-run."""
+"""End-to-end tests of ldapfeed as an operator runs it (ldapfeed.8, OPTIONS,
+SIGNALS and FILES; doc/processes.md, "Signals"): detaching with a truthful
+launcher exit status and a locked pidfile, SIGUSR1 status lines, SIGHUP, the
+Prometheus --status-file, what the logs say (and never say) at each
+verbosity, and a consumer that drops a worker's connection mid-run."""
 
 import hashlib
 import math
@@ -22,7 +22,8 @@ from harness import *  # noqa: E402,F403
 # ---------------------------------------------------------------- helpers
 
 def expected_workers(n):
-    """W for `--processes n` (SPEC section 1) from the CPUs we may run on."""
+    """W for `--processes n` (doc/processes.md, "The process budget") from the
+    CPUs we may run on."""
     cpus = len(os.sched_getaffinity(0))
     budget = cpus if n == 0 else (cpus + n if n < 0 else n)
     return max(1, budget - 2)

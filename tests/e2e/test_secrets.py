@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""Secrets (issue 5, item 5): the password and the key are read from files
-once and appear in no process's argv or environment, in no log line, and no
-process can dump core by default; a secret file readable by group or others
-gives a warning.  (The wrong key refused in both directions of the
-handshake is tested in test_wire_handshake.py and test_daemon.py.)
+"""Secrets (ldapfeed.8, ENVIRONMENT, and OPTIONS, -y and -k): the password
+and the key are read from files once and appear in no process's argv or
+environment, in no log line, and no process can dump core by default; a
+secret file readable by group or others gives a warning.  (The wrong key
+refused in both directions of the handshake is tested in
+test_wire_handshake.py and test_daemon.py.)
 """
 
 import os

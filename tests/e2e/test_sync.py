@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""End-to-end syncrepl tests of ldapfeed (issue 3, the "Besides:" list; the
-PROTOCOL.md section 6 matrix rows T01-T34 live in test_conformance.py):
-initial load, persist-phase changes, clean restarts with and without a
-session log, unclean stops, slapd restarts and outages, filter exit and
-entry, and refreshOnly runs.
+"""End-to-end syncrepl tests of ldapfeed (the rules: doc/syncrepl.md; the
+conformance cases T01-T34 live in test_conformance.py and
+test_conformance2.py): initial load, persist-phase changes, clean restarts
+with and without a session log, unclean stops, slapd restarts and outages,
+filter exit and entry, and refreshOnly runs.
 
 Every test checks the complete list of events the consumer received (type,
 dn, uuid, attrs / old / new / changed), the hello and refresh_done messages
@@ -69,7 +69,8 @@ def ev_delete(u, dn, old):
 
 def expected_changes(before, after):
     """The events that take a consumer holding snapshot `before` to snapshot
-    `after` (SPEC section 7): add, delete, rename then modify per uuid."""
+    `after` (doc/events.md, "What a consumer does"): add, delete, rename then
+    modify per uuid (a modify follows a rename: doc/events.md, "rename")."""
     evs = []
     for u, (dn, attrs) in after.items():
         if u not in before:
@@ -487,14 +488,16 @@ def _clean_restart(tmp, variant, n_deletes, sync_path):
     d2 = feed(tmp, s, con)
     wait_run(con, 2)
     stop_clean(d2)
-    # the scenario really took the intended path on the server side (PROTOCOL 2.1)
+    # the scenario really took the intended path on the server side (doc/syncrepl.md, "Provider settings" and
+    # "Refresh shapes")
     log = slapd_log_since(s, offset)
     assert 'got a persistent search with a cookie' in log, 'the second run sent no cookie'
     if sync_path == 'delete':
         assert 'delete syncIdSet' in log and 'present syncIdSet' not in log, \
-            'slapd did not answer with a session-log delete phase (F7)'
+            'slapd did not answer with a session-log delete phase (doc/syncrepl.md, "Refresh shapes")'
     else:
-        assert 'present syncIdSet' in log, 'slapd did not answer with a present phase (F6)'
+        assert 'present syncIdSet' in log, \
+            'slapd did not answer with a present phase (doc/syncrepl.md, "Refresh shapes")'
     assert_events(run_events(con, 1), want, ordered=False, what='changes while down')
     types = [e['type'] for e in want]
     assert types.count('delete') == n_deletes + 1 and types.count('add') == 3, types
@@ -507,16 +510,17 @@ def clean_restart_sessionlog(tmp):
     # Scenario: V1 (session log 100).  A full load, SIGTERM; while ldapfeed is down:
     # 3 adds, modifies (one attribute, 30 values, binary, 3 in a row on one entry),
     # modrdn in place, modify+modrdn, a move, 3 deletes (one modified first), an add
-    # then delete.  Restart (slapd answers with a delete phase, F7): exactly those
-    # changes (final states; nothing for unchanged entries), hello reload false.
+    # then delete.  Restart (slapd answers with a delete phase, doc/syncrepl.md,
+    # "Refresh shapes"): exactly those changes (final states; nothing for
+    # unchanged entries), hello reload false.
     _clean_restart(tmp, 'V1', 2, 'delete')
 
 
 @test(timeout=60)
 def clean_restart_no_sessionlog(tmp):
     # Scenario: the same changes while down with V0 (no session log): slapd answers
-    # with a present phase (F6) and ldapfeed sweeps the deleted entries; exactly the
-    # changes arrive, hello reload false.
+    # with a present phase (doc/syncrepl.md, "Refresh shapes") and ldapfeed sweeps
+    # the deleted entries; exactly the changes arrive, hello reload false.
     _clean_restart(tmp, 'V0', 2, 'present')
 
 
@@ -524,7 +528,8 @@ def clean_restart_no_sessionlog(tmp):
 def clean_restart_sessionlog_overflow(tmp):
     # Scenario: V1 with a session log of 100 and 150 deletes (plus the other changes)
     # while down: the log cannot cover the cookie, slapd falls back to a present
-    # phase (F6); exactly the 150 deletes and the other changes arrive.
+    # phase (doc/syncrepl.md, "Provider settings"); exactly the 150 deletes and
+    # the other changes arrive.
     _clean_restart(tmp, 'V1', 149, 'present')
 
 

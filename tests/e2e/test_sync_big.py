@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""End-to-end tests of large and binary values (issue 3): a 5 MiB group entry
-(100,000 member values) and an entry with non-UTF-8 binary values, loaded
-and then modified, in both payload formats.  The checks and helpers are
-test_sync.py's (complete event lists, seq, routing, no duplicates, the
-consumer's copy equal to the server)."""
+"""End-to-end tests of large and binary values (doc/events.md, "Encoding":
+values as bytes, no size limit): a 5 MiB group entry (100,000 member values)
+and an entry with non-UTF-8 binary values, loaded and then modified, in both
+payload formats.  The checks and helpers are test_sync.py's (complete event
+lists, seq, routing, no duplicates, the consumer's copy equal to the
+server)."""
 
 import base64
 import os
@@ -45,7 +46,8 @@ def der_certificate(tmp):
 
 
 def is_text(v):
-    """What SPEC section 7 sends as a JSON string: valid UTF-8 without NUL."""
+    """What doc/events.md, "Encoding", sends as a JSON string: valid UTF-8
+    without NUL."""
     if b'\x00' in v:
         return False
     try:

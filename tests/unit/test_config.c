@@ -68,7 +68,7 @@ main(void)
 	write(fd, "pw line\nsecond line\n", 20);
 	close(fd);
 
-	/* The process budget, SPEC 1. */
+	/* The process budget: doc/processes.md, "The process budget". */
 	ok(config_budget(0, 8, &w, err, sizeof(err)) == 0 && w == 6,
 	    "0 -> one per CPU: P=8, W=6");
 	ok(config_budget(0, 2, &w, err, sizeof(err)) == 0 && w == 1,

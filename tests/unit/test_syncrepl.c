@@ -1,7 +1,8 @@
 /*
  * Unit tests for src/syncrepl.c: the Sync Request encoding, the Sync State,
- * Sync Done and Sync Info decoders against hand-built bytes (PROTOCOL.md
- * section 1) and hostile ones, and the cookie rules (section 1.1).
+ * Sync Done and Sync Info decoders against hand-built bytes (doc/syncrepl.md,
+ * "The controls on the wire"; RFC 4533 sections 2.2-2.5) and hostile ones,
+ * and the cookie rules (doc/syncrepl.md, "Cookies").
  */
 #include <stdlib.h>
 #include <string.h>
@@ -218,7 +219,8 @@ test_state(struct outs *o)
 	size_t		 n = 0;
 	int		 s;
 
-	/* Literally the bytes of PROTOCOL.md's table. */
+	/* Literally the bytes of the example in doc/syncrepl.md, "The controls
+	 * on the wire": slapd's Sync State control for a delete, with a cookie. */
 	hand[n++] = 0x30; hand[n++] = 0x4b;
 	hand[n++] = 0x0a; hand[n++] = 0x01; hand[n++] = 0x03;
 	hand[n++] = 0x04; hand[n++] = 0x10;

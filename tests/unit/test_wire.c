@@ -109,7 +109,8 @@ test_headers(void)
 		size_t		 n;
 		const char	*hdr;
 	} v[] = {
-		/* struct.pack("!i", n), or "!i" -1 + "!Q" n from 0x7fffffff (SPEC 6) */
+		/* struct.pack("!i", n), or "!i" -1 + "!Q" n from 0x7fffffff
+		 * (doc/events.md, "The connection") */
 		{ 0, 4, "\x00\x00\x00\x00" },
 		{ 1, 4, "\x00\x00\x00\x01" },
 		{ 0x7ffffffe, 4, "\x7f\xff\xff\xfe" },
