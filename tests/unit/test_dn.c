@@ -1,0 +1,107 @@
+/*
+ * src/dn.c: the DN sharding hash (which worker a DN goes to), "is below",
+ * the store's DN index key, and the scope test against a search base that
+ * is normalized first (a base typed another way than the server writes it).
+ */
+#include <ldap.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ldapfeed.h"
+#include "tap.h"
+
+static struct span
+S(const char *s)
+{
+	return (struct span){ (const unsigned char *)s, strlen(s) };
+}
+
+/*
+ * Is dn in the search of base (as typed) and scope?  The reader's question:
+ * the base normalized once (events_init), each DN tested against it
+ * (events_in_scope).  -2 when the base itself is no DN.
+ */
+static int
+in_scope(const char *base, int scope, const char *dn)
+{
+	struct buf	 norm = { 0 };
+	int		 r = -2;
+
+	if (dn_normalize(S(base), &norm) == 0)
+		r = dn_in_scope(buf_span(&norm), scope, S(dn));
+	buf_free(&norm);
+	return r;
+}
+
+int
+main(void)
+{
+	const char	*base = "ou=people,dc=x";
+	int		 i, sub = LDAP_SCOPE_SUBTREE, one = LDAP_SCOPE_ONELEVEL;
+
+	/* FNV-1a 64 reference vectors, and A-Z folding. */
+	ok(shard_hash("", 0) == 0xcbf29ce484222325ULL, "fnv1a64 of empty");
+	ok(shard_hash("a", 1) == 0xaf63dc4c8601ec8cULL, "fnv1a64 of 'a'");
+	ok(shard_hash("foobar", 6) == 0x85944171f73967e8ULL,
+	    "fnv1a64 of 'foobar'");
+	ok(shard_hash("FOOBAR", 6) == 0x85944171f73967e8ULL,
+	    "A-Z fold to a-z before hashing");
+	ok(shard_hash("\xc3\x89", 2) != shard_hash("\xc3\xa9", 2),
+	    "non-ASCII bytes are not folded");
+	ok(shard_of(S("uid=a,dc=x"), 1) == 0, "one worker takes all");
+	ok(shard_of(S("foobar"), 7) == 0x85944171f73967e8ULL % 7,
+	    "shard is hash mod W");
+	ok(shard_of(S("UID=Alice,DC=X"), 5) == shard_of(S("uid=alice,dc=x"), 5),
+	    "same DN in other case, same worker");
+
+	/* "is below", on DNs as the server writes them */
+	ok(dn_is_below(S("uid=a,ou=p,dc=x"), S("ou=p,dc=x")) &&
+	    !dn_is_below(S("ou=p,dc=x"), S("ou=p,dc=x")) &&
+	    !dn_is_below(S("uid=a\\,ou=p,dc=x"), S("ou=p,dc=x")) &&
+	    !dn_is_below(S("uid=aou=p,dc=x"), S("ou=p,dc=x")),
+	    "dn_is_below: strict, comma-bounded, escape-aware");
+	ok(dn_is_below(S("cn=a\\\\,ou=p,dc=x"), S("ou=p,dc=x")) &&
+	    !dn_is_below(S("cn=a\\\\\\,ou=p,dc=x"), S("ou=p,dc=x")),
+	    "dn_is_below: a value ending in an escaped backslash is below");
+
+	/* the DN index key */
+	{
+		struct buf	 deep = { 0 }, key = { 0 };
+
+		for (i = 0; i < 300; i++)
+			buf_add_str(&deep, "cn=a,");
+		buf_add_str(&deep, "dc=x");
+		dn_key(&key, (struct span){ deep.data, deep.len });
+		ok(key.len >= 5 && memcmp(key.data, "dc=x\0cn=a\0", 10) == 0,
+		    "dn_key of a DN of 301 RDNs starts at its root");
+		dn_key(&key, S("cn=a\\\\,dc=x"));
+		ok(key.len == 12 && memcmp(key.data, "dc=x\0cn=a\\\\\0", 12) ==
+		    0, "dn_key: an escaped backslash before a comma");
+		buf_free(&deep);
+		buf_free(&key);
+	}
+
+	/* scope against the search base */
+	ok(in_scope(base, sub, "uid=a,ou=people,dc=x") == 1 &&
+	    in_scope(base, sub, "OU=People,DC=x") == 1 &&
+	    in_scope(base, sub, "uid=a, ou=People, dc=X") == 1 &&
+	    in_scope(base, sub, "uid=a,ou=other,dc=x") == 0 &&
+	    in_scope(base, sub, "uid=a,ou=peoplex,dc=x") == 0 &&
+	    in_scope(base, sub, "no dn") == -1, "scope: sub");
+	ok(in_scope(base, one, "uid=a,ou=people,dc=x") == 1 &&
+	    in_scope(base, one, "ou=people,dc=x") == 0 &&
+	    in_scope(base, one, "uid=a,ou=t,ou=people,dc=x") == 0 &&
+	    in_scope(base, one, "uid=a\\,b,ou=people,dc=x") == 1,
+	    "scope: one level");
+
+	/* a base typed another way than the server writes it */
+	base = "OU=People , dc=X";
+	ok(in_scope(base, sub, "uid=a,ou=people,dc=x") == 1 &&
+	    in_scope(base, sub, "uid=a,ou=people\\2C,dc=x") == 0 &&
+	    in_scope(base, sub, "ou=people,dc=x") == 1,
+	    "scope: the base as typed and the server's DN both normalized");
+	base = "cn=a\\2Cb,dc=x";
+	ok(in_scope(base, sub, "uid=q,cn=a\\,b,dc=x") == 1,
+	    "scope: \\2C and \\, are one character");
+	return tap_done();
+}

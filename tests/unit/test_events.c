@@ -1,0 +1,282 @@
+/*
+ * src/events.c: the events the reader derives from what the server sends,
+ * against the store: attribute diffs (which attributes changed, in what
+ * order), and the add / modify / rename / delete decisions with their seq
+ * numbers: unchanged entries resent, subtree renames and moves out of the
+ * search with their stored descendants, present-phase sweeps, and what a
+ * delete does to the descendants in persist and in refresh.
+ */
+#include <ldap.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ldapfeed.h"
+#include "tap.h"
+
+static struct span
+S(const char *s)
+{
+	return (struct span){ (const unsigned char *)s, strlen(s) };
+}
+
+static void
+uuid_of(unsigned char *u, unsigned n)
+{
+	memset(u, 0, 16);
+	u[0] = 0xee;
+	u[12] = n >> 24;
+	u[13] = n >> 16;
+	u[14] = n >> 8;
+	u[15] = n;
+}
+
+/* attrs: "name=v1|v2;name2=v" */
+static struct span
+A(struct buf *b, const char *spec)
+{
+	struct attrs_writer	 w;
+	char			*copy = strdup(spec), *attr, *save, *v, *vs;
+
+	buf_reset(b);
+	attrs_writer_init(&w, b);
+	for (attr = strtok_r(copy, ";", &save); attr;
+	    attr = strtok_r(NULL, ";", &save)) {
+		char *eq = strchr(attr, '=');
+
+		*eq = '\0';
+		attrs_writer_attr(&w, attr, strlen(attr));
+		for (v = strtok_r(eq + 1, "|", &vs); v; v = strtok_r(NULL, "|",
+		    &vs))
+			attrs_writer_value(&w, v, strlen(v));
+	}
+	attrs_writer_finish(&w);
+	free(copy);
+	return (struct span){ b->data, b->len };
+}
+
+/* The records the events wrote to worker 0's queue, as "type dn" lines. */
+static void
+drain(struct pipes *p, char *out, size_t outlen)
+{
+	struct event	 ev;
+	size_t		 n, off = 0, o = 0;
+
+	out[0] = '\0';
+	for (;;) {
+		struct buf	 view = { p->q[0].b.data + off, p->q[0].b.len - off,
+				    0 };
+
+		if ((n = pipe_record_complete(&view)) == 0)
+			break;
+		pipe_record_decode((struct span){ view.data, n }, &ev);
+		o += snprintf(out + o, outlen - o, "%s%d:%llu:%.*s",
+		    o ? " " : "", ev.type, (unsigned long long)ev.seq,
+		    (int)ev.dn.len, ev.dn.p);
+		if (ev.type == EV_RENAME)
+			o += snprintf(out + o, outlen - o, "<%.*s",
+			    (int)ev.old_dn.len, ev.old_dn.p);
+		if (ev.type == EV_MODIFY) {
+			struct span	 c = ev.changed, name;
+
+			while (names_iter(&c, &name) == 1)
+				o += snprintf(out + o, outlen - o, "[%.*s]",
+				    (int)name.len, name.p);
+		}
+		off += n;
+	}
+	buf_reset(&p->q[0].b);
+}
+
+int
+main(void)
+{
+	struct store	*st;
+	struct config	 cfg;
+	struct events	 ev;
+	struct pipes	 p;
+	struct buf	 b1 = { 0 }, b2 = { 0 }, changed = { 0 };
+	struct span	 dn, attrs;
+	unsigned char	 u[16];
+	char		 dir[] = "/tmp/lf-events-XXXXXX", out[8192], path[256];
+	int		 fds[2], i;
+	uint64_t	 swept, unknown = 0;
+	size_t		 c;
+
+	if (mkdtemp(dir) == NULL)
+		return 1;
+	if (store_open(&st, dir, 1, 0) == -1)
+		return 1;
+
+	/* attribute diffs */
+	c = events_diff(A(&b1, "cn=a;sn=b"), A(&b2, "sn=b;cn=a"), &changed);
+	ok(c == 0, "same attributes in another order: no change");
+	c = events_diff(A(&b1, "member=1|2|3"), A(&b2, "member=3|1|2"),
+	    &changed);
+	ok(c == 0, "same values in another order: no change");
+	c = events_diff(A(&b1, "postalAddress=1;postOfficeBox=2;Mail=m"),
+	    A(&b2, "postalAddress=3;postOfficeBox=4;Mail=n"), &changed);
+	{
+		struct span	 all = { changed.data, changed.len }, n1, n2, n3;
+
+		ok(c == 3 && names_iter(&all, &n1) == 1 &&
+		    names_iter(&all, &n2) == 1 && names_iter(&all, &n3) == 1 &&
+		    n1.len == 4 && memcmp(n1.p, "Mail", 4) == 0 &&
+		    n2.len == 13 && memcmp(n2.p, "postOfficeBox", 13) == 0 &&
+		    n3.len == 13 && memcmp(n3.p, "postalAddress", 13) == 0,
+		    "changed is sorted by bytes, as Python's sorted()");
+	}
+	c = events_diff(A(&b1, "CN=a"), A(&b2, "cn=a"), &changed);
+	ok(c == 0, "attribute names compare without case");
+	c = events_diff(A(&b1, "cn=a;mail=x;sn=b"), A(&b2, "cn=a;sn=c;uid=u"),
+	    &changed);
+	{
+		struct span	 l = { changed.data, changed.len }, name;
+		char		 names[128] = "";
+
+		while (names_iter(&l, &name) == 1)
+			snprintf(names + strlen(names), sizeof(names) -
+			    strlen(names), "%.*s,", (int)name.len, name.p);
+		ok(c == 3 && strcmp(names, "mail,sn,uid,") == 0,
+		    "changed: removed, modified, added, sorted: %s", names);
+	}
+	c = events_diff(A(&b1, "member=1|2"), A(&b2, "member=1|2|2"), &changed);
+	ok(c == 1, "a duplicate value is a change");
+	c = events_diff(A(&b1, "cn=a"), A(&b2, "cn=A"), &changed);
+	ok(c == 1, "values compare exactly (bytes)");
+
+	/* events: add, nothing, modify, rename with descendants, delete */
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.base = "ou=people,dc=x";
+	cfg.scope = LDAP_SCOPE_SUBTREE;
+	if (pipe(fds) == -1)
+		return 1;
+	signals_init();
+	pipes_init(&p, &fds[1], 1);
+	ok(events_init(&ev, &cfg, st, &p) == 0, "events_init");
+	uuid_of(u, 1);
+	events_entry(&ev, u, S("ou=team,ou=people,dc=x"), A(&b1, "ou=team"), 1);
+	uuid_of(u, 2);
+	events_entry(&ev, u, S("uid=a,ou=team,ou=people,dc=x"),
+	    A(&b1, "uid=a;cn=A"), 1);
+	uuid_of(u, 3);
+	events_entry(&ev, u, S("uid=b,ou=team,ou=people,dc=x"),
+	    A(&b1, "uid=b"), 1);
+	drain(&p, out, sizeof(out));
+	ok(strcmp(out, "2:1:ou=team,ou=people,dc=x 2:2:uid=a,ou=team,ou=people,"
+	    "dc=x 2:3:uid=b,ou=team,ou=people,dc=x") == 0, "three adds: %s", out);
+	uuid_of(u, 2);
+	events_entry(&ev, u, S("uid=a,ou=team,ou=people,dc=x"),
+	    A(&b1, "cn=A;uid=a"), 1);
+	drain(&p, out, sizeof(out));
+	ok(out[0] == '\0', "unchanged entry resent: nothing");
+	events_entry(&ev, u, S("uid=a,ou=team,ou=people,dc=x"),
+	    A(&b1, "cn=Alice;uid=a"), 1);
+	drain(&p, out, sizeof(out));
+	ok(strcmp(out, "3:4:uid=a,ou=team,ou=people,dc=x[cn]") == 0,
+	    "modify with changed=[cn]: %s", out);
+	uuid_of(u, 1);
+	events_entry(&ev, u, S("ou=squad,ou=people,dc=x"), A(&b1, "ou=squad"), 1);
+	drain(&p, out, sizeof(out));
+	ok(strstr(out, "4:5:ou=squad,ou=people,dc=x<ou=team,ou=people,dc=x") ==
+	    out && strstr(out, "uid=a,ou=squad,ou=people,dc=x<uid=a,ou=team,"
+	    "ou=people,dc=x") && strstr(out, "uid=b,ou=squad,ou=people,dc=x<"
+	    "uid=b,ou=team,ou=people,dc=x") && strstr(out, "[ou]"),
+	    "subtree rename: root, each descendant, then the modify: %s", out);
+	uuid_of(u, 3);
+	ok(store_get_entry(st, u, &dn, &attrs) == 1 && dn.len ==
+	    strlen("uid=b,ou=squad,ou=people,dc=x"), "descendant rewritten in "
+	    "the store");
+	uuid_of(u, 1);
+	events_delete(&ev, u, S("ou=squad,ou=elsewhere,dc=x"), NULL);
+	drain(&p, out, sizeof(out));
+	ok(strstr(out, "5:9:ou=squad,ou=people,dc=x") == out &&
+	    strstr(out, "5:10:") && strstr(out, "5:11:") &&
+	    store_count(st) == 0,
+	    "subtree moved out: the root and its stored descendants deleted, "
+	    "by stored DN: %s", out);
+	uuid_of(u, 4);
+	events_entry(&ev, u, S("uid=c,ou=people,dc=x"), A(&b1, "uid=c"), 1);
+	events_delete(&ev, u, S("uid=c,ou=people,dc=x"), NULL);
+	uuid_of(u, 5);
+	ok(events_delete(&ev, u, S("uid=zz,ou=people,dc=x"), NULL) == 0,
+	    "delete of an unknown UUID: nothing");
+	drain(&p, out, sizeof(out));
+	ok(strcmp(out, "2:12:uid=c,ou=people,dc=x 5:13:uid=c,ou=people,dc=x") ==
+	    0, "add then delete: %s", out);
+	for (i = 0; i < 3; i++) {
+		uuid_of(u, 50 + i);
+		snprintf(path, sizeof(path), "uid=s%d,ou=people,dc=x", i);
+		events_entry(&ev, u, S(path), A(&b1, "uid=s"), 1);
+		if (i != 1)
+			store_mark_seen(st, u, 42);
+	}
+	drain(&p, out, sizeof(out));
+	events_sweep(&ev, 42, &swept, &unknown, 0);
+	drain(&p, out, sizeof(out));
+	ok(swept == 1 && strcmp(out, "5:17:uid=s1,ou=people,dc=x") == 0,
+	    "sweep deletes only the unseen: %s", out);
+	events_free(&ev);		/* a new start over the same store */
+	events_init(&ev, &cfg, st, &p);
+
+	/* persist: a delete inside the search under another DN renames the
+	 * descendants with it (renamed as it left the filter) */
+	uuid_of(u, 60);
+	events_entry(&ev, u, S("ou=t2,ou=people,dc=x"), A(&b1, "ou=t2"), 1);
+	uuid_of(u, 61);
+	events_entry(&ev, u, S("uid=k,ou=t2,ou=people,dc=x"), A(&b1, "uid=k"),
+	    1);
+	drain(&p, out, sizeof(out));
+	uuid_of(u, 60);
+	events_delete(&ev, u, S("ou=t3,ou=people,dc=x"), NULL);
+	drain(&p, out, sizeof(out));
+	uuid_of(u, 61);
+	ok(strstr(out, "5:") == out && strstr(out,
+	    ":uid=k,ou=t3,ou=people,dc=x<uid=k,ou=t2,ou=people,dc=x") &&
+	    store_get_entry(st, u, &dn, &attrs) == 1 && dn.len ==
+	    strlen("uid=k,ou=t3,ou=people,dc=x"),
+	    "rename and filter exit: root deleted, descendant renamed: %s", out);
+	/* refresh: nothing inferred, the root's DN handed back */
+	uuid_of(u, 62);
+	events_entry(&ev, u, S("ou=t4,ou=people,dc=x"), A(&b1, "ou=t4"), 1);
+	uuid_of(u, 63);
+	events_entry(&ev, u, S("uid=m,ou=t4,ou=people,dc=x"), A(&b1, "uid=m"),
+	    1);
+	drain(&p, out, sizeof(out));
+	uuid_of(u, 62);
+	buf_reset(&b2);
+	ok(events_delete(&ev, u, S(""), &b2) == 2 && b2.len ==
+	    strlen("ou=t4,ou=people,dc=x") && memcmp(b2.data,
+	    "ou=t4,ou=people,dc=x", b2.len) == 0, "a delete with stored "
+	    "descendants, nothing inferred: their root's DN back");
+	drain(&p, out, sizeof(out));
+	uuid_of(u, 63);
+	ok(strncmp(out, "5:", 2) == 0 && strchr(out, ' ') == NULL &&
+	    store_get_entry(st, u, &dn, &attrs) == 1, "only the root deleted: "
+	    "%s", out);
+	/* refresh: a rename without cascade leaves the descendants alone */
+	uuid_of(u, 64);
+	events_entry(&ev, u, S("ou=t5,ou=people,dc=x"), A(&b1, "ou=t5"), 1);
+	uuid_of(u, 65);
+	events_entry(&ev, u, S("uid=n,ou=t5,ou=people,dc=x"), A(&b1, "uid=n"),
+	    1);
+	uuid_of(u, 64);
+	ok(events_entry(&ev, u, S("ou=t6,ou=people,dc=x"), A(&b1, "ou=t5"),
+	    0) == ENTRY_RENAMED, "rename without cascade");
+	uuid_of(u, 65);
+	ok(store_get_entry(st, u, &dn, &attrs) == 1 && dn.len ==
+	    strlen("uid=n,ou=t5,ou=people,dc=x"), "the descendant untouched");
+	drain(&p, out, sizeof(out));
+
+	store_commit(st);
+	store_close(st);
+	events_free(&ev);
+	pipes_free(&p);
+	buf_free(&b1);
+	buf_free(&b2);
+	buf_free(&changed);
+	snprintf(out, sizeof(out), "rm -rf %s", dir);
+	system(out);
+	return tap_done();
+}
