@@ -1,4 +1,4 @@
-"""Self-tests of tests/e2e/harness.py that need no ldapfeed: the lab slapd
+"""Self-tests of the harness (tests/e2e/harness/) that need no ldapfeed: the lab slapd
 (variants, LDIF round trips, restarts, teardown), the consumer (every address
 family, both formats, bad keys), the Model and the URL builder."""
 
