@@ -2,8 +2,9 @@
 Listener.  The numbering is this suite's own, each row defined by its
 Scenario comment; the rules they check are doc/syncrepl.md's ("Messages and
 what the reader does", "Refresh shapes", "When to sweep", "Cookies") and
-doc/subtrees.md's ("The cases").  Rows T18-T34 are in test_conformance2.py,
-which imports the helpers below (the two files run in parallel).
+doc/subtrees.md's ("The cases").  Rows T18-T34, the edge cases, are in
+test_conformance_edge_cases.py, which imports the helpers below (the two
+files run in parallel).
 
 Every row checks the exact events of each daemon run (type, dn, uuid and
 attrs / old / new / changed), that the consumer's copy (Model) equals an
@@ -12,11 +13,11 @@ identity, that the Model saw no anomaly, and, where the row says so, the
 cookie in the store (read with mdb_dump from lmdb-utils, after the daemon
 stopped, or live while it runs: LMDB readers need no lock).
 
-Helpers that harness.py lacks live here: LdapProxy (a TCP proxy that reads
-the LDAP messages both ways, can rewrite the Sync Request's reloadHint and
-can hold the stream mid-refresh), store_meta (mdb_dump of the store's meta
-table), StrictModel (a Model that also flags re-adds and empty modifies),
-Run (one daemon run's events in seq order).
+Helpers that the harness (tests/e2e/harness/) lacks live here: LdapProxy
+(a TCP proxy that reads the LDAP messages both ways, can rewrite the Sync
+Request's reloadHint and can hold the stream mid-refresh), store_meta
+(mdb_dump of the store's meta table), StrictModel (a Model that also flags
+re-adds and empty modifies), Run (one daemon run's events in seq order).
 """
 
 import os
@@ -32,7 +33,8 @@ from harness import *  # noqa: E402,F403
 import harness  # noqa: E402
 
 # Run as a script, this file registers its rows; imported by
-# test_conformance2.py for the helpers, it must not register them again.
+# test_conformance_edge_cases.py for the helpers, it must not register them
+# again.
 def _unregistered(arg=None, **kw):
     return arg if callable(arg) else (lambda fn: fn)
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """End-to-end syncrepl tests of ldapfeed (the rules: doc/syncrepl.md; the
 conformance cases T01-T34 live in test_conformance.py and
-test_conformance2.py): initial load, persist-phase changes, clean restarts
+test_conformance_edge_cases.py): initial load, persist-phase changes, clean restarts
 with and without a session log, unclean stops, slapd restarts and outages,
 filter exit and entry, and refreshOnly runs.
 

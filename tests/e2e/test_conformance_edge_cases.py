@@ -1,6 +1,11 @@
-"""The conformance rows T18-T34, end to end (this suite's own numbering, each
-row defined by its Scenario comment; the rules they check are those of
-doc/syncrepl.md and doc/subtrees.md).  Rows T01-T17 and the helpers are in
+"""The conformance rows T18-T34, end to end: the edge cases.  A subtree
+moved into the search, a DN deleted and added again, stale and too-new
+cookies, a provider reloaded under the store, writers and kills during
+persist and mid-refresh, Cancel on SIGTERM, the server's size limit and
+ACLs, large and binary values, a store built for another search,
+nopresent, and no syncprov at all.  (This suite's own numbering, each row
+defined by its Scenario comment; the rules they check are those of
+doc/syncrepl.md and doc/subtrees.md.)  Rows T01-T17 and the helpers are in
 test_conformance.py; the two files run in parallel."""
 
 import base64
