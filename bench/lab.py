@@ -3,20 +3,22 @@
 gen_ldif() writes N realistic inetOrgPerson entries of about 1 KiB (some
 with binary jpegPhoto / userCertificate values, some with non-ASCII text)
 and optional big groups; gen_subtree_ldif() the same people below
-ou=big,ou=groups, outside an empty ou=staff (a search base).  Slapd loads
-them offline with `slapadd -q -w` (entryUUID, entryCSN and the contextCSN
-syncprov needs), caches the loaded database per data set, and runs slapd on
-127.0.0.1 on a free port; reconfigure() restarts it with extra access
-rules (hide_acl()).
+ou=big,ou=groups, outside an empty ou=staff (a search base).  Slapd is the
+end-to-end tests' lab slapd (tests/e2e/harness/slapd.py) with its database
+loaded offline with `slapadd -q -w` (entryUUID, entryCSN and the contextCSN
+syncprov needs) and cached per data set; it runs on 127.0.0.1 on a free
+port, and reconfigure() restarts it with extra access rules (hide_acl()).
 """
 import base64
 import os
 import random
 import shutil
-import signal
-import socket
 import subprocess
+import sys
 import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'tests', 'e2e'))
+import harness  # noqa: E402
 
 SUFFIX = 'dc=example,dc=com'
 ROOTDN = 'cn=admin,' + SUFFIX
@@ -29,7 +31,7 @@ STAFF = 'ou=staff,' + SUFFIX           # the search base of the subtree data set
 BIG_OUT = 'ou=big,' + GROUPS            # its big subtree, outside the base
 GEN_VERSION = 3         # bump when the generated data change
 
-SLAPD = os.environ.get('SLAPD', '/usr/sbin/slapd')
+SLAPD = harness.SLAPD_BIN
 SLAPADD = os.environ.get('SLAPADD', '/usr/sbin/slapadd')
 
 
@@ -174,109 +176,50 @@ def sparse_copy(src, dst):
     subprocess.run(['cp', '--sparse=always', src, dst], check=True)
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(('127.0.0.1', 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def hide_acl(dn):
     """An access rule hiding the subtree at dn from the reader identity
     (slapd.access(5)): it goes before the general rule."""
     return 'access to dn.subtree="%s" by dn.exact="%s" none by * read' % (dn, READER_DN)
 
 
-def config_text(d, sessionlog=0, maxsize=8 << 30, acl=()):
-    lines = ['include /etc/ldap/schema/%s.schema' % s for s in ('core', 'cosine', 'inetorgperson', 'nis')]
-    lines += ['modulepath /usr/lib/ldap', 'moduleload back_mdb', 'moduleload syncprov',
-              'pidfile %s/slapd.pid' % d, 'argsfile %s/slapd.args' % d, 'loglevel 0',
-              'tool-threads 2', '',
-              'database mdb', 'suffix "%s"' % SUFFIX, 'rootdn "%s"' % ROOTDN, 'rootpw %s' % ROOTPW,
-              'directory %s/db' % d, 'maxsize %d' % maxsize, 'dbnosync',
-              'index objectClass eq', 'index entryCSN,entryUUID eq',
-              'limits dn.exact="%s" size=unlimited time=unlimited' % READER_DN,
-              'access to attrs=userPassword by self write by anonymous auth by * none']
-    lines += list(acl)
-    lines += ['access to * by * read',
-              'overlay syncprov', 'syncprov-checkpoint 100 10']
-    if sessionlog:
-        lines.append('syncprov-sessionlog %d' % sessionlog)
-    return '\n'.join(lines) + '\n'
-
-
-class Slapd:
-    """A slapd in directory d, its database loaded from a cached slapadd."""
+class Slapd(harness.Slapd):
+    """The lab slapd in directory d (which must not exist yet), its database
+    loaded from a cached slapadd of ldif: syncprov with a checkpoint, a
+    session log of `sessionlog` entries if not 0, an 8 GiB map, no logging;
+    cn=reader with unlimited size and time, as in the end-to-end tests."""
 
     def __init__(self, d, ldif, cache_key, cache_dir, sessionlog=0, log=print):
-        self.dir = d
+        if os.path.exists(d):
+            raise RuntimeError('%s exists already' % d)
+        super().__init__(os.path.dirname(d), name=os.path.basename(d), suffix=SUFFIX,
+                         variant='V1' if sessionlog else 'V0', sessionlog=sessionlog,
+                         rootpw=ROOTPW, reader_dn=READER_DN, reader_pw=READER_PW, maxsize=8 << 30,
+                         extra_global_conf='loglevel 0\ntool-threads 2', populate=False, start=False)
         self.ldif = ldif
-        self.sessionlog = sessionlog
         self.acl = ()
-        self.popen = None
-        self.port = None
-        os.makedirs(d, exist_ok=True)
-        self.conf = os.path.join(d, 'slapd.conf')
-        with open(self.conf, 'w') as f:
-            f.write(config_text(d, sessionlog))
+        self.write_config()
         cached = os.path.join(cache_dir, cache_key + '.mdb')
-        dbdir = os.path.join(d, 'db')
-        shutil.rmtree(dbdir, ignore_errors=True)
-        os.makedirs(dbdir)
         if not os.path.exists(cached):
             log('slapadd %s ...' % os.path.basename(ldif))
             t0 = time.monotonic()
-            subprocess.run([SLAPADD, '-q', '-w', '-f', self.conf, '-l', ldif], check=True,
+            subprocess.run([SLAPADD, '-q', '-w', '-f', self.conf_path, '-l', ldif], check=True,
                            stdout=subprocess.DEVNULL)
             log('slapadd took %.1f s' % (time.monotonic() - t0))
-            sparse_copy(os.path.join(dbdir, 'data.mdb'), cached + '.tmp')
+            sparse_copy(os.path.join(self.db_dir, 'data.mdb'), cached + '.tmp')
             os.rename(cached + '.tmp', cached)
         else:
-            sparse_copy(cached, os.path.join(dbdir, 'data.mdb'))
+            sparse_copy(cached, os.path.join(self.db_dir, 'data.mdb'))
 
-    @property
-    def url(self):
-        return 'ldap://127.0.0.1:%d' % self.port
+    def start(self, timeout=60):
+        return super().start(timeout)
 
-    @property
-    def pid(self):
-        return self.popen.pid if self.popen and self.popen.poll() is None else None
-
-    def start(self):
-        for _ in range(20):
-            self.port = free_port()
-            self.popen = subprocess.Popen([SLAPD, '-h', self.url + '/', '-f', self.conf, '-d', '0'],
-                                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                          stderr=open(os.path.join(self.dir, 'slapd.log'), 'ab'),
-                                          start_new_session=True)
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and self.popen.poll() is None:
-                r = subprocess.run(['ldapsearch', '-x', '-LLL', '-H', self.url, '-b', '', '-s', 'base',
-                                    '1.1'], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                if r.returncode == 0:
-                    return self
-                time.sleep(0.05)
-            self.stop()
-        raise RuntimeError('slapd did not start; see %s/slapd.log' % self.dir)
-
-    def stop(self):
-        if self.popen and self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(60)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
-        self.popen = None
+    def stop(self, timeout=60):
+        return super().stop(timeout)
 
     def reconfigure(self, acl=()):
         """Restart with extra access rules (hide_acl()), same database."""
-        self.stop()
         self.acl = tuple(acl)
-        with open(self.conf, 'w') as f:
-            f.write(config_text(self.dir, self.sessionlog, acl=self.acl))
-        return self.start()
+        return self.restart(acl_prefix='\n'.join(self.acl))
 
     def destroy(self):
         self.stop()
