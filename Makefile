@@ -14,7 +14,7 @@ UNIT_BINS = $(UNIT_SRCS:.c=)
 TOOL_SRCS = $(wildcard tests/tools/*.c)
 TOOL_BINS = $(TOOL_SRCS:.c=)
 
-.PHONY: check-valgrind all deps check test check-asan fuzz clean distclean
+.PHONY: check-valgrind check-389ds all deps check test check-asan fuzz clean distclean
 
 # Objects depend on the flags they were built with, so that switching to a
 # sanitizer build (check-asan) and back rebuilds everything.
@@ -74,6 +74,15 @@ check-asan: deps
 	ASAN_OPTIONS=abort_on_error=0:detect_leaks=1:exitcode=86:fast_unwind_on_malloc=0:disable_coredump=0 \
 	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	    E2E_TIME_SCALE=3 python3 tests/run
+
+# The end-to-end tests against a real 389 Directory Server (tests/e2e/
+# test_389ds.py: one throwaway instance under a temp dir, on 127.0.0.1,
+# without systemd).  Not part of `make check`: tests/run runs that file only
+# when asked by name.
+check-389ds: deps
+	@sh scripts/deps 389ds
+	$(MAKE) all
+	TEST_TIMEOUT=900 python3 tests/run 389ds
 
 # Valgrind memcheck on end-to-end tests (T: which, else VALGRIND_TESTS; all
 # of them would be slow):

@@ -1,0 +1,524 @@
+#!/usr/bin/env python3
+"""ldapfeed against a real 389 Directory Server (389-ds-base 2.3, the
+Content Synchronization plugin over the Retro Changelog): the provider
+matrix of the slapd tests, for the cases that make sense on 389-ds.
+
+Not part of `make check`: tests/run runs this file only when an argument
+names it (`make check-389ds` does, after `sh scripts/deps 389ds`).  One
+instance (ds389.DS389) is created for the whole file (about ten seconds)
+and reset at the start of every test: plugins as the test wants them, the
+feed identity's ACI and limits in place, the suffix emptied but for
+ou=services.
+
+Every scenario compares the consumer's copy (StrictModel: the events
+applied in seq order) with an ldapsearch of the server bound as the feed
+identity, with the daemon's base: the same DNs (case-insensitively), the
+same attributes, and at each DN the uuid the server's Sync State control
+carries.  On 389-ds that is the entry's nsUniqueId read as 16 bytes, so
+the event's `uuid` is the nsUniqueId's 32 hex digits in the same order,
+regrouped 8-4-4-4-12: nsUniqueId 0d1561ca-f13d11f1-a783e2bc-f3b3dba9 is
+uuid 0d1561ca-f13d-11f1-a783-e2bcf3b3dba9 (ds389.nsuniqueid_uuid).  The
+entryUUID attribute that 389-ds also keeps (its entryuuid plugin) is an
+unrelated value: an event keyed by it is a second copy of the entry.
+
+What the server sent is counted from its access log (a line per entry,
+level 512): a resume from a cookie must not read the directory again.
+389-ds's cookie is `HOST:PORT#BINDDN:BASE:FILTER#CHANGENUMBER` (the last
+Retro Changelog change number the session has seen); the cookie_format
+test pins that shape down.
+"""
+
+import os
+import re
+import signal
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import *  # noqa: E402,F403
+from test_conformance import Run, StrictModel, stop_clean, stored_cookie, wait_run  # noqa: E402
+from ds389 import DS389, nsuniqueid_uuid  # noqa: E402
+
+SUFFIX = 'dc=example,dc=com'
+PEOPLE = 'ou=people,' + SUFFIX
+GROUPS = 'ou=groups,' + SUFFIX
+ARCHIVE = 'ou=archive,' + SUFFIX
+TEAM = 'ou=team,' + ARCHIVE
+
+# Created at import so that the harness keeps it from test to test (a
+# resource registered inside a test goes at that test's end) and removes it
+# when the file is done, on every path; made on first use by reset().
+DS = DS389(SUFFIX, lazy=True)
+
+
+# ---------------------------------------------------------------- the lab
+
+def person(name, ou=PEOPLE, **extra):
+    attrs = {'objectClass': ['top', 'person', 'organizationalPerson', 'inetOrgPerson'], 'uid': name,
+             'cn': name.capitalize(), 'sn': name.capitalize() + 'son', 'mail': name + '@example.com'}
+    attrs.update(extra)
+    return 'uid=%s,%s' % (name, ou), attrs
+
+
+def ou(dn):
+    return ldif_entry(dn, {'objectClass': ['top', 'organizationalUnit'], 'ou': dn.split(',')[0].split('=')[1]})
+
+
+def account(dn):
+    return ldif_entry(dn, {'objectClass': ['top', 'account'], 'uid': dn.split(',')[0].split('=')[1]})
+
+
+def lab(**conf):
+    """The instance reset (configure(**conf)), then: ou=people with alice,
+    bob, carol, dave; ou=groups with cn=staff; ou=archive with ou=team and
+    two accounts under it.  14 entries under the suffix with ou=services."""
+    ds = DS.reset(**conf)
+    ldif = ou(PEOPLE) + ou(GROUPS) + ou(ARCHIVE) + ou(TEAM)
+    ldif += b''.join(ldif_entry(*person(n)) for n in ('alice', 'bob', 'carol', 'dave'))
+    ldif += ldif_entry('cn=staff,' + GROUPS, {'objectClass': ['top', 'groupOfNames'], 'cn': 'staff',
+                                              'member': ['uid=alice,' + PEOPLE, 'uid=bob,' + PEOPLE]})
+    ldif += account('uid=tm1,' + TEAM) + account('uid=tm2,' + TEAM)
+    ds.add(ldif)
+    return ds
+
+
+def feed(tmp, ds, con, base=SUFFIX, processes=3, mode='persist', **kw):
+    """ldapfeed on ds bound as the feed identity, following base."""
+    url = ldap_url(ds.url, base, exts=['bindname=' + ds.feed_dn])
+    d = Daemon(tmp, ds, con, url=url, password=ds.feed_pw, processes=processes, mode=mode, bind='feed', **kw)
+    d.search = {'base': base, 'attrs': None, 'filt': '(objectClass=*)'}
+    return d
+
+
+# ---------------------------------------------------------------- checks
+
+class _Without:
+    """ds.search() with some attributes left out of every entry."""
+
+    def __init__(self, ds, drop):
+        self.ds, self.drop = ds, {a.lower() for a in drop}
+
+    def search(self, *a, **k):
+        return {dn: {n: v for n, v in at.items() if n.lower() not in self.drop}
+                for dn, at in self.ds.search(*a, **k).items()}
+
+
+def same_as_server(con, ds, d, strict_aci=False):
+    """The consumer's copy is the server's answer to the daemon's search as
+    the feed identity: the same DNs (case-insensitively), the same
+    attributes, at each DN the uuid the server's syncUUID (nsUniqueId)
+    maps to, and no anomaly in the event stream.
+
+    389-ds's Content Synchronization plugin adds `aci` (an operational
+    attribute there) to a sync search that asks for `*`, so the copy holds
+    the aci values an ordinary search hides: left out of the comparison
+    unless strict_aci (the unrequested_aci test is about that alone)."""
+    m = StrictModel.from_consumer(con)
+    base = d.search['base']
+    if strict_aci:
+        assert_model_equals_server(m, ds, base, bind='feed', fold_dn=True)
+    else:
+        mine = {dn: {n: v for n, v in a.items() if n.lower() != 'aci'} for dn, a in m.as_dict().items()}
+        assert_model_equals_server(mine, _Without(ds, ['aci']), base, bind='feed', fold_dn=True)
+    real = {dn.lower(): u for dn, u in ds.uuids(base).items()}
+    wrong = ['%s: uuid %s, nsUniqueId gives %s' % (e['dn'], u, real.get(e['dn'].lower()))
+             for u, e in m.entries.items() if real.get(e['dn'].lower()) != u]
+    assert not wrong, 'the copy holds entries under another uuid than the server:\n  ' + '\n  '.join(wrong)
+    assert m.anomalies == [], 'model anomalies:\n  ' + '\n  '.join(m.anomalies[:20])
+    return m
+
+
+def wait_same(con, ds, d, timeout=15, live=None):
+    """Poll until the copy equals the server, then check once more for a
+    readable diff.  live: a running Daemon that must not exit meanwhile."""
+    def ok():
+        if live is not None and not live.alive():
+            raise AssertionError('ldapfeed exited %s while the copy should catch up; stderr tail:\n%s'
+                                 % (live.returncode, live.stderr()[-3000:]))
+        try:
+            same_as_server(con, ds, d)
+        except AssertionError:
+            return False
+        return True
+    try:
+        wait_until(ok, timeout, 'the copy to equal the server', interval=0.25)
+    except AssertionError as e:
+        if not str(e).startswith('timed out'):
+            raise
+    return same_as_server(con, ds, d)
+
+
+def kinds(events):
+    """{'add': n, 'modify': n, ...} of a run's events."""
+    out = {}
+    for m in events:
+        if m.get('type') != 'refresh_done':
+            out[m['type']] = out.get(m['type'], 0) + 1
+    return out
+
+
+def synced(tmp, base=SUFFIX, mode='persist'):
+    """lab() and a store in sync with it, the daemon stopped cleanly."""
+    ds = lab()
+    con = Consumer(tmp)
+    d = feed(tmp, ds, con, base, mode=mode)
+    wait_run(con, 0)
+    if mode == 'persist':
+        stop_clean(d)
+    else:
+        assert d.wait(30) == 0, d.stderr()
+    same_as_server(con, ds, d)
+    return ds, con, d
+
+
+def sync_searches(d):
+    """What each sync search of the daemon said it started from."""
+    return re.findall(r'sync search started: (.*)', d.stderr())
+
+
+def check_resume(d, run, sent, expected_kinds, what):
+    """A run that resumed: no reload, exactly expected_kinds events, the
+    server sent (sent: DS389.entries_sent of the run's sync search) no more
+    entries than there were changes, ldapfeed said it resumed from the
+    stored cookie.  Every failed point is reported."""
+    bad = []
+    if any(run.reload):
+        bad.append('hello reload %r (expected false)' % run.reload)
+    got = kinds(run.events)
+    if got != expected_kinds:
+        bad.append('events %r, expected %r' % (got, expected_kinds))
+    n_changes = sum(expected_kinds.values())
+    if len(sent) > n_changes:
+        bad.append('the server sent %d entries for %d changes: the directory was read again'
+                   % (len(sent), n_changes))
+    started = sync_searches(d)
+    if not started or 'resuming from the stored cookie' not in started[-1]:
+        bad.append('ldapfeed says "sync search started: %s"' % (started[-1] if started else '(no line)'))
+    note('%s: sync search started: %s; %d entries sent by the server; events %r'
+         % (what, started[-1] if started else '-', len(sent), got))
+    assert not bad, '%s:\n  %s' % (what, '\n  '.join(bad))
+
+
+# ---------------------------------------------------------------- tests
+
+@test
+def full_load(tmp):
+    # A full load (persist, empty store): one add per entry the feed can
+    # see, refresh_done, hello reload true; each add's uuid is the entry's
+    # nsUniqueId regrouped, not its entryUUID.
+    ds = lab()
+    note('389-ds instance created in %.1f s' % DS.create_seconds)
+    con = Consumer(tmp)
+    d = feed(tmp, ds, con)
+    run = wait_run(con, 0)
+    assert all(run.reload), run.reload
+    view = ds.search(SUFFIX, bind='feed', attrs=['1.1'])
+    assert kinds(run.events) == {'add': len(view)}, (kinds(run.events), len(view))
+    assert len(view) == 14, sorted(view)
+    m = same_as_server(con, ds, d)
+    ids = {dn.lower(): a for dn, a in ds.search(SUFFIX, attrs=['nsUniqueId', 'entryUUID']).items()}
+    for ev in run.events:
+        if ev['type'] != 'add':
+            continue
+        a = ids[ev['dn'].lower()]
+        assert ev['uuid'] == nsuniqueid_uuid(a['nsUniqueId'][0].decode()), (ev['dn'], ev['uuid'], a)
+        if 'entryUUID' in a:
+            assert ev['uuid'] != a['entryUUID'][0].decode(), (ev['dn'], ev['uuid'], a)
+    dn = 'uid=alice,' + PEOPLE
+    note('uuid mapping: nsUniqueId %s -> uuid %s' % (ids[dn]['nsUniqueId'][0].decode(), m.uuid_of(dn)))
+    stop_clean(d)
+    note('stored cookie after a full load: %r' % stored_cookie(d))
+
+
+@test
+def cookie_format(tmp):
+    # What 389-ds hands out as a cookie (refreshOnly with ldapsearch, as the
+    # feed identity): HOST:PORT#BINDDN:BASE:FILTER#CHANGENUMBER, without the
+    # rid=/csn= fields of OpenLDAP's.
+    ds = lab()
+    r = ds.sync_search('ro', base=PEOPLE, bind='feed')
+    cookie = re.search(r'^# cookie: (.*)$', r.stdout.decode(), re.M).group(1)
+    note('389-ds cookie: %s' % cookie)
+    m = re.match(r'^([^#:]+):(\d+)#(.*):(.*):(\(.*\))#(\d+)$', cookie)
+    assert m, cookie
+    assert m.group(2) == str(ds.port) and m.group(3) == ds.feed_dn and m.group(4) == PEOPLE, m.groups()
+    # The change number is the Retro Changelog's last one: it moves with a change.
+    ds.replace('uid=alice,' + PEOPLE, 'description', 'moved the change number')
+    r = ds.sync_search('ro', cookie=cookie, base=PEOPLE, bind='feed')
+    cookie2 = re.search(r'^# cookie: (.*)$', r.stdout.decode(), re.M).group(1)
+    assert int(cookie2.rsplit('#', 1)[1]) > int(m.group(6)), (cookie, cookie2)
+
+
+@test
+def persist_changes(tmp):
+    # Persist, base the suffix: an add, modifies (a user and a group), a
+    # rename, a move between OUs, a subtree rename (ou=archive, with
+    # children), deletes, an add and delete of the same entry.
+    ds = lab()
+    con = Consumer(tmp)
+    d = feed(tmp, ds, con, processes=4)
+    wait_run(con, 0)
+    ds.add_entry(*person('frank'))
+    ds.modify_entry('uid=alice,' + PEOPLE, [('replace', 'mail', 'alice.liddell@example.com'),
+                                            ('add', 'telephoneNumber', '+1 555 0101')])
+    ds.modify_entry('cn=staff,' + GROUPS, [('add', 'member', 'uid=frank,' + PEOPLE)])
+    ds.modrdn('uid=bob,' + PEOPLE, 'uid=robert')
+    ds.modrdn('uid=carol,' + PEOPLE, 'uid=carol', deleteoldrdn=False, newsuperior=ARCHIVE)
+    ds.modrdn(ARCHIVE, 'ou=former')
+    ds.delete('uid=dave,' + PEOPLE)
+    ds.add(account('uid=temp,' + PEOPLE))
+    ds.delete('uid=temp,' + PEOPLE)
+    wait_same(con, ds, d, live=d)
+    stop_clean(d)
+    wait_same(con, ds, d)
+
+
+@test
+def subtree_move_out(tmp):
+    # Base ou=people: a leaf and a subtree (ou=team with two accounts) move
+    # out to ou=archive; the copy drops all four.
+    ds = lab()
+    ds.add(ou('ou=team,' + PEOPLE) + account('uid=tm3,ou=team,' + PEOPLE) + account('uid=tm4,ou=team,' + PEOPLE))
+    con = Consumer(tmp)
+    d = feed(tmp, ds, con, base=PEOPLE)
+    wait_run(con, 0)
+    assert len(StrictModel.from_consumer(con).entries) == 8
+    ds.modrdn('uid=alice,' + PEOPLE, 'uid=alice', newsuperior=ARCHIVE)
+    ds.modrdn('ou=team,' + PEOPLE, 'ou=squad', newsuperior=ARCHIVE)
+    m = wait_same(con, ds, d, live=d)
+    assert len(m.entries) == 4, sorted(e['dn'] for e in m.entries.values())
+    stop_clean(d)
+
+
+@test
+def subtree_move_in(tmp):
+    # Base ou=people: a leaf and a subtree (ou=team with two accounts) move
+    # in from ou=archive; the copy gains all four, each once, under its
+    # nsUniqueId (the descendants come from a fetch, not from the sync
+    # search: they must carry the same uuid the sync search would give).
+    ds = lab()
+    ds.add(account('uid=x,' + ARCHIVE))
+    con = Consumer(tmp)
+    d = feed(tmp, ds, con, base=PEOPLE)
+    wait_run(con, 0)
+    ds.modrdn('uid=x,' + ARCHIVE, 'uid=x', newsuperior=PEOPLE)
+    ds.modrdn(TEAM, 'ou=team', newsuperior=PEOPLE)
+    m = wait_same(con, ds, d, live=d)
+    assert len(m.entries) == 9, sorted(e['dn'] for e in m.entries.values())
+    stop_clean(d)
+
+
+@test
+def clean_restart_resumes(tmp):
+    # Store in sync, ldapfeed stopped cleanly; while it is down: an add, a
+    # modify, a rename (with its RDN value replaced: a modify too), a
+    # delete, a move.  The restart resumes from the stored cookie: hello
+    # reload false, exactly those six events, and the server sends no more
+    # than the changed entries.
+    ds, con, d = synced(tmp)
+    cookie = stored_cookie(d)
+    ds.add_entry(*person('grace'))
+    ds.replace('uid=carol,' + PEOPLE, 'sn', 'Danvers')
+    ds.modrdn('uid=bob,' + PEOPLE, 'uid=robert')
+    ds.delete('uid=dave,' + PEOPLE)
+    ds.modrdn('uid=alice,' + PEOPLE, 'uid=alice', newsuperior=ARCHIVE)
+    mark = ds.access_mark()
+    d2 = feed(tmp, ds, con)
+    run = wait_run(con, 1)
+    sent = ds.entries_sent(mark, scope=2)
+    stop_clean(d2)
+    same_as_server(con, ds, d2)
+    note('stored cookie before the restart: %r' % cookie)
+    check_resume(d2, run, sent, {'add': 1, 'modify': 2, 'rename': 2, 'delete': 1}, 'restart after changes')
+
+
+@test
+def restart_nothing_changed(tmp):
+    # Store in sync, nothing changes while ldapfeed is down: the restart
+    # gives refresh_done only, reload false, and no entry from the server.
+    ds, con, d = synced(tmp)
+    mark = ds.access_mark()
+    d2 = feed(tmp, ds, con)
+    run = wait_run(con, 1)
+    sent = ds.entries_sent(mark, scope=2)
+    stop_clean(d2)
+    same_as_server(con, ds, d2)
+    check_resume(d2, run, sent, {}, 'restart with nothing changed')
+
+
+@test
+def server_restart_during_persist(tmp):
+    # The server restarts under a running ldapfeed: it reconnects, follows
+    # the changes made after the restart, and its new sync search resumes
+    # from its cookie instead of reading the directory again.
+    ds = lab()
+    con = Consumer(tmp)
+    d = feed(tmp, ds, con)
+    wait_run(con, 0)
+    mark = ds.access_mark()
+    t0 = time.monotonic()
+    ds.restart()
+    note('389-ds restart took %.1f s' % (time.monotonic() - t0))
+    wait_until(lambda: len(sync_searches(d)) >= 2 and d.stderr().count('refresh done') >= 2, 30,
+               'ldapfeed to search again after the server restart')
+    sent = ds.entries_sent(mark, scope=2)
+    ds.replace('uid=carol,' + PEOPLE, 'mail', 'carol@example.org')
+    ds.add_entry(*person('henry'))
+    ds.delete('uid=dave,' + PEOPLE)
+    wait_same(con, ds, d, live=d)
+    stop_clean(d)
+    started = sync_searches(d)
+    note('after the server restart: sync search started: %s; %d entries sent by the server'
+         % (started[1], len(sent)))
+    assert 'resuming from the stored cookie' in started[1] and not sent, \
+        'the reconnect read the directory again: "sync search started: %s", %d entries sent' \
+        % (started[1], len(sent))
+
+
+@test
+def refresh_only_twice(tmp):
+    # refreshOnly: a full load and exit 0; changes (an add, a modify, a
+    # rename with its RDN value replaced, a delete); a second run resumes
+    # from the cookie: reload false, exactly those five events, no phantom
+    # delete, exit 0.
+    ds, con, d = synced(tmp, mode='refresh')
+    assert d.marker_exists()
+    ds.add_entry(*person('ivan'))
+    ds.replace('uid=alice,' + PEOPLE, 'description', 'changed between two refreshes')
+    ds.modrdn('uid=bob,' + PEOPLE, 'uid=bobby')
+    ds.delete('uid=tm1,' + TEAM)
+    mark = ds.access_mark()
+    d2 = feed(tmp, ds, con, mode='refresh')
+    rc = d2.wait(60)
+    assert rc == 0, 'second refresh exited %s:\n%s' % (rc, d2.stderr()[-3000:])
+    sent = ds.entries_sent(mark, scope=2)
+    run = Run(con, 1)
+    same_as_server(con, ds, d2)
+    check_resume(d2, run, sent, {'add': 1, 'modify': 2, 'rename': 1, 'delete': 1}, 'second refresh')
+
+
+def _format_test(fmt):
+    def body(tmp):
+        # Full load and a persist add, modify, delete in this format, with a
+        # binary value and a UTF-8 one; the decoded copy equals the server.
+        ds = lab()
+        con = Consumer(tmp, fmt=fmt)
+        d = feed(tmp, ds, con, fmt=fmt)
+        wait_run(con, 0)
+        ds.add_entry(*person('zoe', audio=b'\x00\xff\xfe\x01', description='h\u00e9llo w\u00f6rld'))
+        ds.modify_entry('uid=alice,' + PEOPLE, [('add', 'audio', b'\x80\x81binary')])
+        ds.delete('uid=dave,' + PEOPLE)
+        wait_same(con, ds, d, live=d)
+        assert con.errors == [], con.errors
+        hello = con.hellos()[0]
+        assert hello.get('format') == fmt, hello
+        stop_clean(d)
+    return body
+
+
+for _fmt in ('pickle', 'json'):
+    test(name='format_' + _fmt)(_format_test(_fmt))
+
+
+@test
+def sigterm_fast(tmp):
+    # SIGTERM during persist: exit 0 in well under a second, the marker
+    # written.  389-ds answers the Cancel extended operation with result 2
+    # and never ends the search, so ldapfeed must not wait for it.
+    ds = lab()
+    con = Consumer(tmp)
+    d = feed(tmp, ds, con)
+    wait_run(con, 0)
+    mark = ds.access_mark()
+    t0 = time.monotonic()
+    d.signal(signal.SIGTERM)
+    rc = d.wait(30)
+    took = time.monotonic() - t0
+    with open(ds.access_log, 'rb') as f:
+        f.seek(mark)
+        log = f.read().decode('utf-8', 'replace').splitlines()
+    ops = [m.group(1) for m in (re.search(r' (conn=\d+ op=\d+) EXT oid="1\.3\.6\.1\.1\.8"', l) for l in log) if m]
+    cancel = [l.split('] ', 1)[-1] for l in log if any(o + ' ' in l for o in ops)]
+    note('SIGTERM to exit: %.2f s, exit %s; Cancel in the access log: %s' % (took, rc, cancel or 'none'))
+    assert rc == 0, 'exit %s:\n%s' % (rc, d.stderr()[-3000:])
+    assert d.marker_exists()
+    assert took < scaled(1.0), 'SIGTERM to exit took %.2f s' % took
+
+
+@test
+def unrequested_aci(tmp):
+    # A search for all user attributes (`*`): the copy holds what an
+    # ordinary `*` search shows the feed identity, and not the operational
+    # `aci` values that the Content Synchronization plugin adds to the
+    # attributes of every sync search asking for `*`.
+    ds = lab()
+    con = Consumer(tmp)
+    d = feed(tmp, ds, con, mode='refresh')
+    assert d.wait(60) == 0, d.stderr()[-3000:]
+    same_as_server(con, ds, d)
+    same_as_server(con, ds, d, strict_aci=True)
+
+
+@test
+def feed_sees_only_base(tmp):
+    # The feed identity without its ACI: 389-ds's default ACIs show it the
+    # suffix entry and nothing under it.  A full load that gets the base
+    # alone while the base has children must say so (a warning naming the
+    # base and the identity's access).
+    ds = lab()
+    ds.feed_access(False)
+    con = Consumer(tmp)
+    d = feed(tmp, ds, con, mode='refresh')
+    rc = d.wait(60)
+    err = d.stderr()
+    n = len(StrictModel.from_consumer(con).entries)
+    note('exit %s, %d entries delivered' % (rc, n))
+    assert n == 1, n
+    warn = [l for l in err.splitlines()
+            if SUFFIX in l.lower() and re.search(r'(?i)\b(aci|acis|access|rights|sees? only)\b', l)]
+    assert warn, 'no warning that the identity sees the base entry only; stderr:\n' + err[-2000:]
+
+
+@test
+def content_sync_off(tmp):
+    # The Content Synchronization plugin disabled: the server refuses the
+    # critical Sync Request control (result 12).  ldapfeed refuses to start
+    # with a line naming the plugin, exit 78 (configuration) or 69
+    # (unavailable).
+    ds = lab(content_sync=False)
+    con = Consumer(tmp)
+    d = feed(tmp, ds, con)
+    rc = d.wait(60)
+    err = d.stderr()
+    note('exit %s; stderr: %s' % (rc, ' | '.join(err.strip().splitlines()[-4:])))
+    assert rc in (69, 78), 'exit %s, expected 78 or 69:\n%s' % (rc, err[-2000:])
+    assert 'Content Synchronization' in err, 'the plugin is not named:\n' + err[-2000:]
+
+
+@test
+def retro_changelog_without_target_unique_id(tmp):
+    # The Retro Changelog without nsslapd-attribute: nsuniqueid:targetUniqueId:
+    # the Content Synchronization plugin then cannot match changelog records
+    # to entries, and refreshes from a cookie silently drop changes.  ldapfeed
+    # must refuse to start, exit 78, with the fix (targetUniqueId) named.
+    # (Seen on 2.3.1: such a refresh answers result 0 with no entry and an
+    # advanced cookie; only the server's errors log says "Retro Changelog
+    # does not provide nsuniquedid".  The feed identity can read neither
+    # the plugin's entry under cn=config nor cn=changelog; the root DSE
+    # shows it changelog, firstchangenumber and lastchangenumber.)
+    ds = lab(target_unique_id=False)
+    con = Consumer(tmp)
+    d = feed(tmp, ds, con)
+    try:
+        rc = d.wait(20)
+    except AssertionError:
+        rc = None
+    err = d.stderr()
+    note('exit %s; stderr: %s' % ('(still running after 20 s)' if rc is None else rc,
+                                  ' | '.join(err.strip().splitlines()[-4:])))
+    assert rc == 78, 'exit %s, expected 78' % ('none: still running after 20 s' if rc is None else rc)
+    assert 'targetUniqueId' in err, 'no line naming targetUniqueId:\n' + err[-2000:]
+
+
+if __name__ == '__main__':
+    main()
