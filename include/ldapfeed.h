@@ -165,10 +165,13 @@ struct entry {
 	int		 has_subs;	/* hasSubordinates: TRUE */
 	int		 has_uuid;	/* a well-formed entryUUID came */
 	unsigned char	 uuid[16];
+	struct span	 csn;		/* its entryCSN, into the message */
 };
 #define DECODE_STRIP_SUBS	1	/* leave hasSubordinates out */
 #define DECODE_STRIP_UUID	2	/* leave entryUUID out */
-int	entry_decode(struct berelement *, int, struct entry *);
+#define DECODE_STRIP_ACI	4	/* leave aci out */
+#define DECODE_STRIP_CSN	8	/* leave entryCSN out */
+int	entry_decode(struct berelement *, int, const char *, struct entry *);
 int	uuid_parse_text(struct span, unsigned char *);
 
 /* Events, as the reader hands them to the workers (doc/events.md; the
@@ -295,6 +298,7 @@ void	sync_state_free(struct sync_state *);
 void	sync_done_free(struct sync_done *);
 void	sync_info_free(struct sync_info *);
 /* The OpenLDAP cookie: rid=NNN[,sid=XXX],csn=CSN[;CSN...][,delcsn=CSN] */
+int	cookie_is_openldap(struct span);
 int	cookie_has_csn(struct span);
 void	cookie_merge(struct buf *, struct span, struct span);
 
@@ -393,14 +397,28 @@ int	store_get_entry(struct store *, const unsigned char *, struct span *,
 int	store_put_entry(struct store *, const unsigned char *, struct span,
 	    struct span, const struct span *);
 int	store_del_entry(struct store *, const unsigned char *);
+int	store_get_csn(struct store *, const unsigned char *, struct span *);
+int	store_put_csn(struct store *, const unsigned char *, struct span);
 int	store_mark_seen(struct store *, const unsigned char *, uint64_t);
 uint64_t store_count(struct store *);
 int	store_sweep(struct store *, uint64_t, store_visit, void *, uint64_t *);
 int	store_foreach_below(struct store *, struct span, store_visit, void *);
 int	store_has_below(struct store *, struct span);
-int	store_task_add(struct store *, int, struct span);
-int	store_task_first(struct store *, uint64_t *, int *, struct buf *);
+int	store_task_add(struct store *, int, const unsigned char *, struct span);
+int	store_task_first(struct store *, uint64_t *, int *, unsigned char *,
+	    struct buf *);
 int	store_task_done(struct store *, uint64_t);
+
+/* The server's kind, from its root DSE (conn.c; doc/providers.md). */
+enum provider_kind {
+	PROVIDER_OPENLDAP,	/* and any server that does not say */
+	PROVIDER_389DS
+};
+struct provider {
+	enum provider_kind kind;
+	int		 sync_known;	/* the root DSE lists its controls */
+	int		 has_sync;	/* ... and RFC 4533's is one of them */
+};
 
 /* dn.c: the DN rules (doc/subtrees.md, "Names"). */
 #define DNKEY_MAX	(511 - 16)	/* LMDB's key limit less the UUID */
@@ -408,37 +426,32 @@ uint64_t shard_hash(const void *, size_t);	/* fnv1a64, A-Z folded */
 unsigned shard_of(struct span dn, unsigned workers);
 void	dn_key(struct buf *, struct span);
 int	dn_is_below(struct span, struct span);
-int	dn_normalize(struct span, struct buf *);
-int	dn_in_scope(struct span, int, struct span);
 
 /* events.c: entries compared with the store become events. */
 struct events {
 	const struct config *cfg;
 	struct store	*store;
 	struct pipes	*pipes;
-	struct buf	 base;		/* the search base, normalized */
 	uint64_t	 seq;		/* the last seq given */
 	uint64_t	 counts[EV_REFRESH_DONE + 1];
 	/* called between the steps of a long cascade or sweep */
 	int		(*checkpoint)(void *);
 	void		*checkpoint_arg;
 	struct buf	 old_dn, old_attrs, changed;	/* scratch */
-	struct buf	 dn2, old_dn2, attrs2;
+	struct buf	 dn2;
 };
 #define ENTRY_ADDED	1
 #define ENTRY_RENAMED	2
 #define ENTRY_MODIFIED	4
-int	events_init(struct events *, const struct config *, struct store *,
+void	events_init(struct events *, const struct config *, struct store *,
 	    struct pipes *);
 int	events_entry(struct events *, const unsigned char *, struct span,
-	    struct span, int);
-int	events_delete(struct events *, const unsigned char *, struct span,
-	    struct buf *);
+	    struct span, struct span, int);
+int	events_delete(struct events *, const unsigned char *, struct buf *);
 int	events_sweep(struct events *, uint64_t, uint64_t *, uint64_t *, int);
 void	events_refresh_done(struct events *);
 void	events_free(struct events *);
 size_t	events_diff(struct span, struct span, struct buf *);
-int	events_in_scope(const struct events *, struct span);
 int	events_checkpoint(struct events *);
 
 /* subtree.c: what only the server can answer about a subtree. */
@@ -449,6 +462,7 @@ struct ldap;
 struct subtree {
 	const struct config *cfg;
 	struct events	*ev;
+	const char	*uuid_attr;	/* entryUUID, or 389-ds's nsUniqueId */
 	struct ldap	*ld;		/* the tasks' own connection */
 	char	       **attrs;		/* the search's, + entryUUID */
 	int		 decode_flags;
@@ -458,12 +472,16 @@ struct subtree {
 	char		 batch_seen[SUBTREE_BATCH];
 	size_t		 batch_n;
 	int		 nameless, deleted;
-	struct span	 root;		/* the fetch's */
+	int		 no_such;	/* the last search's base was gone */
+	int		 unsettled;	/* this pass saw the tree move */
+	unsigned char	 want[16];	/* the UUID a fetch looks for */
+	struct buf	 where;		/* ... and where it found it */
 	struct buf	 filter, scratch;
 };
 void	subtree_init(struct subtree *, const struct config *, struct events *,
-	    char **, int);
-int	subtree_task(struct subtree *, int, struct span);
+	    char **, int, enum provider_kind);
+const char *provider_uuid_attr(enum provider_kind);
+int	subtree_task(struct subtree *, int, const unsigned char *, struct span);
 int	subtree_run_pending(struct subtree *);
 void	subtree_close(struct subtree *);
 void	subtree_free(struct subtree *);
@@ -512,6 +530,8 @@ void	signals_drain(void);
 
 /* conn.c: the reader's LDAP connection (an LDAP * from <ldap.h>). */
 struct ldap;
+void	conn_provider(struct ldap *, struct provider *);
+int	conn_check_retro(struct ldap *, char *, size_t);
 int	conn_open(const struct config *, struct ldap **, char *, size_t);
 int	conn_check_search(const struct config *, struct ldap *, char *, size_t);
 

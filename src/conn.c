@@ -7,11 +7,14 @@
 #include <ldap.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <sysexits.h>
 
 #include "ldapfeed.h"
 
 #define NETWORK_TIMEOUT_SECS	10
+#define RETRO_PLUGIN_DN		"cn=Retro Changelog Plugin,cn=plugins,cn=config"
+#define RETRO_UNIQUE_ID		"nsuniqueid:targetUniqueId"
 
 /*
  * libldap's detail of the last failure on ld (a TLS library's certificate
@@ -142,4 +145,83 @@ conn_check_search(const struct config *cfg, LDAP *ld, char *err, size_t errlen)
 		    cfg->server_url, cfg->base, ldap_err2string(rc));
 		return rc < 0 ? EX_UNAVAILABLE : EX_CONFIG;
 	}
+}
+
+/*
+ * What the server says it is, from its root DSE (RFC 4512, section 5.1):
+ * 389-ds has rules of its own (doc/providers.md).  A root DSE the bind
+ * identity may not read says nothing: the OpenLDAP rules apply.
+ */
+void
+conn_provider(LDAP *ld, struct provider *p)
+{
+	struct timeval	 tv = { NETWORK_TIMEOUT_SECS, 0 };
+	char		*attrs[] = { "vendorName", "supportedControl", NULL };
+	struct berval	**v;
+	LDAPMessage	*res = NULL, *e;
+	int		 i;
+
+	memset(p, 0, sizeof(*p));
+	p->sync_known = 0;
+	if (ldap_search_ext_s(ld, "", LDAP_SCOPE_BASE, "(objectClass=*)",
+	    attrs, 0, NULL, NULL, &tv, 1, &res) != LDAP_SUCCESS ||
+	    (e = ldap_first_entry(ld, res)) == NULL) {
+		ldap_msgfree(res);
+		return;
+	}
+	if ((v = ldap_get_values_len(ld, e, "vendorName")) != NULL) {
+		for (i = 0; v[i]; i++)
+			if (memmem(v[i]->bv_val, v[i]->bv_len, "389", 3))
+				p->kind = PROVIDER_389DS;
+		ldap_value_free_len(v);
+	}
+	if ((v = ldap_get_values_len(ld, e, "supportedControl")) != NULL) {
+		p->sync_known = 1;
+		for (i = 0; v[i]; i++)
+			if (v[i]->bv_len == strlen(LDAP_CONTROL_SYNC) &&
+			    memcmp(v[i]->bv_val, LDAP_CONTROL_SYNC,
+			    v[i]->bv_len) == 0)
+				p->has_sync = 1;
+		ldap_value_free_len(v);
+	}
+	ldap_msgfree(res);
+}
+
+/*
+ * 389-ds: the Content Synchronization plugin matches the Retro Changelog's
+ * records to entries by targetUniqueId; a changelog that does not record
+ * it makes refreshes from a cookie silently miss changes.  Returns 1 (it
+ * does), 0 (it does not: the fix in err), -1 (the bind identity may not
+ * read the plugin's settings: nothing known).
+ */
+int
+conn_check_retro(LDAP *ld, char *err, size_t errlen)
+{
+	struct timeval	 tv = { NETWORK_TIMEOUT_SECS, 0 };
+	char		*attrs[] = { "nsslapd-attribute", NULL };
+	struct berval	**v;
+	LDAPMessage	*res = NULL, *e;
+	int		 i, found = 0;
+
+	if (ldap_search_ext_s(ld, RETRO_PLUGIN_DN, LDAP_SCOPE_BASE,
+	    "(objectClass=*)", attrs, 0, NULL, NULL, &tv, 1, &res) !=
+	    LDAP_SUCCESS || (e = ldap_first_entry(ld, res)) == NULL) {
+		ldap_msgfree(res);
+		return -1;
+	}
+	if ((v = ldap_get_values_len(ld, e, "nsslapd-attribute")) != NULL) {
+		for (i = 0; v[i]; i++)
+			if (v[i]->bv_len == strlen(RETRO_UNIQUE_ID) &&
+			    strncasecmp(v[i]->bv_val, RETRO_UNIQUE_ID,
+			    v[i]->bv_len) == 0)
+				found = 1;
+		ldap_value_free_len(v);
+	}
+	ldap_msgfree(res);
+	if (!found)
+		snprintf(err, errlen, "the Retro Changelog does not record "
+		    "targetUniqueId, so refreshes from a cookie would miss "
+		    "changes: add 'nsslapd-attribute: %s' to %s and restart "
+		    "the server", RETRO_UNIQUE_ID, RETRO_PLUGIN_DN);
+	return found;
 }

@@ -1,13 +1,9 @@
 /*
  * The DN rules, in one place: which worker a DN goes to, the store's DN
- * index key, "is below" for DNs as the server writes them, and the scope
- * test against the search base, which compares DNs parsed by libldap so
- * that a base typed with other spaces, case or escapes still matches
- * (doc/subtrees.md, "Names").
+ * index key, and "is below", for DNs as one server writes them.
+ * ldapfeed never decides from a DN whether an entry is in the search, or
+ * where a descendant went: the server does (doc/subtrees.md, "Names").
  */
-#include <lber.h>
-#include <ldap.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "ldapfeed.h"
@@ -98,66 +94,4 @@ dn_is_below(struct span dn, struct span root)
 		if (fold(dn.p[at + 1 + i]) != fold(root.p[i]))
 			return 0;
 	return 1;
-}
-
-/*
- * A DN in one spelling: parsed by libldap, written back as RFC 4514 says
- * (no spaces around separators, its own choice of escapes), then
- * ASCII-lowercased.  -1 for a string that is no DN.
- */
-int
-dn_normalize(struct span dn, struct buf *out)
-{
-	struct berval	 in, bv = { 0, NULL };
-	LDAPDN		 ldn = NULL;
-	size_t		 i;
-
-	in.bv_val = (char *)(uintptr_t)dn.p;
-	in.bv_len = dn.len;
-	if (ldap_bv2dn(&in, &ldn, LDAP_DN_FORMAT_LDAP) != LDAP_SUCCESS)
-		return -1;
-	if (ldap_dn2bv(ldn, &bv, LDAP_DN_FORMAT_LDAPV3) != LDAP_SUCCESS) {
-		ldap_dnfree(ldn);
-		return -1;
-	}
-	ldap_dnfree(ldn);
-	buf_reset(out);
-	for (i = 0; i < bv.bv_len; i++)
-		buf_add_u8(out, fold((unsigned char)bv.bv_val[i]));
-	ber_memfree(bv.bv_val);
-	return 0;
-}
-
-/*
- * Is dn inside a search of base (normalized) and scope?  1 or 0, or -1 when
- * the DN cannot be parsed.
- */
-int
-dn_in_scope(struct span base, int scope, struct span dn)
-{
-	struct buf	 norm = { 0 };
-	struct span	 n;
-	size_t		 i, rdnlen;
-	int		 r;
-
-	if (dn_normalize(dn, &norm) == -1) {
-		buf_free(&norm);
-		return -1;
-	}
-	n = buf_span(&norm);
-	if (n.len == base.len && (n.len == 0 || memcmp(n.p, base.p, n.len) == 0))
-		r = scope == LDAP_SCOPE_BASE || scope == LDAP_SCOPE_SUBTREE;
-	else if (scope == LDAP_SCOPE_BASE || !dn_is_below(n, base))
-		r = 0;
-	else if (scope != LDAP_SCOPE_ONELEVEL)
-		r = 1;
-	else {
-		/* One level: no separator left in the RDN part. */
-		rdnlen = base.len ? n.len - base.len - 1 : n.len;
-		for (i = 0, r = 1; i < rdnlen && r; i++)
-			if (n.p[i] == ',' && unescaped(n, i))
-				r = 0;
-	}
-	buf_free(&norm);
-	return r;
 }

@@ -93,12 +93,16 @@ uuid_parse_text(struct span s, unsigned char *out)
 /*
  * The attribute list of a SearchResultEntry, from a BerElement that libldap
  * bounded to it (ldap_get_dn_ber), into e->attrs.  hasSubordinates TRUE and
- * a well-formed entryUUID are noted in e; with DECODE_STRIP_SUBS or
- * DECODE_STRIP_UUID the attribute is left out of e->attrs.  -1 for a
- * malformed list.
+ * a well-formed UUID in the attribute uuid_attr (entryUUID, or 389-ds's
+ * nsUniqueId) are noted in e; with DECODE_STRIP_SUBS or DECODE_STRIP_UUID
+ * the attribute is left out of e->attrs, and with DECODE_STRIP_ACI so is
+ * the aci that 389-ds's Content Synchronization adds to every search
+ * (doc/providers.md); the entryCSN is noted too, and left out with
+ * DECODE_STRIP_CSN.  -1 for a malformed list.
  */
 int
-entry_decode(struct berelement *ber, int flags, struct entry *e)
+entry_decode(struct berelement *ber, int flags, const char *uuid_attr,
+    struct entry *e)
 {
 	struct attrs_writer	 w;
 	struct berval		 seq;
@@ -110,6 +114,7 @@ entry_decode(struct berelement *ber, int flags, struct entry *e)
 	attrs_writer_init(&w, &e->attrs);
 	e->has_subs = 0;
 	e->has_uuid = 0;
+	e->csn = (struct span){ NULL, 0 };
 	while (ber_get_option(ber, LBER_OPT_REMAINING_BYTES, &rem) ==
 	    LBER_OPT_SUCCESS && rem > 0) {
 		if (ber_skip_element(ber, &seq) != LBER_SEQUENCE ||
@@ -124,7 +129,7 @@ entry_decode(struct berelement *ber, int flags, struct entry *e)
 			if (flags & DECODE_STRIP_SUBS)
 				continue;
 		}
-		if (span_is(type, "entryUUID")) {
+		if (span_is(type, uuid_attr)) {
 			struct span	 peek = vals;
 
 			e->has_uuid = entry_next_value(&peek, &v) == 1 &&
@@ -132,6 +137,16 @@ entry_decode(struct berelement *ber, int flags, struct entry *e)
 			if (flags & DECODE_STRIP_UUID)
 				continue;
 		}
+		if (span_is(type, "entryCSN")) {
+			struct span	 peek = vals;
+
+			if (entry_next_value(&peek, &v) == 1)
+				e->csn = v;
+			if (flags & DECODE_STRIP_CSN)
+				continue;
+		}
+		if ((flags & DECODE_STRIP_ACI) && span_is(type, "aci"))
+			continue;
 		attrs_writer_attr(&w, type.p, type.len);
 		while ((rv = entry_next_value(&vals, &v)) == 1)
 			attrs_writer_value(&w, v.p, v.len);

@@ -37,15 +37,7 @@ bytecmp(struct span a, struct span b)
 	return r ? r : (a.len < b.len ? -1 : a.len > b.len);
 }
 
-/* Is dn inside the search's base and scope?  -1: not a DN. */
-int
-events_in_scope(const struct events *e, struct span dn)
-{
-	return dn_in_scope(buf_span(&e->base),
-	    e->cfg->scope, dn);
-}
-
-int
+void
 events_init(struct events *e, const struct config *cfg, struct store *store,
     struct pipes *pipes)
 {
@@ -53,8 +45,6 @@ events_init(struct events *e, const struct config *cfg, struct store *store,
 	e->cfg = cfg;
 	e->store = store;
 	e->pipes = pipes;
-	return dn_normalize((struct span){ (const unsigned char *)cfg->base,
-	    strlen(cfg->base) }, &e->base);
 }
 
 /* Between steps of a long cascade: let the reader commit and flush. */
@@ -231,62 +221,6 @@ emit(struct events *e, struct event *ev)
 	pipes_send(e->pipes, shard_of(ev->dn, e->pipes->n), ev);
 }
 
-struct cascade {
-	struct events	*e;
-	struct span	 old_root;
-	struct span	 new_root;
-};
-
-/* A descendant of a renamed entry: same suffix swap, one rename each. */
-static int
-rename_below(void *arg, const unsigned char *uuid, struct span dn,
-    struct span attrs)
-{
-	struct cascade	*c = arg;
-	struct events	*e = c->e;
-	struct event	 ev;
-	size_t		 keep = dn.len - c->old_root.len;
-
-	buf_reset(&e->dn2);
-	buf_add(&e->dn2, dn.p, keep);
-	buf_add(&e->dn2, c->new_root.p, c->new_root.len);
-	buf_reset(&e->old_dn2);
-	buf_add(&e->old_dn2, dn.p, dn.len);
-	memset(&ev, 0, sizeof(ev));
-	ev.type = EV_RENAME;
-	memcpy(ev.uuid, uuid, 16);
-	ev.dn = buf_span(&e->dn2);
-	ev.old_dn = buf_span(&e->old_dn2);
-	emit(e, &ev);
-	/* attrs point into the map: put_entry copies them before it writes */
-	buf_reset(&e->attrs2);
-	buf_add(&e->attrs2, attrs.p, attrs.len);
-	if (store_put_entry(e->store, uuid, buf_span(&e->dn2),
-	    buf_span(&e->attrs2), &ev.old_dn) == -1)
-		return -1;
-	return events_checkpoint(e);
-}
-
-/* Rename every stored entry below old_root (copied: the callers' buffers
- * are reused by the visits). */
-static int
-rename_subtree(struct events *e, struct span old_root, struct span new_root)
-{
-	struct cascade	 c;
-	struct buf	 o = { 0 }, n = { 0 };
-	int		 r;
-
-	buf_add(&o, old_root.p, old_root.len);
-	buf_add(&n, new_root.p, new_root.len);
-	c.e = e;
-	c.old_root = buf_span(&o);
-	c.new_root = buf_span(&n);
-	r = store_foreach_below(e->store, c.old_root, rename_below, &c);
-	buf_free(&o);
-	buf_free(&n);
-	return r;
-}
-
 static int
 delete_one(struct events *e, const unsigned char *uuid, struct span dn,
     struct span attrs)
@@ -302,30 +236,43 @@ delete_one(struct events *e, const unsigned char *uuid, struct span dn,
 	return store_del_entry(e->store, uuid) == -1 ? -1 : 0;
 }
 
+/*
+ * Is this version of the entry (its entryCSN) older than the one applied
+ * last?  A task's answer can run ahead of the messages still on their way
+ * (doc/subtrees.md, "Versions"); with same_is_old, the same version again
+ * counts as old too.  0 when either CSN is unknown.
+ */
 static int
-delete_visit(void *arg, const unsigned char *uuid, struct span dn,
-    struct span attrs)
+stale(struct events *e, const unsigned char *uuid, struct span csn,
+    int same_is_old)
 {
-	if (delete_one(arg, uuid, dn, attrs) == -1)
-		return -1;
-	return events_checkpoint(arg);
+	struct span	 stored;
+	int		 c;
+
+	if (csn.len == 0 || store_get_csn(e->store, uuid, &stored) != 1)
+		return 0;
+	c = bytecmp(csn, stored);
+	return c < 0 || (c == 0 && same_is_old);
 }
 
 /*
  * An entry as the server sends it, against the store: an add, a rename, a
- * modify, or nothing.  With cascade, a rename also renames the stored
- * descendants by their DNs, which is exact only while the store's tree
- * equals the server's (doc/subtrees.md, "When DNs can be trusted").
- * Returns the ENTRY_* of what happened, or -1.
+ * modify, or nothing.  The entry alone: what became of its descendants is
+ * the server's to say (doc/subtrees.md).  csn is the version's entryCSN,
+ * or empty.  Returns the ENTRY_* of what happened, or -1.
  */
 int
 events_entry(struct events *e, const unsigned char *uuid, struct span dn,
-    struct span attrs, int cascade)
+    struct span attrs, struct span csn, int same_is_old)
 {
 	struct span	 odn, oattrs;
 	struct event	 ev;
 	int		 found, what = 0;
 
+	if (stale(e, uuid, csn, same_is_old))
+		return 0;
+	if (store_put_csn(e->store, uuid, csn) == -1)
+		return -1;
 	if ((found = store_get_entry(e->store, uuid, &odn, &oattrs)) == -1)
 		return -1;
 	memset(&ev, 0, sizeof(ev));
@@ -353,12 +300,6 @@ events_entry(struct events *e, const unsigned char *uuid, struct span dn,
 		ev.dn = dn;
 		ev.old_dn = odn;
 		emit(e, &ev);
-		/* The root first: the cascade reuses the scratch buffers. */
-		if (store_put_entry(e->store, uuid, dn, oattrs, &odn) == -1)
-			return -1;
-		if (cascade && rename_subtree(e, odn, dn) == -1)
-			return -1;
-		odn = dn;
 	}
 	if (events_diff(oattrs, attrs, &e->changed) > 0) {
 		what |= ENTRY_MODIFIED;
@@ -370,32 +311,28 @@ events_entry(struct events *e, const unsigned char *uuid, struct span dn,
 		ev.new_attrs = attrs;
 		ev.changed = buf_span(&e->changed);
 		emit(e, &ev);
-		if (store_put_entry(e->store, uuid, dn, attrs, &odn) == -1)
-			return -1;
 	}
+	if (what && store_put_entry(e->store, uuid, dn, attrs, &odn) == -1)
+		return -1;
 	return what;
 }
 
 /*
  * A delete names the stored DN (the server's may be the post-move one, or
- * absent), and deletes the stored entry alone.  What becomes of its stored
- * descendants depends on what can be trusted (doc/subtrees.md):
- *   below == NULL: the store's tree is the server's, so the message's DN
- *     decides: outside the search, the subtree left it and its descendants
- *     go; inside it but elsewhere, the entry was renamed as it left the
- *     filter, and its descendants are renamed with it.
- *   below != NULL: nothing is inferred; when descendants are stored, their
- *     root's DN is copied to *below and 2 returned, for the caller to ask
- *     the server about them.
- * Returns 1 (deleted), 2 (deleted, descendants to resolve), 0 (unknown).
+ * absent) and deletes the stored entry alone.  (A delete older than a
+ * version a task applied needs no guard: an entry that came back after it
+ * has a message of its own, an add, on its way.)  When entries are stored
+ * below it, nothing is inferred from their DNs: the root's DN is copied to
+ * *below and 2 returned, for the caller to ask the server about them
+ * (doc/subtrees.md, "Tasks").  Returns 1 (deleted), 2 (deleted, with
+ * descendants to resolve), 0 (unknown), -1.
  */
 int
-events_delete(struct events *e, const unsigned char *uuid, struct span msg_dn,
-    struct buf *below)
+events_delete(struct events *e, const unsigned char *uuid, struct buf *below)
 {
 	struct span	 dn, attrs;
 	struct buf	 root = { 0 };
-	int		 found, r = 1, in;
+	int		 found, r = 1;
 
 	if ((found = store_get_entry(e->store, uuid, &dn, &attrs)) != 1)
 		return found;	/* unknown: nothing to say */
@@ -404,25 +341,12 @@ events_delete(struct events *e, const unsigned char *uuid, struct span msg_dn,
 	buf_add(&e->old_attrs, attrs.p, attrs.len);
 	if (delete_one(e, uuid, buf_span(&root), buf_span(&e->old_attrs)) == -1)
 		r = -1;
-	else if (below != NULL) {
-		if ((found = store_has_below(e->store, buf_span(&root))) == -1)
-			r = -1;
-		else if (found) {
-			buf_reset(below);
-			buf_add(below, root.data, root.len);
-			r = 2;
-		}
-	} else if (msg_dn.len > 0 && bytecmp(msg_dn, buf_span(&root)) != 0) {
-		if ((in = events_in_scope(e, msg_dn)) == 1)
-			r = rename_subtree(e, buf_span(&root), msg_dn);
-		else if (in == 0)
-			r = store_foreach_below(e->store, buf_span(&root),
-			    delete_visit, e);
-		else
-			log_warnx("a delete for an entry under a DN that is "
-			    "no DN: '%.*s'", (int)msg_dn.len,
-			    (const char *)msg_dn.p);
-		r = r == -1 ? -1 : 1;
+	else if ((found = store_has_below(e->store, buf_span(&root))) == -1)
+		r = -1;
+	else if (found) {
+		buf_reset(below);
+		buf_add(below, root.data, root.len);
+		r = 2;
 	}
 	buf_free(&root);
 	return r;
@@ -448,7 +372,7 @@ sweep_visit(void *arg, const unsigned char *uuid, struct span dn,
 		return -1;
 	if (sw->resolve) {
 		if ((below = store_has_below(e->store, buf_span(&e->dn2))) == -1 ||
-		    (below && store_task_add(e->store, TASK_RECONCILE,
+		    (below && store_task_add(e->store, TASK_RECONCILE, uuid,
 		    buf_span(&e->dn2)) == -1))
 			return -1;
 	}
@@ -492,11 +416,8 @@ events_refresh_done(struct events *e)
 void
 events_free(struct events *e)
 {
-	buf_free(&e->base);
 	buf_free(&e->old_dn);
 	buf_free(&e->old_attrs);
 	buf_free(&e->changed);
 	buf_free(&e->dn2);
-	buf_free(&e->old_dn2);
-	buf_free(&e->attrs2);
 }

@@ -48,10 +48,12 @@ struct reader {
 	int			 in_refresh;
 	int			 had_cookie;
 	int			 present;	/* a present phase happened */
+	int			 listed;	/* some entry was listed present */
 	int			 track;		/* mark entries seen */
 	uint64_t		 gen;
 	uint64_t		 present_unknown;
 	unsigned		 refresh_required;	/* 4096s in a row */
+	uint64_t		 with_children;	/* entries of this refresh */
 	int			 has_cand;
 	struct buf		 cand;		/* cookie for the refresh's end */
 	int64_t			 started;	/* clock_ms() */
@@ -66,6 +68,7 @@ struct reader {
 	char		       **attrs_asked;	/* the search's, + hasSubordinates */
 	int			 decode_flags;	/* what we asked for ourselves */
 	struct subtree		 sub;		/* the server's answers on subtrees */
+	struct provider		 provider;	/* what the server says it is */
 	struct buf		 below;		/* a deleted entry's DN */
 	struct sync_state	 st;
 	struct sync_done	 done;
@@ -117,12 +120,20 @@ commit(struct reader *r)
 	return 0;
 }
 
-/* Persist a cookie: merged by server ID, and never one without a CSN. */
+/*
+ * Persist a cookie.  OpenLDAP's are merged by server ID, and one without a
+ * CSN never replaces a stored one; another server's is kept as it came
+ * (doc/syncrepl.md, "Cookies").
+ */
 static int
 save_cookie(struct reader *r, struct span received)
 {
 	struct span	 stored = { NULL, 0 };
 
+	if (received.len == 0)
+		return 0;
+	if (!cookie_is_openldap(received))
+		return store_put_meta(r->store, "cookie", received);
 	if (store_get_meta(r->store, "cookie", &stored) == -1)
 		return -1;
 	cookie_merge(&r->cookie, stored, received);
@@ -205,6 +216,12 @@ end_refresh(struct reader *r, int has, const struct buf *cookie)
 	r->in_refresh = 0;
 	r->refresh_required = 0;
 	r->ctx->stats->phase = PHASE_PERSIST;
+	if (!r->had_cookie && store_count(r->store) == 1)
+		log_warnx("the search of %s returned one entry alone%s: if "
+		    "there is more below it, %s may not read it (access "
+		    "controls, limits)", r->cfg->base, r->with_children ?
+		    ", which has children" : "", r->cfg->bindname ?
+		    r->cfg->bindname : "the bind identity");
 	if (r->present_unknown)
 		log_warnx("%llu entries the server lists as present are not in "
 		    "the store (a subtree moved into the search?): delete the "
@@ -239,7 +256,22 @@ end_refresh(struct reader *r, int has, const struct buf *cookie)
 static int
 mark_present(struct reader *r, const unsigned char *uuid)
 {
+	r->listed = 1;
 	return r->track ? store_mark_seen(r->store, uuid, r->gen) : 0;
+}
+
+/*
+ * The refresh ends saying "present phase" (refreshDeletes FALSE, or a
+ * refreshPresent message).  389-ds says so after a refresh from a cookie
+ * in which it listed nothing: its deletes came as syncIdSets, and there
+ * was no present phase to sweep after (doc/providers.md).
+ */
+static void
+present_phase(struct reader *r)
+{
+	if (r->provider.kind == PROVIDER_389DS && r->had_cookie && !r->listed)
+		return;
+	r->present = 1;
 }
 
 /*
@@ -248,56 +280,60 @@ mark_present(struct reader *r, const unsigned char *uuid)
  * search can run it.
  */
 static enum outcome
-subtree(struct reader *r, int kind, struct span dn)
+subtree(struct reader *r, int kind, const unsigned char *uuid,
+    struct span dn)
 {
 	int	 rc;
 
 	r->sub.mark_gen = r->in_refresh && r->track ? r->gen : 0;
-	rc = subtree_task(&r->sub, kind, dn);
+	rc = subtree_task(&r->sub, kind, uuid, dn);
 	return rc == 0 ? GO_ON : rc > 0 ? LOST : FATAL;
 }
 
 /*
- * A delete.  In persist the store's tree is the server's, and the message's
- * DN tells what became of the descendants; in a refresh it is not, and the
- * server is asked about each stored descendant (doc/subtrees.md).
+ * A delete: the stored entry alone.  When entries are stored below it, a
+ * subtree left the search, or an entry with children left the filter
+ * (renamed on its way out, maybe): the server is asked about each of them
+ * (doc/subtrees.md, "The cases").
  */
 static enum outcome
-delete(struct reader *r, const unsigned char *uuid, struct span dn, int exact)
+delete(struct reader *r, const unsigned char *uuid)
 {
 	int	 rc;
 
-	rc = events_delete(&r->ev, uuid, dn, exact ? NULL : &r->below);
-	if (rc == -1)
+	if ((rc = events_delete(&r->ev, uuid, &r->below)) == -1)
 		return FATAL;
 	if (rc == 2)
-		return subtree(r, TASK_RECONCILE, buf_span(&r->below));
+		return subtree(r, TASK_RECONCILE, uuid, buf_span(&r->below));
 	return GO_ON;
 }
 
 /*
- * An entry added or changed.  In persist, a rename carries the stored
- * descendants along by their DNs.  In a refresh from a cookie the stored
- * DNs cannot be trusted (entries come in ID order, not in the order of the
- * operations), so the server is asked what lies below a renamed entry.  An
- * unknown entry with children moved into the search: its descendants never
- * come by themselves.  (In a full load everything comes anyway.)
+ * An entry added or changed.  When it has children and was renamed or
+ * moved, or came into the search from outside, its descendants' DNs
+ * changed with no message of their own: the server is asked what lies
+ * below it.  Never inferred from the stored DNs, which a refresh (entries
+ * in ID order, not in the order of the operations) and a task's search
+ * (no snapshot) can leave behind the server's (doc/subtrees.md).  (In a
+ * full load everything comes anyway.)
  */
 static enum outcome
 on_change(struct reader *r, struct span dn)
 {
 	int	 what;
 
+	/* In a full refresh every entry comes: none is older than the store. */
 	what = events_entry(&r->ev, r->st.uuid, dn, buf_span(&r->ent.attrs),
-	    !r->in_refresh);
+	    r->ent.csn, !r->in_refresh || r->had_cookie);
+	r->with_children += r->ent.has_subs;
 	if (what == -1)
 		return FATAL;
 	if (r->in_refresh && r->track &&
 	    store_mark_seen(r->store, r->st.uuid, r->gen) == -1)
 		return FATAL;
 	if (r->ent.has_subs && (!r->in_refresh || r->had_cookie) &&
-	    ((what & ENTRY_ADDED) || ((what & ENTRY_RENAMED) && r->in_refresh)))
-		return subtree(r, TASK_FETCH, dn);
+	    (what & (ENTRY_ADDED | ENTRY_RENAMED)))
+		return subtree(r, TASK_FETCH, r->st.uuid, dn);
 	return GO_ON;
 }
 
@@ -338,7 +374,8 @@ on_entry(struct reader *r, LDAPMessage *msg)
 		break;
 	case SYNC_ADD:
 	case SYNC_MODIFY:
-		if (entry_decode(ber, r->decode_flags, &r->ent) == -1) {
+		if (entry_decode(ber, r->decode_flags, r->sub.uuid_attr,
+		    &r->ent) == -1) {
 			log_warnx("malformed entry from the server: a bad "
 			    "attribute list");
 			goto out;
@@ -349,7 +386,7 @@ on_entry(struct reader *r, LDAPMessage *msg)
 		break;
 	default:
 		log_debug("delete %.*s", (int)dn.len, (const char *)dn.p);
-		out = delete(r, r->st.uuid, dn, !r->in_refresh);
+		out = delete(r, r->st.uuid);
 		break;
 	}
 	/* The message's cookie only once all it says has been applied. */
@@ -400,7 +437,7 @@ on_intermediate(struct reader *r, LDAPMessage *msg)
 			goto out;
 		}
 		if (r->info.type == SYNC_INFO_REFRESH_PRESENT)
-			r->present = 1;
+			present_phase(r);
 		if (r->info.refresh_done) {
 			if ((out = end_refresh(r, r->info.has_cookie,
 			    &r->info.cookie)) != GO_ON)
@@ -423,8 +460,8 @@ on_intermediate(struct reader *r, LDAPMessage *msg)
 				/* No DN: nothing tells where it went. */
 				enum outcome	 step;
 
-				if ((step = delete(r, r->info.uuids.data + i,
-				    (struct span){ NULL, 0 }, 0)) != GO_ON) {
+				if ((step = delete(r, r->info.uuids.data + i)) !=
+				    GO_ON) {
 					out = step;
 					goto out;
 				}
@@ -442,6 +479,16 @@ out:
 	ldap_memfree(oid);
 	ber_bvfree(data);
 	return out;
+}
+
+/* What to do about a server without the sync control (doc/providers.md). */
+static const char *
+no_sync_remedy(const struct provider *p)
+{
+	return p->kind == PROVIDER_389DS ? "enable the Content Synchronization "
+	    "and Retro Changelog plugins (dsconf INSTANCE plugin contentsync "
+	    "enable; dsconf INSTANCE plugin retro-changelog enable)" :
+	    "add the syncprov overlay to the database (overlay syncprov)";
 }
 
 /* Result codes after which trying again cannot help. */
@@ -511,7 +558,7 @@ on_search_done(struct reader *r, LDAPControl **ctrls)
 		return FATAL;
 	if (has && r->in_refresh) {
 		if (!r->done.refresh_deletes)
-			r->present = 1;
+			present_phase(r);
 		if ((out = end_refresh(r, r->done.has_cookie,
 		    &r->done.cookie)) != GO_ON)
 			return out;
@@ -577,6 +624,12 @@ on_result(struct reader *r, LDAPMessage *msg)
 		    text ? text : "");
 		out = text && strstr(text, "provider doesn't") ? RELOAD : LOST;
 		break;
+	case LDAP_UNAVAILABLE_CRITICAL_EXTENSION:
+		log_warnx("search failed: %s (%d): the server does not offer "
+		    "RFC 4533's sync on %s: %s", ldap_err2string(err), err,
+		    r->cfg->base, no_sync_remedy(&r->provider));
+		out = FATAL;
+		break;
 	default:
 		log_warnx("search failed: %s (%d)%s%s", ldap_err2string(err),
 		    err, text && *text ? ": " : "", text ? text : "");
@@ -639,7 +692,9 @@ start_search(struct reader *r)
 	r->in_refresh = 1;
 	r->ctx->stats->phase = PHASE_REFRESH;
 	r->present = 0;
+	r->listed = 0;
 	r->present_unknown = 0;
+	r->with_children = 0;
 	r->has_cand = 0;
 	r->started = clock_ms();
 	memcpy(r->counts_at_start, r->ev.counts, sizeof(r->counts_at_start));
@@ -868,7 +923,7 @@ refresh_required(struct reader *r, int *backoff)
 	int	 rc;
 
 	if (r->has_resume)
-		rc = store_put_meta(r->store, "cookie", buf_span(&r->resume));
+		rc = save_cookie(r, buf_span(&r->resume));
 	else
 		rc = store_del_meta(r->store, "cookie") == -1 ? -1 :
 		    store_put_meta(r->store, "reload", (struct span){
@@ -962,19 +1017,23 @@ run(struct reader *r)
 	}
 }
 
-/* Did the user ask for entryUUID, by name or with all operational ones? */
+
+/* Did the user ask for this operational attribute, by name or with all
+ * of them? */
 static int
-asked_uuid(char **a)
+asked_for(char **a, const char *name)
 {
 	for (; a && *a; a++)
-		if (strcmp(*a, "+") == 0 || strcasecmp(*a, "entryUUID") == 0)
+		if (strcmp(*a, "+") == 0 || strcasecmp(*a, name) == 0)
 			return 1;
 	return 0;
 }
 
 /*
  * The attributes to ask for: the search's, plus hasSubordinates, which
- * tells an entry with children (doc/subtrees.md).
+ * tells an entry with children, and entryCSN, which tells a version of an
+ * entry from an older one (doc/subtrees.md).  What the user did not ask
+ * for is left out of what is stored and sent.
  */
 static void
 ask_attrs(struct reader *r)
@@ -983,24 +1042,21 @@ ask_attrs(struct reader *r)
 	size_t	 n = 0, i;
 
 	for (n = 0; a && a[n]; n++)
-		if (strcasecmp(a[n], "hasSubordinates") == 0 ||
-		    strcmp(a[n], "+") == 0)
-			break;
-	if (a && a[n]) {	/* asked for already: it is the user's */
-		for (n = 0; a[n]; n++)
-			;
-		r->attrs_asked = xcalloc(n + 1, sizeof(char *));
-		memcpy(r->attrs_asked, a, n * sizeof(char *));
-		return;
-	}
-	r->attrs_asked = xcalloc(n + 2 + (a == NULL), sizeof(char *));
+		;
+	r->attrs_asked = xcalloc(n + 4, sizeof(char *));
 	if (a == NULL)
 		r->attrs_asked[n++] = "*";
 	else
 		for (i = 0; i < n; i++)
 			r->attrs_asked[i] = a[i];
-	r->attrs_asked[n] = "hasSubordinates";
-	r->decode_flags = DECODE_STRIP_SUBS;
+	if (!asked_for(a, "hasSubordinates")) {
+		r->attrs_asked[n++] = "hasSubordinates";
+		r->decode_flags |= DECODE_STRIP_SUBS;
+	}
+	if (!asked_for(a, "entryCSN")) {
+		r->attrs_asked[n++] = "entryCSN";
+		r->decode_flags |= DECODE_STRIP_CSN;
+	}
 }
 
 /* Why the store cannot be trusted, if it cannot (doc/store.md). */
@@ -1060,12 +1116,22 @@ reader_main(const struct child_ctx *ctx)
 	r.ctx = ctx;
 	r.cfg = ctx->cfg;
 	r.msgid = -1;
-	if (events_init(&r.ev, r.cfg, NULL, &r.pipes) == -1)
-		child_startup_failed(ctx, EX_USAGE, "--url: bad search base "
-		    "'%s'", r.cfg->base);
+	events_init(&r.ev, r.cfg, NULL, &r.pipes);
 	if ((code = conn_open(r.cfg, &r.ld, err, sizeof(err))) != 0 ||
 	    (code = conn_check_search(r.cfg, r.ld, err, sizeof(err))) != 0)
 		child_startup_failed(ctx, code, "%s", err);
+	conn_provider(r.ld, &r.provider);
+	if (r.provider.sync_known && !r.provider.has_sync)
+		child_startup_failed(ctx, EX_CONFIG, "%s does not offer the "
+		    "Content Synchronization control (RFC 4533): %s",
+		    r.cfg->server_url, no_sync_remedy(&r.provider));
+	if (r.provider.kind == PROVIDER_389DS &&
+	    (code = conn_check_retro(r.ld, err, sizeof(err))) != 1) {
+		if (code == 0)
+			child_startup_failed(ctx, EX_CONFIG, "%s", err);
+		log_warnx("cannot read the Retro Changelog's settings to check "
+		    "that it records targetUniqueId (ldapfeed.8, PROVIDERS)");
+	}
 	fingerprint(r.cfg, &fp);
 	if (ctx->trusted) {
 		if (store_open(&r.store, r.cfg->data_dir, 0, 0) == -1)
@@ -1091,8 +1157,11 @@ reader_main(const struct child_ctx *ctx)
 	r.ev.store = r.store;
 	r.ev.checkpoint = checkpoint;
 	r.ev.checkpoint_arg = &r;
+	if (r.provider.kind == PROVIDER_389DS && !asked_for(r.cfg->attrs, "aci"))
+		r.decode_flags |= DECODE_STRIP_ACI;
 	subtree_init(&r.sub, r.cfg, &r.ev, r.attrs_asked, r.decode_flags |
-	    (asked_uuid(r.cfg->attrs) ? 0 : DECODE_STRIP_UUID));
+	    (asked_for(r.cfg->attrs, provider_uuid_attr(r.provider.kind)) ? 0 :
+	    DECODE_STRIP_UUID), r.provider.kind);
 	r.ev.seq = r.committed_seq = store_get_u64(r.store, "seq", 0);
 	if (store_put_meta(r.store, "search", buf_span(&fp)) == -1)
 		fatalx(EX_SOFTWARE, "cannot write the store");

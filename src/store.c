@@ -26,7 +26,8 @@ struct store {
 	MDB_dbi		 entries;	/* uuid -> u32 dnlen, dn, attrs blob */
 	MDB_dbi		 dns;		/* dnkey + uuid -> (nothing) */
 	MDB_dbi		 seen;		/* uuid -> u64 generation */
-	MDB_dbi		 tasks;		/* u64 id (native) -> kind, DN */
+	MDB_dbi		 tasks;		/* u64 id (native) -> kind, uuid, DN */
+	MDB_dbi		 csns;		/* uuid -> the entryCSN last applied */
 	size_t		 mapsize;
 	size_t		 txn_bytes;	/* written in the open batch */
 	struct buf	 scratch;
@@ -53,7 +54,8 @@ open_dbs(struct store *s)
 	    (rc = mdb_dbi_open(txn, "dns", MDB_CREATE, &s->dns)) != 0 ||
 	    (rc = mdb_dbi_open(txn, "seen", MDB_CREATE, &s->seen)) != 0 ||
 	    (rc = mdb_dbi_open(txn, "tasks", MDB_CREATE | MDB_INTEGERKEY,
-	    &s->tasks)) != 0) {
+	    &s->tasks)) != 0 ||
+	    (rc = mdb_dbi_open(txn, "csns", MDB_CREATE, &s->csns)) != 0) {
 		mdb_txn_abort(txn);
 		return lmdb_fail("open tables", rc);
 	}
@@ -416,7 +418,46 @@ store_del_entry(struct store *s, const unsigned char *uuid)
 	rc = mdb_del(s->txn, s->seen, &k, NULL);
 	if (rc != 0 && rc != MDB_NOTFOUND)
 		return lmdb_fail("del seen", rc);
+	rc = mdb_del(s->txn, s->csns, &k, NULL);
+	if (rc != 0 && rc != MDB_NOTFOUND)
+		return lmdb_fail("del csn", rc);
 	return 1;
+}
+
+/*
+ * The entryCSN of the version of an entry last applied: 1 and it (valid
+ * until the next write), 0 if none is known.
+ */
+int
+store_get_csn(struct store *s, const unsigned char *uuid, struct span *csn)
+{
+	MDB_val	 k = val(uuid, 16), v;
+	int	 rc;
+
+	if (need_txn(s) == -1)
+		return -1;
+	if ((rc = mdb_get(s->txn, s->csns, &k, &v)) == MDB_NOTFOUND)
+		return 0;
+	if (rc != 0)
+		return lmdb_fail("get csn", rc);
+	csn->p = v.mv_data;
+	csn->len = v.mv_size;
+	return 1;
+}
+
+int
+store_put_csn(struct store *s, const unsigned char *uuid, struct span csn)
+{
+	MDB_val	 k = val(uuid, 16), v = val(csn.p, csn.len);
+	int	 rc;
+
+	if (need_txn(s) == -1)
+		return -1;
+	if (csn.len == 0 || csn.len > 256)
+		return 0;
+	if ((rc = mdb_put(s->txn, s->csns, &k, &v, 0)) != 0)
+		return lmdb_fail("put csn", rc);
+	return 0;
 }
 
 int
@@ -677,7 +718,8 @@ store_has_below(struct store *s, struct span root)
  * middle of one is taken up again, never forgotten.
  */
 int
-store_task_add(struct store *s, int kind, struct span dn)
+store_task_add(struct store *s, int kind, const unsigned char *uuid,
+    struct span dn)
 {
 	MDB_cursor	*c;
 	MDB_val		 k, v;
@@ -698,6 +740,7 @@ store_task_add(struct store *s, int kind, struct span dn)
 		return lmdb_fail("tasks", rc);
 	buf_reset(&s->scratch);
 	buf_add_u8(&s->scratch, (uint8_t)kind);
+	buf_add(&s->scratch, uuid, 16);
 	buf_add(&s->scratch, dn.p, dn.len);
 	k = val(&id, sizeof(id));
 	v = val(s->scratch.data, s->scratch.len);
@@ -706,9 +749,11 @@ store_task_add(struct store *s, int kind, struct span dn)
 	return 0;
 }
 
-/* The oldest pending task: 1 and its id, kind and DN (a copy), 0 if none. */
+/* The oldest pending task: 1 and its id, kind, UUID and DN (copies), 0 if
+ * none. */
 int
-store_task_first(struct store *s, uint64_t *id, int *kind, struct buf *dn)
+store_task_first(struct store *s, uint64_t *id, int *kind, unsigned char *uuid,
+    struct buf *dn)
 {
 	MDB_cursor	*c;
 	MDB_val		 k, v;
@@ -724,14 +769,15 @@ store_task_first(struct store *s, uint64_t *id, int *kind, struct buf *dn)
 		return 0;
 	if (rc != 0)
 		return lmdb_fail("tasks", rc);
-	if (k.mv_size != sizeof(*id) || v.mv_size < 1) {
+	if (k.mv_size != sizeof(*id) || v.mv_size < 17) {
 		log_warnx("store: corrupt task record");
 		return -1;
 	}
 	memcpy(id, k.mv_data, sizeof(*id));
 	*kind = ((unsigned char *)v.mv_data)[0];
+	memcpy(uuid, (unsigned char *)v.mv_data + 1, 16);
 	buf_reset(dn);
-	buf_add(dn, (unsigned char *)v.mv_data + 1, v.mv_size - 1);
+	buf_add(dn, (unsigned char *)v.mv_data + 17, v.mv_size - 17);
 	return 1;
 }
 

@@ -16,14 +16,26 @@
 #include "ldapfeed.h"
 
 #define SUBTREE_WAIT_SECS	60	/* silence that ends a task's search */
+#define PASSES_MAX		5	/* a task runs until a pass is quiet */
 
 /* A task's outcomes: done, or the server failed it (try again later). */
 #define TASK_OK		0
 #define TASK_AGAIN	1
 
+/*
+ * The attribute that holds, as text, the UUID the Sync State control
+ * carries: entryUUID (RFC 4530) on OpenLDAP, nsUniqueId on 389-ds
+ * (doc/providers.md).
+ */
+const char *
+provider_uuid_attr(enum provider_kind kind)
+{
+	return kind == PROVIDER_389DS ? "nsUniqueId" : "entryUUID";
+}
+
 void
 subtree_init(struct subtree *t, const struct config *cfg, struct events *ev,
-    char **asked, int decode_flags)
+    char **asked, int decode_flags, enum provider_kind kind)
 {
 	size_t	 n;
 
@@ -31,11 +43,12 @@ subtree_init(struct subtree *t, const struct config *cfg, struct events *ev,
 	t->cfg = cfg;
 	t->ev = ev;
 	t->decode_flags = decode_flags;
+	t->uuid_attr = provider_uuid_attr(kind);
 	for (n = 0; asked[n]; n++)
 		;
 	t->attrs = xcalloc(n + 2, sizeof(char *));
 	memcpy(t->attrs, asked, n * sizeof(char *));
-	t->attrs[n] = "entryUUID";
+	t->attrs[n] = (char *)(uintptr_t)t->uuid_attr;
 }
 
 void
@@ -54,6 +67,7 @@ subtree_free(struct subtree *t)
 	buf_free(&t->ent.attrs);
 	buf_free(&t->scratch);
 	buf_free(&t->filter);
+	buf_free(&t->where);
 }
 
 static int
@@ -86,7 +100,8 @@ again(struct subtree *t, const char *what, const char *dn, int rc)
  */
 static int
 search(struct subtree *t, const char *what, const char *base, int scope,
-    const char *filter, int (*fn)(struct subtree *, struct span), int *count)
+    const char *filter, char **attrs, int (*fn)(struct subtree *,
+    struct span), int *count)
 {
 	struct timeval	 tv = { SUBTREE_WAIT_SECS, 0 };
 	LDAPMessage	*msg;
@@ -96,8 +111,9 @@ search(struct subtree *t, const char *what, const char *base, int scope,
 
 	if (!connected(t))
 		return TASK_AGAIN;
-	rc = ldap_search_ext(t->ld, base, scope, filter, t->attrs, 0, NULL,
-	    NULL, NULL, LDAP_NO_LIMIT, &msgid);
+	t->no_such = 0;
+	rc = ldap_search_ext(t->ld, base, scope, filter, attrs ? attrs :
+	    t->attrs, 0, NULL, NULL, NULL, LDAP_NO_LIMIT, &msgid);
 	if (rc != LDAP_SUCCESS)
 		return again(t, what, base, rc);
 	while (!done && r == TASK_OK) {
@@ -122,8 +138,8 @@ search(struct subtree *t, const char *what, const char *base, int scope,
 		case LDAP_RES_SEARCH_ENTRY:
 			ber = NULL;
 			if (ldap_get_dn_ber(t->ld, msg, &ber, &dnbv) !=
-			    LDAP_SUCCESS || entry_decode(ber, t->decode_flags,
-			    &t->ent) == -1)
+			    LDAP_SUCCESS || entry_decode(ber, attrs ? 0 :
+			    t->decode_flags, t->uuid_attr, &t->ent) == -1)
 				err = LDAP_DECODING_ERROR;
 			else {
 				(*count)++;
@@ -138,8 +154,9 @@ search(struct subtree *t, const char *what, const char *base, int scope,
 		}
 		ldap_msgfree(msg);
 	}
-	if (r == TASK_OK && done && err != LDAP_SUCCESS &&
-	    err != LDAP_NO_SUCH_OBJECT)
+	if (r == TASK_OK && done && err == LDAP_NO_SUCH_OBJECT)
+		t->no_such = 1;
+	else if (r == TASK_OK && done && err != LDAP_SUCCESS)
 		return again(t, what, base, err);
 	if (!done)
 		ldap_abandon_ext(t->ld, msgid, NULL, NULL);
@@ -154,9 +171,9 @@ search(struct subtree *t, const char *what, const char *base, int scope,
 static int
 nameless(struct subtree *t, struct span dn)
 {
-	log_warnx("%.*s came without a readable entryUUID: skipped (the "
-	    "bind identity needs read access to entryUUID)", (int)dn.len,
-	    (const char *)dn.p);
+	log_warnx("%.*s came without a readable %s: skipped (the bind "
+	    "identity needs read access to %s)", (int)dn.len,
+	    (const char *)dn.p, t->uuid_attr, t->uuid_attr);
 	t->nameless++;
 	return TASK_OK;
 }
@@ -168,7 +185,8 @@ fetched(struct subtree *t, struct span dn)
 
 	if (!t->ent.has_uuid)
 		return nameless(t, dn);
-	if (events_entry(e, t->ent.uuid, dn, buf_span(&t->ent.attrs), 0) == -1)
+	if (events_entry(e, t->ent.uuid, dn, buf_span(&t->ent.attrs),
+	    t->ent.csn, 0) == -1)
 		return -1;
 	if (t->mark_gen && store_mark_seen(e->store, t->ent.uuid,
 	    t->mark_gen) == -1)
@@ -176,55 +194,114 @@ fetched(struct subtree *t, struct span dn)
 	return events_checkpoint(e) == -1 ? -1 : TASK_OK;
 }
 
-/* The fetch's own root comes with a subtree search: it is not news. */
-static int
-fetched_below(struct subtree *t, struct span dn)
+/*
+ * The UUID as the server writes it in uuid_attr: RFC 4122's 8-4-4-4-12
+ * for entryUUID, four groups of 8 for 389-ds's nsUniqueId.
+ */
+static void
+uuid_text(const struct subtree *t, char *out, const unsigned char *u)
 {
-	if (dn.len == t->root.len && strncasecmp((const char *)dn.p,
-	    (const char *)t->root.p, dn.len) == 0)
-		return TASK_OK;
-	return fetched(t, dn);
+	static const int rfc[] = { 4, 6, 8, 10 }, ns[] = { 4, 8, 12, 16 };
+	const int	*dash = strcmp(t->uuid_attr, "entryUUID") == 0 ? rfc : ns;
+	int		 i, k = 0, n = 0;
+
+	for (i = 0; i < 16; i++) {
+		if (k < 4 && i == dash[k]) {
+			out[n++] = '-';
+			k++;
+		}
+		n += snprintf(out + n, 3, "%02x", u[i]);
+	}
+	out[n] = '\0';
+}
+
+static int
+located(struct subtree *t, struct span dn)
+{
+	buf_reset(&t->where);
+	buf_add(&t->where, dn.p, dn.len);
+	buf_add_u8(&t->where, 0);
+	return TASK_OK;
 }
 
 /*
- * Everything below root that the search selects, from the server: unknown
- * entries are adds, known ones take the server's DN and attributes.  The
- * scope is subtree, not RFC 4512's subordinate, which not every server has
- * (389-ds refuses it).
+ * The entry at the DN a message gave: is it still the one we look for?
+ * Without a readable UUID nobody can tell: the fetch goes on there, to
+ * name every entry it cannot name, and fails.
  */
 static int
-fetch(struct subtree *t, const char *root)
+at_hint(struct subtree *t, struct span dn)
 {
-	int	 n = 0, r;
+	if (!t->ent.has_uuid) {
+		nameless(t, dn);
+		return located(t, dn);
+	}
+	if (memcmp(t->ent.uuid, t->want, 16) == 0)
+		return located(t, dn);
+	return TASK_OK;
+}
+
+/*
+ * Everything below an entry that the search selects, from the server:
+ * unknown entries are adds, known ones take the server's DN and
+ * attributes.  The entry is found by its UUID first (the DN the task was
+ * given may have changed since); an entry no longer in the search's base
+ * has nothing below it in the search.  The scope is subtree, not RFC
+ * 4512's subordinate, which not every server has (389-ds refuses it): the
+ * entry itself comes too, and is compared like the rest.
+ */
+static int
+fetch(struct subtree *t, const unsigned char *uuid, const char *hint)
+{
+	static char	*noattrs[] = { LDAP_NO_ATTRS, NULL };
+	char		*uuid_only[] = { (char *)(uintptr_t)t->uuid_attr, NULL };
+	char		 text[37];
+	int		 n = 0, r;
 
 	if (t->cfg->scope != LDAP_SCOPE_SUBTREE &&
 	    t->cfg->scope != LDAP_SCOPE_SUBORDINATE)
 		return TASK_OK;
+	uuid_text(t, text, uuid);
+	buf_reset(&t->filter);
+	buf_printf(&t->filter, "(%s=%s)", t->uuid_attr, text);
+	buf_add_u8(&t->filter, 0);
+	/*
+	 * Where the message said first (the usual case), else anywhere: an
+	 * entry whose UUID cannot be read is a failed task, never a guess.
+	 */
+	buf_reset(&t->where);
+	memcpy(t->want, uuid, 16);
 	t->nameless = 0;
-	t->root = (struct span){ (const unsigned char *)root, strlen(root) };
-	r = search(t, "fetching the entries below", root,
-	    LDAP_SCOPE_SUBTREE, t->cfg->filter, fetched_below, &n);
+	if ((r = search(t, "finding the entry at", hint, LDAP_SCOPE_BASE,
+	    "(objectClass=*)", uuid_only, at_hint, &n)) != TASK_OK)
+		return r;
+	if (t->where.len == 0 && (r = search(t, "finding the entry once at",
+	    t->cfg->base, t->cfg->scope, (const char *)t->filter.data, noattrs,
+	    located, &n)) != TASK_OK)
+		return r;
+	if (t->where.len == 0) {
+		log_debug("%s: no longer in the search", hint);
+		return TASK_OK;
+	}
+	n = 0;
+	r = search(t, "fetching the entries below", (const char *)t->where.data,
+	    LDAP_SCOPE_SUBTREE, t->cfg->filter, NULL, fetched, &n);
+	if (r == TASK_OK && t->no_such)
+		t->unsettled = 1;	/* it moved again meanwhile */
 	if (r == TASK_OK && t->nameless) {
 		log_warnx("fetching the entries below %s: %d without an "
-		    "entryUUID; trying again after a reconnect", root,
-		    t->nameless);
+		    "%s; trying again after a reconnect", t->where.data,
+		    t->nameless, t->uuid_attr);
 		subtree_close(t);
 		return TASK_AGAIN;
 	}
 	if (r == TASK_OK)
-		log_info("%d entries below %s fetched", n, root);
+		log_info("%d entries at and below %s fetched", n,
+		    (const char *)t->where.data);
 	return r;
 }
 
 /* ---- reconcile: stored descendants asked about by UUID ---- */
-
-static void
-uuid_text(char *out, const unsigned char *u)
-{
-	snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-"
-	    "%02x%02x%02x%02x%02x%02x", u[0], u[1], u[2], u[3], u[4], u[5],
-	    u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13], u[14], u[15]);
-}
 
 static int
 answered(struct subtree *t, struct span dn)
@@ -239,7 +316,8 @@ answered(struct subtree *t, struct span dn)
 	if (i == t->batch_n)
 		return TASK_OK;		/* not asked about: not ours */
 	t->batch_seen[i] = 1;
-	if (events_entry(t->ev, t->ent.uuid, dn, buf_span(&t->ent.attrs), 0) == -1)
+	if (events_entry(t->ev, t->ent.uuid, dn, buf_span(&t->ent.attrs),
+	    t->ent.csn, 0) == -1)
 		return -1;
 	return events_checkpoint(t->ev) == -1 ? -1 : TASK_OK;
 }
@@ -260,16 +338,16 @@ ask(struct subtree *t)
 	buf_reset(&t->filter);
 	buf_printf(&t->filter, f[0] == '(' ? "(&%s(|" : "(&(%s)(|", f);
 	for (i = 0; i < t->batch_n; i++) {
-		uuid_text(text, t->batch[i]);
-		buf_printf(&t->filter, "(entryUUID=%s)", text);
+		uuid_text(t, text, t->batch[i]);
+		buf_printf(&t->filter, "(%s=%s)", t->uuid_attr, text);
 	}
 	buf_add_str(&t->filter, "))");
 	buf_add_u8(&t->filter, 0);
 	memset(t->batch_seen, 0, sizeof(t->batch_seen));
 	t->nameless = 0;
 	r = search(t, "asking the server about the entries below",
-	    t->cfg->base, t->cfg->scope, (const char *)t->filter.data, answered,
-	    &n);
+	    t->cfg->base, t->cfg->scope, (const char *)t->filter.data, NULL,
+	    answered, &n);
 	if (r == TASK_OK && t->nameless) {
 		subtree_close(t);
 		return TASK_AGAIN;
@@ -277,8 +355,8 @@ ask(struct subtree *t)
 	for (i = 0; i < t->batch_n && r == TASK_OK; i++) {
 		if (t->batch_seen[i])
 			continue;
-		if (events_delete(t->ev, t->batch[i], (struct span){ NULL, 0 },
-		    &t->scratch) == -1 || events_checkpoint(t->ev) == -1)
+		if (events_delete(t->ev, t->batch[i], &t->scratch) == -1 ||
+		    events_checkpoint(t->ev) == -1)
 			r = -1;
 		else
 			t->deleted++;
@@ -327,23 +405,51 @@ reconcile(struct subtree *t, const char *root)
  * TASK_AGAIN when the server failed one (it stays pending), -1 on our own
  * failure.
  */
+/*
+ * One task, pass after pass until a pass changes nothing.  A search is no
+ * snapshot: a subtree renamed while it runs can come back with some
+ * descendants under the old DN and the renamed entry under the new one,
+ * and the rename's own message, when it comes, then changes nothing.  A
+ * pass that finds the store already equal to the server ends it
+ * (doc/subtrees.md, "Tasks").
+ */
+static int
+run_task(struct subtree *t, int kind, const unsigned char *uuid,
+    const char *dn)
+{
+	uint64_t	 before;
+	int		 pass, r = TASK_OK;
+
+	for (pass = 0; pass < PASSES_MAX && r == TASK_OK; pass++) {
+		before = t->ev->seq;
+		t->unsettled = 0;
+		if (kind == TASK_FETCH)
+			r = fetch(t, uuid, dn);
+		else if (kind == TASK_RECONCILE)
+			r = reconcile(t, dn);
+		else {
+			log_warnx("store: a task of unknown kind %d dropped",
+			    kind);
+			break;
+		}
+		if (t->ev->seq == before && !t->unsettled)
+			break;
+	}
+	return r;
+}
+
 int
 subtree_run_pending(struct subtree *t)
 {
 	struct buf	 dn = { 0 };
+	unsigned char	 uuid[16];
 	uint64_t	 id;
 	int		 kind, rc, r = TASK_OK;
 
 	while (r == TASK_OK && (rc = store_task_first(t->ev->store, &id, &kind,
-	    &dn)) == 1) {
+	    uuid, &dn)) == 1) {
 		buf_add_u8(&dn, 0);
-		if (kind == TASK_FETCH)
-			r = fetch(t, (const char *)dn.data);
-		else if (kind == TASK_RECONCILE)
-			r = reconcile(t, (const char *)dn.data);
-		else
-			log_warnx("store: a task of unknown kind %d dropped",
-			    kind);
+		r = run_task(t, kind, uuid, (const char *)dn.data);
 		if (r == TASK_OK && store_task_done(t->ev->store, id) == -1)
 			r = -1;
 	}
@@ -355,9 +461,10 @@ subtree_run_pending(struct subtree *t)
 
 /* Record a task, so that it survives a reconnect or a stop, and run it. */
 int
-subtree_task(struct subtree *t, int kind, struct span dn)
+subtree_task(struct subtree *t, int kind, const unsigned char *uuid,
+    struct span dn)
 {
-	if (store_task_add(t->ev->store, kind, dn) == -1)
+	if (store_task_add(t->ev->store, kind, uuid, dn) == -1)
 		return -1;
 	return subtree_run_pending(t);
 }

@@ -567,6 +567,28 @@ fields_of(struct span cookie)
 	return s;
 }
 
+/*
+ * Is it OpenLDAP's cookie (rid=NNN,...), whose rules ldapfeed knows?  Any
+ * other server's cookie (389-ds: host:port#binddn:base:filter#changenumber)
+ * is opaque: kept as the server sent it (doc/syncrepl.md, "Cookies").
+ */
+int
+cookie_is_openldap(struct span cookie)
+{
+	return has_prefix(cookie, "rid=");
+}
+
+static int
+span_cmp(struct span a, struct span b)
+{
+	int	 c;
+
+	c = memcmp(a.p, b.p, a.len < b.len ? a.len : b.len);
+	if (c != 0)
+		return c;
+	return a.len < b.len ? -1 : a.len > b.len;
+}
+
 int
 cookie_has_csn(struct span cookie)
 {
@@ -618,16 +640,6 @@ csn_sid(struct span csn, unsigned long *sid)
 	return 1;
 }
 
-static int
-span_cmp(struct span a, struct span b)
-{
-	int	 c;
-
-	c = memcmp(a.p, b.p, a.len < b.len ? a.len : b.len);
-	if (c != 0)
-		return c;
-	return a.len < b.len ? -1 : a.len > b.len;
-}
 
 /* By SID; within one SID the received CSNs first, the newest first. */
 static int

@@ -271,6 +271,12 @@ class DS389:
                                       'uid': 'feed', 'userPassword': self.feed_pw,
                                       'nsSizeLimit': '-1', 'nsLookThroughLimit': '-1'})
         self.feed_access(True)
+        # What the README asks of a feed identity on 389-ds: read the Retro
+        # Changelog's settings, so that ldapfeed can check targetUniqueId.
+        self.modify(ldif_modify(RETRO, [('add', 'aci', (
+            '(targetattr="*")(version 3.0; '
+            'acl "ldapfeed reads the retro changelog settings"; allow (read, search, compare) '
+            'userdn="ldap:///%s";)' % self.feed_dn))]))
         self.create_seconds = time.monotonic() - t0
         return self
 

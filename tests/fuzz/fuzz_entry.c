@@ -24,7 +24,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
 	bv.bv_len = len - 1;
 	if ((ber = ber_init(&bv)) == NULL)
 		return 0;
-	if (entry_decode(ber, data[0] & 3, &e) == 0 &&
+	if (entry_decode(ber, data[0] & 3, data[0] & 4 ? "nsUniqueId" :
+	    "entryUUID", &e) == 0 &&
 	    !attrs_valid((struct span){ e.attrs.data, e.attrs.len }))
 		abort();
 	ber_free(ber, 1);

@@ -1,7 +1,6 @@
 /*
- * src/dn.c: the DN sharding hash (which worker a DN goes to), "is below",
- * the store's DN index key, and the scope test against a search base that
- * is normalized first (a base typed another way than the server writes it).
+ * src/dn.c: the DN sharding hash (which worker a DN goes to), "is below"
+ * and the store's DN index key.
  */
 #include <ldap.h>
 #include <stdlib.h>
@@ -16,28 +15,10 @@ S(const char *s)
 	return (struct span){ (const unsigned char *)s, strlen(s) };
 }
 
-/*
- * Is dn in the search of base (as typed) and scope?  The reader's question:
- * the base normalized once (events_init), each DN tested against it
- * (events_in_scope).  -2 when the base itself is no DN.
- */
-static int
-in_scope(const char *base, int scope, const char *dn)
-{
-	struct buf	 norm = { 0 };
-	int		 r = -2;
-
-	if (dn_normalize(S(base), &norm) == 0)
-		r = dn_in_scope(buf_span(&norm), scope, S(dn));
-	buf_free(&norm);
-	return r;
-}
-
 int
 main(void)
 {
-	const char	*base = "ou=people,dc=x";
-	int		 i, sub = LDAP_SCOPE_SUBTREE, one = LDAP_SCOPE_ONELEVEL;
+	int		 i;
 
 	/* FNV-1a 64 reference vectors, and A-Z folding. */
 	ok(shard_hash("", 0) == 0xcbf29ce484222325ULL, "fnv1a64 of empty");
@@ -81,27 +62,5 @@ main(void)
 		buf_free(&key);
 	}
 
-	/* scope against the search base */
-	ok(in_scope(base, sub, "uid=a,ou=people,dc=x") == 1 &&
-	    in_scope(base, sub, "OU=People,DC=x") == 1 &&
-	    in_scope(base, sub, "uid=a, ou=People, dc=X") == 1 &&
-	    in_scope(base, sub, "uid=a,ou=other,dc=x") == 0 &&
-	    in_scope(base, sub, "uid=a,ou=peoplex,dc=x") == 0 &&
-	    in_scope(base, sub, "no dn") == -1, "scope: sub");
-	ok(in_scope(base, one, "uid=a,ou=people,dc=x") == 1 &&
-	    in_scope(base, one, "ou=people,dc=x") == 0 &&
-	    in_scope(base, one, "uid=a,ou=t,ou=people,dc=x") == 0 &&
-	    in_scope(base, one, "uid=a\\,b,ou=people,dc=x") == 1,
-	    "scope: one level");
-
-	/* a base typed another way than the server writes it */
-	base = "OU=People , dc=X";
-	ok(in_scope(base, sub, "uid=a,ou=people,dc=x") == 1 &&
-	    in_scope(base, sub, "uid=a,ou=people\\2C,dc=x") == 0 &&
-	    in_scope(base, sub, "ou=people,dc=x") == 1,
-	    "scope: the base as typed and the server's DN both normalized");
-	base = "cn=a\\2Cb,dc=x";
-	ok(in_scope(base, sub, "uid=q,cn=a\\,b,dc=x") == 1,
-	    "scope: \\2C and \\, are one character");
 	return tap_done();
 }

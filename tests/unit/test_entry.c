@@ -32,7 +32,7 @@ decoder(void)
 {
 	static const unsigned char uuid[16] = { 0x39, 0x06, 0xf8, 0xc4, 0x7c,
 	    0x8b, 0x10, 0x41, 0x92, 0xe1, 0x05, 0x7a, 0xe5, 0x7b, 0x83, 0xaf };
-	struct entry	 e = { { 0 }, 0, 0, { 0 } };
+	struct entry	 e;
 	struct berval	 flat;
 	struct span	 name;
 	struct attrs_iter it;
@@ -40,8 +40,10 @@ decoder(void)
 	uint32_t	 nvals;
 	int		 n = 0;
 
+	memset(&e, 0, sizeof(e));
+
 	ber = attr_list(&flat);
-	ok(entry_decode(ber, 0, &e) == 0 && e.has_uuid && e.has_subs &&
+	ok(entry_decode(ber, 0, "entryUUID", &e) == 0 && e.has_uuid && e.has_subs &&
 	    memcmp(e.uuid, uuid, 16) == 0, "decode: entryUUID and "
 	    "hasSubordinates noted");
 	attrs_iter_init(&it, (struct span){ e.attrs.data, e.attrs.len });
@@ -57,7 +59,8 @@ decoder(void)
 	ber_memfree(flat.bv_val);
 
 	ber = attr_list(&flat);
-	ok(entry_decode(ber, DECODE_STRIP_SUBS | DECODE_STRIP_UUID, &e) == 0 &&
+	ok(entry_decode(ber, DECODE_STRIP_SUBS | DECODE_STRIP_UUID,
+	    "entryUUID", &e) == 0 &&
 	    e.has_uuid && e.has_subs, "decode: stripped, still noted");
 	attrs_iter_init(&it, (struct span){ e.attrs.data, e.attrs.len });
 	ok(attrs_next_attr(&it, &name, &nvals) == 1 && name.len == 2 &&
@@ -70,7 +73,7 @@ decoder(void)
 	ber_flatten2(ber, &flat, 1);
 	ber_free(ber, 1);
 	ber = ber_init(&flat);
-	ok(entry_decode(ber, 0, &e) == 0 && !e.has_uuid && !e.has_subs,
+	ok(entry_decode(ber, 0, "entryUUID", &e) == 0 && !e.has_uuid && !e.has_subs,
 	    "decode: a malformed entryUUID is no entryUUID");
 	ber_free(ber, 1);
 	ber_memfree(flat.bv_val);
@@ -80,7 +83,7 @@ decoder(void)
 	ber_flatten2(ber, &flat, 1);
 	ber_free(ber, 1);
 	ber = ber_init(&flat);
-	ok(entry_decode(ber, 0, &e) == -1, "decode: an attribute without its "
+	ok(entry_decode(ber, 0, "entryUUID", &e) == -1, "decode: an attribute without its "
 	    "SET refused");
 	ber_free(ber, 1);
 	ber_memfree(flat.bv_val);

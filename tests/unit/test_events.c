@@ -89,6 +89,8 @@ drain(struct pipes *p, char *out, size_t outlen)
 	buf_reset(&p->q[0].b);
 }
 
+#define NOCSN	((struct span){ NULL, 0 })
+
 int
 main(void)
 {
@@ -146,7 +148,7 @@ main(void)
 	c = events_diff(A(&b1, "cn=a"), A(&b2, "cn=A"), &changed);
 	ok(c == 1, "values compare exactly (bytes)");
 
-	/* events: add, nothing, modify, rename with descendants, delete */
+	/* events: add, nothing, modify, rename, delete, sweep */
 	memset(&cfg, 0, sizeof(cfg));
 	cfg.base = "ou=people,dc=x";
 	cfg.scope = LDAP_SCOPE_SUBTREE;
@@ -154,61 +156,72 @@ main(void)
 		return 1;
 	signals_init();
 	pipes_init(&p, &fds[1], 1);
-	ok(events_init(&ev, &cfg, st, &p) == 0, "events_init");
+	events_init(&ev, &cfg, st, &p);
 	uuid_of(u, 1);
-	events_entry(&ev, u, S("ou=team,ou=people,dc=x"), A(&b1, "ou=team"), 1);
+	events_entry(&ev, u, S("ou=team,ou=people,dc=x"), A(&b1, "ou=team"), NOCSN, 1);
 	uuid_of(u, 2);
 	events_entry(&ev, u, S("uid=a,ou=team,ou=people,dc=x"),
-	    A(&b1, "uid=a;cn=A"), 1);
+	    A(&b1, "uid=a;cn=A"), NOCSN, 1);
 	uuid_of(u, 3);
 	events_entry(&ev, u, S("uid=b,ou=team,ou=people,dc=x"),
-	    A(&b1, "uid=b"), 1);
+	    A(&b1, "uid=b"), NOCSN, 1);
 	drain(&p, out, sizeof(out));
 	ok(strcmp(out, "2:1:ou=team,ou=people,dc=x 2:2:uid=a,ou=team,ou=people,"
 	    "dc=x 2:3:uid=b,ou=team,ou=people,dc=x") == 0, "three adds: %s", out);
 	uuid_of(u, 2);
-	events_entry(&ev, u, S("uid=a,ou=team,ou=people,dc=x"),
-	    A(&b1, "cn=A;uid=a"), 1);
+	ok(events_entry(&ev, u, S("uid=a,ou=team,ou=people,dc=x"),
+	    A(&b1, "cn=A;uid=a"), NOCSN, 1) == 0, "unchanged entry resent: 0");
 	drain(&p, out, sizeof(out));
 	ok(out[0] == '\0', "unchanged entry resent: nothing");
-	events_entry(&ev, u, S("uid=a,ou=team,ou=people,dc=x"),
-	    A(&b1, "cn=Alice;uid=a"), 1);
+	ok(events_entry(&ev, u, S("uid=a,ou=team,ou=people,dc=x"),
+	    A(&b1, "cn=Alice;uid=a"), NOCSN, 1) == ENTRY_MODIFIED, "a modify");
 	drain(&p, out, sizeof(out));
 	ok(strcmp(out, "3:4:uid=a,ou=team,ou=people,dc=x[cn]") == 0,
 	    "modify with changed=[cn]: %s", out);
 	uuid_of(u, 1);
-	events_entry(&ev, u, S("ou=squad,ou=people,dc=x"), A(&b1, "ou=squad"), 1);
+	ok(events_entry(&ev, u, S("ou=squad,ou=people,dc=x"),
+	    A(&b1, "ou=squad"), NOCSN, 1) == (ENTRY_RENAMED | ENTRY_MODIFIED),
+	    "a rename with a modify");
 	drain(&p, out, sizeof(out));
-	ok(strstr(out, "4:5:ou=squad,ou=people,dc=x<ou=team,ou=people,dc=x") ==
-	    out && strstr(out, "uid=a,ou=squad,ou=people,dc=x<uid=a,ou=team,"
-	    "ou=people,dc=x") && strstr(out, "uid=b,ou=squad,ou=people,dc=x<"
-	    "uid=b,ou=team,ou=people,dc=x") && strstr(out, "[ou]"),
-	    "subtree rename: root, each descendant, then the modify: %s", out);
+	ok(strcmp(out, "4:5:ou=squad,ou=people,dc=x<ou=team,ou=people,dc=x "
+	    "3:6:ou=squad,ou=people,dc=x[ou]") == 0,
+	    "a rename is the entry's alone, then its modify: %s", out);
 	uuid_of(u, 3);
 	ok(store_get_entry(st, u, &dn, &attrs) == 1 && dn.len ==
-	    strlen("uid=b,ou=squad,ou=people,dc=x"), "descendant rewritten in "
-	    "the store");
+	    strlen("uid=b,ou=team,ou=people,dc=x"), "nothing is inferred for "
+	    "the descendants: the server is asked (subtree.c)");
 	uuid_of(u, 1);
-	events_delete(&ev, u, S("ou=squad,ou=elsewhere,dc=x"), NULL);
+	buf_reset(&b2);
+	ok(events_delete(&ev, u, &b2) == 1 && b2.len == 0, "a delete with "
+	    "nothing stored below its DN: 1");
 	drain(&p, out, sizeof(out));
-	ok(strstr(out, "5:9:ou=squad,ou=people,dc=x") == out &&
-	    strstr(out, "5:10:") && strstr(out, "5:11:") &&
-	    store_count(st) == 0,
-	    "subtree moved out: the root and its stored descendants deleted, "
-	    "by stored DN: %s", out);
+	ok(strcmp(out, "5:7:ou=squad,ou=people,dc=x") == 0 &&
+	    store_count(st) == 2, "only the entry deleted: %s", out);
+	uuid_of(u, 40);
+	events_entry(&ev, u, S("ou=team,ou=people,dc=x"), A(&b1, "ou=team"), NOCSN, 1);
+	ok(events_delete(&ev, u, &b2) == 2 && b2.len ==
+	    strlen("ou=team,ou=people,dc=x") && memcmp(b2.data,
+	    "ou=team,ou=people,dc=x", b2.len) == 0, "a delete with stored "
+	    "descendants: their root's DN back, for the server to answer");
+	drain(&p, out, sizeof(out));
+	uuid_of(u, 2);
+	events_delete(&ev, u, &b2);
+	uuid_of(u, 3);
+	events_delete(&ev, u, &b2);
 	uuid_of(u, 4);
-	events_entry(&ev, u, S("uid=c,ou=people,dc=x"), A(&b1, "uid=c"), 1);
-	events_delete(&ev, u, S("uid=c,ou=people,dc=x"), NULL);
+	events_entry(&ev, u, S("uid=c,ou=people,dc=x"), A(&b1, "uid=c"), NOCSN, 1);
+	ok(events_delete(&ev, u, &b2) == 1, "a delete without descendants: 1");
 	uuid_of(u, 5);
-	ok(events_delete(&ev, u, S("uid=zz,ou=people,dc=x"), NULL) == 0,
+	ok(events_delete(&ev, u, &b2) == 0,
 	    "delete of an unknown UUID: nothing");
 	drain(&p, out, sizeof(out));
-	ok(strcmp(out, "2:12:uid=c,ou=people,dc=x 5:13:uid=c,ou=people,dc=x") ==
-	    0, "add then delete: %s", out);
+	ok(strcmp(out, "5:10:uid=a,ou=team,ou=people,dc=x 5:11:uid=b,ou=team,"
+	    "ou=people,dc=x 2:12:uid=c,ou=people,dc=x 5:13:uid=c,ou=people,dc=x")
+	    == 0, "deletes name the stored DN: %s", out);
 	for (i = 0; i < 3; i++) {
 		uuid_of(u, 50 + i);
 		snprintf(path, sizeof(path), "uid=s%d,ou=people,dc=x", i);
-		events_entry(&ev, u, S(path), A(&b1, "uid=s"), 1);
+		events_entry(&ev, u, S(path), A(&b1, "uid=s"), NOCSN, 1);
 		if (i != 1)
 			store_mark_seen(st, u, 42);
 	}
@@ -217,57 +230,54 @@ main(void)
 	drain(&p, out, sizeof(out));
 	ok(swept == 1 && strcmp(out, "5:17:uid=s1,ou=people,dc=x") == 0,
 	    "sweep deletes only the unseen: %s", out);
-	events_free(&ev);		/* a new start over the same store */
-	events_init(&ev, &cfg, st, &p);
 
-	/* persist: a delete inside the search under another DN renames the
-	 * descendants with it (renamed as it left the filter) */
-	uuid_of(u, 60);
-	events_entry(&ev, u, S("ou=t2,ou=people,dc=x"), A(&b1, "ou=t2"), 1);
-	uuid_of(u, 61);
-	events_entry(&ev, u, S("uid=k,ou=t2,ou=people,dc=x"), A(&b1, "uid=k"),
-	    1);
+	/* versions: an older entryCSN changes nothing */
+	uuid_of(u, 70);
+	events_entry(&ev, u, S("uid=v,ou=a,dc=x"), A(&b1, "uid=v"),
+	    S("20261206000002.000000Z#000000#000#000000"), 1);
 	drain(&p, out, sizeof(out));
-	uuid_of(u, 60);
-	events_delete(&ev, u, S("ou=t3,ou=people,dc=x"), NULL);
+	ok(events_entry(&ev, u, S("uid=v,ou=old,dc=x"), A(&b1, "uid=v"),
+	    S("20261206000001.000000Z#000000#000#000000"), 1) == 0 &&
+	    events_entry(&ev, u, S("uid=v,ou=old,dc=x"), A(&b1, "uid=v"),
+	    S("20261206000002.000000Z#000000#000#000000"), 1) == 0,
+	    "an older version, or the same again, changes nothing");
+	ok(events_entry(&ev, u, S("uid=v,ou=b,dc=x"), A(&b1, "uid=v"),
+	    S("20261206000002.000000Z#000000#000#000000"), 0) ==
+	    ENTRY_RENAMED, "the same version from the server's answer: its DN");
+	ok(events_delete(&ev, u, &b2) == 1, "a delete deletes");
 	drain(&p, out, sizeof(out));
-	uuid_of(u, 61);
-	ok(strstr(out, "5:") == out && strstr(out,
-	    ":uid=k,ou=t3,ou=people,dc=x<uid=k,ou=t2,ou=people,dc=x") &&
-	    store_get_entry(st, u, &dn, &attrs) == 1 && dn.len ==
-	    strlen("uid=k,ou=t3,ou=people,dc=x"),
-	    "rename and filter exit: root deleted, descendant renamed: %s", out);
-	/* refresh: nothing inferred, the root's DN handed back */
+
+	/* a swept entry with stored descendants: a reconcile task */
 	uuid_of(u, 62);
-	events_entry(&ev, u, S("ou=t4,ou=people,dc=x"), A(&b1, "ou=t4"), 1);
+	events_entry(&ev, u, S("ou=t4,ou=people,dc=x"), A(&b1, "ou=t4"), NOCSN, 1);
 	uuid_of(u, 63);
-	events_entry(&ev, u, S("uid=m,ou=t4,ou=people,dc=x"), A(&b1, "uid=m"),
-	    1);
+	events_entry(&ev, u, S("uid=m,ou=t4,ou=people,dc=x"), A(&b1, "uid=m"), NOCSN, 1);
+	store_mark_seen(st, u, 43);
+	for (i = 0; i < 2; i++) {
+		uuid_of(u, 50 + 2 * i);
+		store_mark_seen(st, u, 43);
+	}
 	drain(&p, out, sizeof(out));
-	uuid_of(u, 62);
-	buf_reset(&b2);
-	ok(events_delete(&ev, u, S(""), &b2) == 2 && b2.len ==
-	    strlen("ou=t4,ou=people,dc=x") && memcmp(b2.data,
-	    "ou=t4,ou=people,dc=x", b2.len) == 0, "a delete with stored "
-	    "descendants, nothing inferred: their root's DN back");
+	events_sweep(&ev, 43, &swept, &unknown, 1);
 	drain(&p, out, sizeof(out));
-	uuid_of(u, 63);
-	ok(strncmp(out, "5:", 2) == 0 && strchr(out, ' ') == NULL &&
-	    store_get_entry(st, u, &dn, &attrs) == 1, "only the root deleted: "
-	    "%s", out);
-	/* refresh: a rename without cascade leaves the descendants alone */
-	uuid_of(u, 64);
-	events_entry(&ev, u, S("ou=t5,ou=people,dc=x"), A(&b1, "ou=t5"), 1);
-	uuid_of(u, 65);
-	events_entry(&ev, u, S("uid=n,ou=t5,ou=people,dc=x"), A(&b1, "uid=n"),
-	    1);
-	uuid_of(u, 64);
-	ok(events_entry(&ev, u, S("ou=t6,ou=people,dc=x"), A(&b1, "ou=t5"),
-	    0) == ENTRY_RENAMED, "rename without cascade");
-	uuid_of(u, 65);
-	ok(store_get_entry(st, u, &dn, &attrs) == 1 && dn.len ==
-	    strlen("uid=n,ou=t5,ou=people,dc=x"), "the descendant untouched");
-	drain(&p, out, sizeof(out));
+	{
+		struct buf	 tdn = { 0 };
+		unsigned char	 tu[16];
+		uint64_t	 id;
+		int		 kind;
+
+		uuid_of(u, 62);
+		ok(swept == 1 && strstr(out, ":ou=t4,ou=people,dc=x") &&
+		    store_task_first(st, &id, &kind, tu, &tdn) == 1 &&
+		    kind == TASK_RECONCILE && memcmp(tu, u, 16) == 0 &&
+		    tdn.len == strlen("ou=t4,ou=people,dc=x"),
+		    "a swept entry with descendants leaves a reconcile task: %s",
+		    out);
+		ok(store_task_done(st, id) == 0 &&
+		    store_task_first(st, &id, &kind, tu, &tdn) == 0,
+		    "the task done, none left");
+		buf_free(&tdn);
+	}
 
 	store_commit(st);
 	store_close(st);
