@@ -304,6 +304,11 @@ enum mode {
 	MODE_REFRESH
 };
 
+enum output_kind {
+	OUTPUT_LISTENER,	/* multiprocessing.connection: unix or inet */
+	OUTPUT_NATS		/* NATS JetStream */
+};
+
 struct config {
 	/* the search, from the LDAP URL */
 	char		*url;		/* as given (never holds a secret) */
@@ -321,6 +326,7 @@ struct config {
 	char		*marker;
 	/* the consumer */
 	char		*output;	/* as given */
+	enum output_kind output_kind;
 	struct sockaddr_storage addr;
 	socklen_t	 addrlen;
 	char		*key_file;
@@ -514,6 +520,37 @@ void	signals_drain(void);
 struct ldap;
 int	conn_open(const struct config *, struct ldap **, char *, size_t);
 int	conn_check_search(const struct config *, struct ldap *, char *, size_t);
+
+/*
+ * The worker's output (doc/outputs.md): one small interface, one file per
+ * implementation.  A worker opens it before the barrier, hands it events
+ * while it is not full, waits on what it asks for, lets it work after each
+ * wait, and is done when its pipe ended and nothing is pending.
+ */
+struct pollfd;
+struct child_ctx;
+struct output;
+struct output_ops {
+	/* connect and authenticate: 0, or a sysexits code and a reason */
+	int	(*open)(struct output *, char *, size_t);
+	/* take one event (copied: the record it came from is reused) */
+	int	(*send)(struct output *, const struct event *);
+	/* 1 while it holds as much as it may: stop reading the pipe */
+	int	(*full)(const struct output *);
+	/* what to wait for: a descriptor and events, and a timeout */
+	void	(*wait)(struct output *, struct pollfd *, int *);
+	/* after the wait: move bytes, take acks; -1 ends the run */
+	int	(*work)(struct output *, const struct pollfd *);
+	/* bytes taken and not yet delivered */
+	size_t	(*pending)(const struct output *);
+	void	(*close)(struct output *);
+};
+struct output {
+	const struct output_ops	*ops;
+	const struct child_ctx	*ctx;
+};
+struct output *out_listener_new(const struct child_ctx *);
+struct output *out_nats_new(const struct child_ctx *);
 
 /* supervisor.c, reader.c, worker.c: the three kinds of process. */
 struct child_ctx {
