@@ -189,8 +189,8 @@ enum format {
 
 struct event {
 	enum event_type	 type;
-	uint64_t	 seq;
-	unsigned char	 uuid[16];
+	uint64_t	 seq;		/* hello: the run's number */
+	unsigned char	 uuid[16];	/* hello: the store's epoch */
 	struct span	 dn;
 	struct span	 old_dn;	/* rename */
 	struct span	 old_attrs;	/* modify, delete: an attrs blob */
@@ -204,6 +204,9 @@ struct event {
 /* encode.c: one event as a pickle (protocol 3) or a UTF-8 JSON object. */
 void	encode_event(struct buf *, const struct event *, enum format);
 const char *format_name(enum format);
+const char *event_type_name(enum event_type);
+void	uuid_format(const unsigned char[16], char[37]);
+void	epoch_format(const unsigned char[16], char[33]);
 
 /* pipe.c: reader -> worker records, of any size. */
 void	pipe_record_encode(struct buf *, const struct event *);
@@ -392,6 +395,7 @@ void	store_abort(struct store *);
 int	store_get_meta(struct store *, const char *, struct span *);
 int	store_put_meta(struct store *, const char *, struct span);
 int	store_del_meta(struct store *, const char *);
+int	store_epoch(struct store *, unsigned char[16]);
 uint64_t store_get_u64(struct store *, const char *, uint64_t);
 int	store_put_u64(struct store *, const char *, uint64_t);
 int	store_get_entry(struct store *, const unsigned char *, struct span *,
