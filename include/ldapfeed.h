@@ -312,6 +312,18 @@ enum output_kind {
 	OUTPUT_NATS		/* NATS JetStream */
 };
 
+/* Which worker an entry's events take (doc/processes.md, "Pipes and sharding"). */
+enum route {
+	ROUTE_DN,		/* fnv1a64 of the DN: the Listener */
+	ROUTE_UUID		/* of the UUID: an entry keeps its worker */
+};
+
+enum nats_cred {
+	NATS_CRED_NONE,
+	NATS_CRED_TOKEN,	/* the -k file's first line */
+	NATS_CRED_CREDS		/* a .creds file: user JWT and NKey seed */
+};
+
 struct config {
 	/* the search, from the LDAP URL */
 	char		*url;		/* as given (never holds a secret) */
@@ -334,6 +346,15 @@ struct config {
 	socklen_t	 addrlen;
 	char		*key_file;
 	struct buf	 key;
+	enum route	 route;
+	/* NATS JetStream (doc/outputs.md) */
+	char	       **nats_urls;	/* NULL-terminated */
+	int		 nats_nurls;
+	char		*nats_stream;
+	char		*nats_subject;
+	char		*nats_ca;
+	int		 nats_replicas;	/* for a stream ldapfeed creates */
+	enum nats_cred	 nats_cred;
 	/* processes and behaviour */
 	int		 processes;	/* as given */
 	int		 workers;	/* W, from the process budget */
@@ -416,6 +437,7 @@ int	store_task_done(struct store *, uint64_t);
 #define DNKEY_MAX	(511 - 16)	/* LMDB's key limit less the UUID */
 uint64_t shard_hash(const void *, size_t);	/* fnv1a64, A-Z folded */
 unsigned shard_of(struct span dn, unsigned workers);
+unsigned shard_of_uuid(const unsigned char *, unsigned workers);
 void	dn_key(struct buf *, struct span);
 int	dn_is_below(struct span, struct span);
 int	dn_normalize(struct span, struct buf *);
@@ -555,6 +577,13 @@ struct output {
 };
 struct output *out_listener_new(const struct child_ctx *);
 struct output *out_nats_new(const struct child_ctx *);
+
+/* nats_names.c: the NATS output's subjects and message ids (doc/outputs.md). */
+#define NATS_MSGID_MAX	80
+int	nats_subject_match(const char *, const char *);
+int	nats_subjects_cover(const char *const *, int, const char *);
+void	nats_msg_id(char *, size_t, const unsigned char *, const struct event *,
+	    unsigned);
 
 /* supervisor.c, reader.c, worker.c: the three kinds of process. */
 struct child_ctx {

@@ -30,9 +30,7 @@ struct worker {
 /* One constructor per -t kind (ldapfeed.8, OPTIONS). */
 static struct output *(*const outputs[])(const struct child_ctx *) = {
 	[OUTPUT_LISTENER] = out_listener_new,
-#ifdef HAVE_NATS
 	[OUTPUT_NATS] = out_nats_new,
-#endif
 };
 
 
