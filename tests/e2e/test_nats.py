@@ -13,74 +13,20 @@ entry's events come in seq order.
 import os
 import signal
 import sys
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import *  # noqa: E402,F403
 import nats_lab as N  # noqa: E402
+from nats_lab import Changer, check_stream, hellos, loaded, person_dn, settled  # noqa: E402
 
 SUFFIX = 'dc=example,dc=com'
 PEOPLE = 'ou=people,' + SUFFIX
-ENTRY_TYPES = ('add', 'modify', 'rename', 'delete')
-
-
-def person_dn(i):
-    return 'uid=user%05d,%s' % (i, PEOPLE)
-
-
-def check_stream(msgs, fmt='json'):
-    """What holds for any stream ldapfeed wrote: returns the Model built
-    from it in stream order."""
-    ids = [m['msg_id'] for m in msgs]
-    dups = sorted({i for i in ids if ids.count(i) > 1})
-    assert not dups, 'message ids twice in the stream: %s' % dups[:5]
-    seen, last = {}, {}
-    for m in msgs:
-        ev = m['event']
-        t = ev['type']
-        assert m['subject'] == 'ldapfeed.' + t and m['type'] == t, m
-        if t == 'hello':
-            epoch = ev['epoch']
-            assert len(epoch) == 32 and m['msg_id'].startswith(epoch + '-r'), m
-            assert ev['format'] == fmt, ev
-            continue
-        assert int(m['seq']) == ev['seq'], m
-        if t in ENTRY_TYPES:
-            assert m['uuid'] == ev['uuid'], m
-            key = (m['msg_id'].split('-')[0], ev['seq'])
-            assert key not in seen, 'event twice in the stream: %r and %r' % (seen[key], ev)
-            seen[key] = ev
-            epoch = key[0]
-            prev = last.get((epoch, ev['uuid']))
-            assert prev is None or prev < ev['seq'], 'entry %s out of order: seq %d after %d' % (
-                ev['uuid'], ev['seq'], prev)
-            last[(epoch, ev['uuid'])] = ev['seq']
-    model = Model()
-    for m in msgs:
-        model.apply(m['event'], check_seq=False)
-    assert not model.anomalies, model.anomalies[:5]
-    return model
-
-
-def hellos(msgs):
-    return [m['event'] for m in msgs if m['type'] == 'hello']
 
 
 def start(tmp, s, nats, processes=4, fmt='json', extra=(), **kw):
     return Daemon(tmp, s, None, output=nats if isinstance(nats, str) else nats.url, fmt=fmt,
                   processes=processes, extra=extra, **kw)
-
-
-def loaded(url, epoch_count=1, workers=2):
-    """Wait for every worker's refresh_done of the last run."""
-    def ok(msgs):
-        hs = hellos(msgs)
-        if not hs:
-            return False
-        epoch = hs[-1]['epoch']
-        return len(N.refresh_dones(msgs, epoch)) >= workers * epoch_count
-    return N.wait_stream(url, ok, 60, 'every worker\'s refresh_done')
 
 
 def persist_changes(s, base=0):
@@ -168,35 +114,6 @@ def test_pickle_format(tmp):
     adds = [m['event'] for m in msgs if m['type'] == 'add']
     assert adds and isinstance(next(iter(adds[0]['attrs'].values()))[0], bytes), adds[0]
     assert d.stop() == 0, d.stderr()
-
-
-class Changer(threading.Thread):
-    """Modifies entries one by one for a while, in the background."""
-
-    def __init__(self, s, count, pause=0.02):
-        super().__init__(daemon=True)
-        self.s, self.count, self.pause, self.done, self.error = s, count, pause, 0, None
-
-    def run(self):
-        try:
-            for i in range(self.count):
-                self.s.modify_entry(person_dn(i % 20), [('replace', 'description', ['change %d' % i])])
-                self.done += 1
-                time.sleep(self.pause)
-        except Exception as e:      # reported by the test
-            self.error = e
-
-
-def settled(url, s):
-    """The stream's copy equals the server's, with nothing twice."""
-    def ok(msgs):
-        try:
-            assert_model_equals_server(check_stream(msgs), s, bind='reader')
-            return True
-        except AssertionError:
-            return False
-    msgs = N.wait_stream(url, ok, 60, 'the stream to catch up with the server')
-    return check_stream(msgs)
 
 
 @test(timeout=150)
