@@ -346,6 +346,8 @@ on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *arg)
 		break;
 	}
 	pthread_mutex_unlock(&n->mu);
+	/* The handler owns the message (nats.h, jsPubAckHandler). */
+	natsMsg_Destroy(msg);
 	(void)write(n->wake[1], "", 1);
 }
 
