@@ -143,10 +143,13 @@ EXAMPLE_SCRIPTS = examples/consumer.py examples/ldapfeed.init
 EXAMPLE_FILES = examples/ldapfeed.service examples/ldapfeed.default
 
 install: ldapfeed ldapfeed-nats-tail
-	$(INSTALL) -d $(DESTDIR)$(sbindir) $(DESTDIR)$(mandir)/man8 \
+	$(INSTALL) -d $(DESTDIR)$(sbindir) $(DESTDIR)$(bindir) \
+	    $(DESTDIR)$(mandir)/man8 $(DESTDIR)$(mandir)/man1 \
 	    $(DESTDIR)$(docdir)/examples
 	$(INSTALL) -m 755 ldapfeed $(DESTDIR)$(sbindir)/ldapfeed
+	$(INSTALL) -m 755 ldapfeed-nats-tail $(DESTDIR)$(bindir)/ldapfeed-nats-tail
 	$(INSTALL) -m 644 man/ldapfeed.8 $(DESTDIR)$(mandir)/man8/ldapfeed.8
+	$(INSTALL) -m 644 man/ldapfeed-nats-tail.1 $(DESTDIR)$(mandir)/man1/ldapfeed-nats-tail.1
 	$(INSTALL) -m 644 $(DOCS) $(DESTDIR)$(docdir)/
 	$(INSTALL) -m 755 $(EXAMPLE_SCRIPTS) $(DESTDIR)$(docdir)/examples/
 	$(INSTALL) -m 644 $(EXAMPLE_FILES) $(DESTDIR)$(docdir)/examples/
