@@ -87,7 +87,7 @@ class PushConsumer(threading.Thread):
     """A JetStream push consumer of new messages, in NATS's text protocol:
     records (arrival time, payload) of each message it is delivered."""
 
-    def __init__(self, port, stream, subject='ldapfeed.modify'):
+    def __init__(self, port, stream, subject='ldapfeed.modify', policy='new'):
         super().__init__(daemon=True)
         self.sock = socket.create_connection(('127.0.0.1', port))
         self.f = self.sock.makefile('rb')
@@ -95,7 +95,7 @@ class PushConsumer(threading.Thread):
         self.sock.sendall(b'CONNECT {"verbose":false,"headers":true}\r\nSUB bench.deliver 1\r\n'
                           b'SUB bench.reply 2\r\n')
         cfg = {'stream_name': stream, 'config': {'deliver_subject': 'bench.deliver', 'ack_policy': 'none',
-                                                   'deliver_policy': 'new', 'filter_subject': subject}}
+                                                   'deliver_policy': policy, 'filter_subject': subject}}
         body = json.dumps(cfg).encode()
         self.sock.sendall(b'PUB $JS.API.CONSUMER.CREATE.%s bench.reply %d\r\n%s\r\n' % (
             stream.encode(), len(body), body))
@@ -163,7 +163,7 @@ def persist(slapd, nats, work, ldmod, count, conns, gap_us, stream):
             '--nats-subject', 'ldapfeed', '-p', '3', '-f', '-q']
     p = subprocess.Popen(argv, stderr=open(os.path.join(work, stream + '.err'), 'ab'))
     # wait for the full load to be in the stream: its refresh_done
-    pc = PushConsumer(nats.port, stream, 'ldapfeed.refresh_done')
+    pc = PushConsumer(nats.port, stream, 'ldapfeed.refresh_done', 'all')
     deadline = time.monotonic() + 600
     while not pc.got and time.monotonic() < deadline:
         time.sleep(0.2)
