@@ -23,7 +23,7 @@ $(shell echo '$(CC) $(CFLAGS) $(LDFLAGS)' | cmp -s - $(FLAGS_STAMP) || \
     echo '$(CC) $(CFLAGS) $(LDFLAGS)' > $(FLAGS_STAMP))
 $(FLAGS_STAMP): ;
 
-all: ldapfeed
+all: ldapfeed ldapfeed-nats-tail
 
 config.mk: configure.ac config.mk.in
 	@command -v autoconf >/dev/null || { \
@@ -35,6 +35,11 @@ config.mk: configure.ac config.mk.in
 ldapfeed: $(OBJS)
 	@echo "  LD      $@"
 	@$(CC) $(LDFLAGS) -o $@ $(OBJS) $(LIBS)
+
+# The stream's reader (ldapfeed-nats-tail.1): a program of its own.
+ldapfeed-nats-tail: tools/nats-tail.c config.mk $(FLAGS_STAMP)
+	@echo "  CC      $<"
+	@$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< $(LIBS)
 
 src/%.o: src/%.c include/ldapfeed.h config.mk $(FLAGS_STAMP)
 	@echo "  CC      $<"
@@ -122,7 +127,7 @@ fuzz:
 	done; echo "fuzz: no crash"
 
 clean:
-	rm -f ldapfeed libldapfeed.a src/*.o $(UNIT_BINS) $(TOOL_BINS) $(FUZZERS) $(FLAGS_STAMP)
+	rm -f ldapfeed ldapfeed-nats-tail libldapfeed.a src/*.o $(UNIT_BINS) $(TOOL_BINS) $(FUZZERS) $(FLAGS_STAMP)
 	rm -rf valgrind-logs
 
 distclean: clean
@@ -137,6 +142,7 @@ endif
 prefix	?= /usr/local
 exec_prefix ?= $(prefix)
 sbindir	?= $(exec_prefix)/sbin
+bindir	?= $(exec_prefix)/bin
 datarootdir ?= $(prefix)/share
 mandir	?= $(datarootdir)/man
 docdir	?= $(datarootdir)/doc/$(PACKAGE_TARNAME)
@@ -145,17 +151,21 @@ DOCS	= README.md LICENSE
 EXAMPLE_SCRIPTS = examples/consumer.py examples/ldapfeed.init
 EXAMPLE_FILES = examples/ldapfeed.service examples/ldapfeed.default
 
-install: ldapfeed
-	$(INSTALL) -d $(DESTDIR)$(sbindir) $(DESTDIR)$(mandir)/man8 \
+install: ldapfeed ldapfeed-nats-tail
+	$(INSTALL) -d $(DESTDIR)$(sbindir) $(DESTDIR)$(bindir) \
+	    $(DESTDIR)$(mandir)/man8 $(DESTDIR)$(mandir)/man1 \
 	    $(DESTDIR)$(docdir)/examples
 	$(INSTALL) -m 755 ldapfeed $(DESTDIR)$(sbindir)/ldapfeed
+	$(INSTALL) -m 755 ldapfeed-nats-tail $(DESTDIR)$(bindir)/ldapfeed-nats-tail
 	$(INSTALL) -m 644 man/ldapfeed.8 $(DESTDIR)$(mandir)/man8/ldapfeed.8
+	$(INSTALL) -m 644 man/ldapfeed-nats-tail.1 $(DESTDIR)$(mandir)/man1/ldapfeed-nats-tail.1
 	$(INSTALL) -m 644 $(DOCS) $(DESTDIR)$(docdir)/
 	$(INSTALL) -m 755 $(EXAMPLE_SCRIPTS) $(DESTDIR)$(docdir)/examples/
 	$(INSTALL) -m 644 $(EXAMPLE_FILES) $(DESTDIR)$(docdir)/examples/
 
 uninstall:
 	rm -f $(DESTDIR)$(sbindir)/ldapfeed $(DESTDIR)$(mandir)/man8/ldapfeed.8
+	rm -f $(DESTDIR)$(bindir)/ldapfeed-nats-tail $(DESTDIR)$(mandir)/man1/ldapfeed-nats-tail.1
 	rm -f $(addprefix $(DESTDIR)$(docdir)/,$(DOCS))
 	rm -f $(addprefix $(DESTDIR)$(docdir)/examples/,$(notdir $(EXAMPLE_SCRIPTS) $(EXAMPLE_FILES)))
 	rmdir $(DESTDIR)$(docdir)/examples $(DESTDIR)$(docdir) 2>/dev/null || true

@@ -192,8 +192,8 @@ enum format {
 
 struct event {
 	enum event_type	 type;
-	uint64_t	 seq;
-	unsigned char	 uuid[16];
+	uint64_t	 seq;		/* hello: the run's number */
+	unsigned char	 uuid[16];	/* hello: the store's epoch */
 	struct span	 dn;
 	struct span	 old_dn;	/* rename */
 	struct span	 old_attrs;	/* modify, delete: an attrs blob */
@@ -207,6 +207,9 @@ struct event {
 /* encode.c: one event as a pickle (protocol 3) or a UTF-8 JSON object. */
 void	encode_event(struct buf *, const struct event *, enum format);
 const char *format_name(enum format);
+const char *event_type_name(enum event_type);
+void	uuid_format(const unsigned char[16], char[37]);
+void	epoch_format(const unsigned char[16], char[33]);
 
 /* pipe.c: reader -> worker records, of any size. */
 void	pipe_record_encode(struct buf *, const struct event *);
@@ -308,6 +311,23 @@ enum mode {
 	MODE_REFRESH
 };
 
+enum output_kind {
+	OUTPUT_LISTENER,	/* multiprocessing.connection: unix or inet */
+	OUTPUT_NATS		/* NATS JetStream */
+};
+
+/* Which worker an entry's events take (doc/processes.md, "Pipes and sharding"). */
+enum route {
+	ROUTE_DN,		/* fnv1a64 of the DN: the Listener */
+	ROUTE_UUID		/* of the UUID: an entry keeps its worker */
+};
+
+enum nats_cred {
+	NATS_CRED_NONE,
+	NATS_CRED_TOKEN,	/* the -k file's first line */
+	NATS_CRED_CREDS		/* a .creds file: user JWT and NKey seed */
+};
+
 struct config {
 	/* the search, from the LDAP URL */
 	char		*url;		/* as given (never holds a secret) */
@@ -325,10 +345,20 @@ struct config {
 	char		*marker;
 	/* the consumer */
 	char		*output;	/* as given */
+	enum output_kind output_kind;
 	struct sockaddr_storage addr;
 	socklen_t	 addrlen;
 	char		*key_file;
 	struct buf	 key;
+	enum route	 route;
+	/* NATS JetStream (doc/outputs.md) */
+	char	       **nats_urls;	/* NULL-terminated */
+	int		 nats_nurls;
+	char		*nats_stream;
+	char		*nats_subject;
+	char		*nats_ca;
+	int		 nats_replicas;	/* for a stream ldapfeed creates */
+	enum nats_cred	 nats_cred;
 	/* processes and behaviour */
 	int		 processes;	/* as given */
 	int		 workers;	/* W, from the process budget */
@@ -390,6 +420,7 @@ void	store_abort(struct store *);
 int	store_get_meta(struct store *, const char *, struct span *);
 int	store_put_meta(struct store *, const char *, struct span);
 int	store_del_meta(struct store *, const char *);
+int	store_epoch(struct store *, unsigned char[16]);
 uint64_t store_get_u64(struct store *, const char *, uint64_t);
 int	store_put_u64(struct store *, const char *, uint64_t);
 int	store_get_entry(struct store *, const unsigned char *, struct span *,
@@ -424,6 +455,7 @@ struct provider {
 #define DNKEY_MAX	(511 - 16)	/* LMDB's key limit less the UUID */
 uint64_t shard_hash(const void *, size_t);	/* fnv1a64, A-Z folded */
 unsigned shard_of(struct span dn, unsigned workers);
+unsigned shard_of_uuid(const unsigned char *, unsigned workers);
 void	dn_key(struct buf *, struct span);
 int	dn_is_below(struct span, struct span);
 
@@ -534,6 +566,44 @@ void	conn_provider(struct ldap *, struct provider *);
 int	conn_check_retro(struct ldap *, char *, size_t);
 int	conn_open(const struct config *, struct ldap **, char *, size_t);
 int	conn_check_search(const struct config *, struct ldap *, char *, size_t);
+
+/*
+ * The worker's output (doc/outputs.md): one small interface, one file per
+ * implementation.  A worker opens it before the barrier, hands it events
+ * while it is not full, waits on what it asks for, lets it work after each
+ * wait, and is done when its pipe ended and nothing is pending.
+ */
+struct pollfd;
+struct child_ctx;
+struct output;
+struct output_ops {
+	/* connect and authenticate: 0, or a sysexits code and a reason */
+	int	(*open)(struct output *, char *, size_t);
+	/* take one event (copied: the record it came from is reused) */
+	int	(*send)(struct output *, const struct event *);
+	/* 1 while it holds as much as it may: stop reading the pipe */
+	int	(*full)(const struct output *);
+	/* what to wait for: a descriptor and events, and a timeout */
+	void	(*wait)(struct output *, struct pollfd *, int *);
+	/* after the wait: move bytes, take acks; -1 ends the run */
+	int	(*work)(struct output *, const struct pollfd *);
+	/* bytes taken and not yet delivered */
+	size_t	(*pending)(const struct output *);
+	void	(*close)(struct output *);
+};
+struct output {
+	const struct output_ops	*ops;
+	const struct child_ctx	*ctx;
+};
+struct output *out_listener_new(const struct child_ctx *);
+struct output *out_nats_new(const struct child_ctx *);
+
+/* nats_names.c: the NATS output's subjects and message ids (doc/outputs.md). */
+#define NATS_MSGID_MAX	80
+int	nats_subject_match(const char *, const char *);
+int	nats_subjects_cover(const char *const *, int, const char *);
+void	nats_msg_id(char *, size_t, const unsigned char *, const struct event *,
+	    unsigned);
 
 /* supervisor.c, reader.c, worker.c: the three kinds of process. */
 struct child_ctx {

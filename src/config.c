@@ -27,7 +27,11 @@
 enum {
 	OPT_MODE = 256,
 	OPT_FORMAT,
-	OPT_STATUS_FILE
+	OPT_STATUS_FILE,
+	OPT_NATS_STREAM,
+	OPT_NATS_SUBJECT,
+	OPT_NATS_CA,
+	OPT_NATS_REPLICAS
 };
 
 static const struct option long_options[] = {
@@ -45,6 +49,10 @@ static const struct option long_options[] = {
 	{ "foreground",		no_argument,		NULL, 'f' },
 	{ "pidfile",		required_argument,	NULL, 'P' },
 	{ "status-file",	required_argument,	NULL, OPT_STATUS_FILE },
+	{ "nats-stream",	required_argument,	NULL, OPT_NATS_STREAM },
+	{ "nats-subject",	required_argument,	NULL, OPT_NATS_SUBJECT },
+	{ "nats-ca",		required_argument,	NULL, OPT_NATS_CA },
+	{ "nats-replicas",	required_argument,	NULL, OPT_NATS_REPLICAS },
 	{ "verbose",		no_argument,		NULL, 'v' },
 	{ "quiet",		no_argument,		NULL, 'q' },
 	{ "version",		no_argument,		NULL, 'V' },
@@ -56,14 +64,16 @@ void
 config_usage(FILE *fp)
 {
 	fprintf(fp,
-	    "usage: ldapfeed -H URL -D DATADIR -m MARKER -o ADDRESS -k KEYFILE [options]\n"
+	    "usage: ldapfeed -H URL -D DATADIR -m MARKER -o ADDRESS [-k KEYFILE] [options]\n"
 	    "  -H, --url URL            LDAP URL of the search (RFC 4516)\n"
 	    "  -y, --password-file FILE simple-bind password (URL extension bindname=DN)\n"
 	    "  -D, --data-dir DIR       the store's directory\n"
 	    "  -m, --marker FILE        the clean-shutdown marker\n"
-	    "  -o, --output ADDRESS     consumer: socket path, @abstract, HOST:PORT, [V6]:PORT\n"
-	    "  -t, --output-type TYPE   unix or inet (default: inferred from ADDRESS)\n"
-	    "  -k, --auth-key FILE      shared authentication key (whole file)\n"
+	    "  -o, --output ADDRESS     consumer: socket path, @abstract, HOST:PORT, [V6]:PORT,\n"
+	    "                           or nats://HOST:PORT[,nats://...] (tls:// for TLS)\n"
+	    "  -t, --output-type TYPE   unix, inet or nats (default: inferred from ADDRESS)\n"
+	    "  -k, --auth-key FILE      shared authentication key (whole file); with nats:\n"
+	    "                           a token file (first line) or a .creds file\n"
 	    "  -p, --processes N        process budget (default 0: one per CPU)\n"
 	    "      --mode MODE          persist (default) or refresh\n"
 	    "      --format FORMAT      pickle (default) or json\n"
@@ -71,6 +81,10 @@ config_usage(FILE *fp)
 	    "  -f, --foreground         stay in the foreground, log to stderr\n"
 	    "  -P, --pidfile FILE       write the supervisor's pid\n"
 	    "      --status-file FILE   Prometheus text status, rewritten periodically\n"
+	    "      --nats-stream NAME   JetStream stream (default LDAPFEED)\n"
+	    "      --nats-subject PREFIX  subjects PREFIX.<type> (default ldapfeed)\n"
+	    "      --nats-ca FILE       CA certificates for tls:// servers\n"
+	    "      --nats-replicas N    replicas of a stream ldapfeed creates (default 1)\n"
 	    "  -v, --verbose / -q, --quiet\n"
 	    "  -V, --version / -h, --help\n");
 }
@@ -398,11 +412,111 @@ absolute(char **path)
 	*path = abs;
 }
 
+/* Is s a nats:// or tls:// URL (the -o of the NATS output)? */
+static int
+is_nats_url(const char *s)
+{
+	return strncasecmp(s, "nats://", 7) == 0 ||
+	    strncasecmp(s, "tls://", 6) == 0;
+}
+
+/*
+ * -o nats://HOST:PORT[,nats://HOST2:PORT2...]: libnats takes a list with
+ * natsOptions_SetServers, one string per server.
+ */
+static int
+parse_nats_urls(struct config *cfg, char *err, size_t errlen)
+{
+	char	*list, *tok, *save = NULL;
+	int	 n = 0;
+
+	list = xstrdup(cfg->output);
+	cfg->nats_urls = xcalloc(strlen(list) / 2 + 2, sizeof(char *));
+	for (tok = strtok_r(list, ",", &save); tok != NULL;
+	    tok = strtok_r(NULL, ",", &save)) {
+		while (*tok == ' ')
+			tok++;
+		if (!is_nats_url(tok) || strchr(tok, ' ') != NULL ||
+		    strchr(tok, '/') - tok + 2 == (long)strlen(tok)) {
+			free(list);
+			return fail(err, errlen, EX_USAGE, "--output '%s': want "
+			    "nats://HOST:PORT or tls://HOST:PORT, comma-separated",
+			    cfg->output);
+		}
+		cfg->nats_urls[n++] = xstrdup(tok);
+	}
+	free(list);
+	if (n == 0)
+		return fail(err, errlen, EX_USAGE, "--output '%s': no server",
+		    cfg->output);
+	cfg->nats_nurls = n;
+	return 0;
+}
+
+/* A stream name: no wildcard, dot, space or path separator (NATS rules). */
+static int
+check_nats_names(const struct config *cfg, char *err, size_t errlen)
+{
+	const char	*p;
+	int		 dot = 1;
+
+	if (*cfg->nats_stream == '\0' ||
+	    strpbrk(cfg->nats_stream, ".*> \t/\\") != NULL)
+		return fail(err, errlen, EX_USAGE, "--nats-stream '%s': not a "
+		    "stream name", cfg->nats_stream);
+	/* PREFIX: dot-separated tokens, none empty, no wildcard. */
+	for (p = cfg->nats_subject; *p; p++) {
+		if (*p == '.' && dot)
+			break;
+		if (*p == '*' || *p == '>' || *p == ' ' || *p == '\t')
+			break;
+		dot = *p == '.';
+	}
+	if (*p != '\0' || dot)
+		return fail(err, errlen, EX_USAGE, "--nats-subject '%s': want "
+		    "dot-separated tokens without wildcards", cfg->nats_subject);
+	return 0;
+}
+
+/*
+ * The NATS credential (ldapfeed.8, OPTIONS): a .creds file holds a user
+ * JWT and an NKey seed, each between "-----BEGIN" and "------END" lines;
+ * anything else is a token, its first line.
+ */
+static int
+nats_credential(struct config *cfg, char *err, size_t errlen)
+{
+	size_t	 i;
+
+	if (memmem(cfg->key.data, cfg->key.len, "BEGIN NATS USER JWT", 19) !=
+	    NULL) {
+		if (memmem(cfg->key.data, cfg->key.len, "NKEY SEED", 9) == NULL)
+			return fail(err, errlen, EX_USAGE, "--auth-key %s: a "
+			    ".creds file without its NKey seed", cfg->key_file);
+		cfg->nats_cred = NATS_CRED_CREDS;
+		return 0;
+	}
+	for (i = 0; i < cfg->key.len; i++)
+		if (cfg->key.data[i] == '\n')
+			break;
+	if (i > 0 && cfg->key.data[i - 1] == '\r')
+		i--;
+	explicit_bzero(cfg->key.data + i, cfg->key.len - i);
+	cfg->key.len = i;
+	if (i == 0 || memchr(cfg->key.data, '\0', i) != NULL)
+		return fail(err, errlen, EX_USAGE, "--auth-key %s: an empty "
+		    "token", cfg->key_file);
+	buf_reserve(&cfg->key, 1);
+	cfg->key.data[cfg->key.len] = '\0';	/* libnats takes a C string */
+	cfg->nats_cred = NATS_CRED_TOKEN;
+	return 0;
+}
+
 int
 config_parse(struct config *cfg, int argc, char **argv, char *err,
     size_t errlen)
 {
-	const char	*type = NULL, *mode = "persist", *format = "pickle";
+	const char	*type = NULL, *mode = "persist", *format = NULL;
 	int		 ch, r;
 	size_t		 i;
 
@@ -455,6 +569,24 @@ config_parse(struct config *cfg, int argc, char **argv, char *err,
 			free(cfg->status_file);
 			cfg->status_file = xstrdup(optarg);
 			break;
+		case OPT_NATS_STREAM:
+			free(cfg->nats_stream);
+			cfg->nats_stream = xstrdup(optarg);
+			break;
+		case OPT_NATS_SUBJECT:
+			free(cfg->nats_subject);
+			cfg->nats_subject = xstrdup(optarg);
+			break;
+		case OPT_NATS_CA:
+			free(cfg->nats_ca);
+			cfg->nats_ca = xstrdup(optarg);
+			break;
+		case OPT_NATS_REPLICAS:
+			if (parse_int(optarg, &cfg->nats_replicas) == -1 ||
+			    cfg->nats_replicas < 1 || cfg->nats_replicas > 5)
+				return fail(err, errlen, EX_USAGE,
+				    "--nats-replicas '%s': want 1 to 5", optarg);
+			break;
 		case 'Z':
 			cfg->starttls = 1;
 			break;
@@ -497,8 +629,15 @@ config_parse(struct config *cfg, int argc, char **argv, char *err,
 		return fail(err, errlen, EX_USAGE, "missing -m/--marker");
 	if (cfg->output == NULL)
 		return fail(err, errlen, EX_USAGE, "missing -o/--output");
-	if (cfg->key_file == NULL)
+	if ((type != NULL && strcasecmp(type, "nats") == 0) ||
+	    (type == NULL && is_nats_url(cfg->output)))
+		cfg->output_kind = OUTPUT_NATS;
+	if (cfg->output_kind != OUTPUT_NATS && cfg->key_file == NULL)
 		return fail(err, errlen, EX_USAGE, "missing -k/--auth-key");
+	if (cfg->output_kind != OUTPUT_NATS && (cfg->nats_stream ||
+	    cfg->nats_subject || cfg->nats_ca || cfg->nats_replicas))
+		return fail(err, errlen, EX_USAGE, "--nats-* options need a "
+		    "nats:// or tls:// output");
 
 	if (strcmp(mode, "persist") == 0)
 		cfg->mode = MODE_PERSIST;
@@ -507,6 +646,9 @@ config_parse(struct config *cfg, int argc, char **argv, char *err,
 	else
 		return fail(err, errlen, EX_USAGE, "--mode '%s': want persist "
 		    "or refresh", mode);
+	/* JSON by default into a stream: any language reads it. */
+	if (format == NULL)
+		format = cfg->output_kind == OUTPUT_NATS ? "json" : "pickle";
 	if (strcmp(format, "pickle") == 0)
 		cfg->format = FORMAT_PICKLE;
 	else if (strcmp(format, "json") == 0)
@@ -530,20 +672,42 @@ config_parse(struct config *cfg, int argc, char **argv, char *err,
 	absolute(&cfg->marker);
 	absolute(&cfg->pidfile);
 	absolute(&cfg->status_file);
-	if (*cfg->output != '@' && strchr(cfg->output, ':') == NULL &&
-	    (type == NULL || strcasecmp(type, "unix") == 0 ||
-	    strcasecmp(type, "AF_UNIX") == 0))
-		absolute(&cfg->output);
-	if ((r = config_parse_address(cfg->output, type, &cfg->addr,
-	    &cfg->addrlen, err, errlen)) != 0)
-		return r;
+	if (cfg->output_kind == OUTPUT_NATS) {
+		cfg->route = ROUTE_UUID;
+		if (cfg->nats_stream == NULL)
+			cfg->nats_stream = xstrdup("LDAPFEED");
+		if (cfg->nats_subject == NULL)
+			cfg->nats_subject = xstrdup("ldapfeed");
+		if (cfg->nats_replicas == 0)
+			cfg->nats_replicas = 1;
+		absolute(&cfg->nats_ca);
+		if ((r = parse_nats_urls(cfg, err, errlen)) != 0 ||
+		    (r = check_nats_names(cfg, err, errlen)) != 0)
+			return r;
+		if (cfg->nats_ca && access(cfg->nats_ca, R_OK) == -1)
+			return fail(err, errlen, EX_NOINPUT, "--nats-ca %s: %s",
+			    cfg->nats_ca, strerror(errno));
+	} else {
+		if (*cfg->output != '@' && strchr(cfg->output, ':') == NULL &&
+		    (type == NULL || strcasecmp(type, "unix") == 0 ||
+		    strcasecmp(type, "AF_UNIX") == 0))
+			absolute(&cfg->output);
+		if ((r = config_parse_address(cfg->output, type, &cfg->addr,
+		    &cfg->addrlen, err, errlen)) != 0)
+			return r;
+	}
 
-	if ((r = read_secret("--auth-key", cfg->key_file, &cfg->key, err,
-	    errlen)) != 0)
-		return r;
-	if (cfg->key.len == 0)
-		return fail(err, errlen, EX_USAGE, "--auth-key %s: the file is "
-		    "empty", cfg->key_file);
+	if (cfg->key_file != NULL) {
+		if ((r = read_secret("--auth-key", cfg->key_file, &cfg->key,
+		    err, errlen)) != 0)
+			return r;
+		if (cfg->key.len == 0)
+			return fail(err, errlen, EX_USAGE, "--auth-key %s: the "
+			    "file is empty", cfg->key_file);
+		if (cfg->output_kind == OUTPUT_NATS &&
+		    (r = nats_credential(cfg, err, errlen)) != 0)
+			return r;
+	}
 	if (cfg->password_file) {
 		if ((r = read_secret("--password-file", cfg->password_file,
 		    &cfg->password, err, errlen)) != 0)
@@ -607,5 +771,11 @@ config_free(struct config *cfg)
 	wipe(&cfg->key);
 	free(cfg->pidfile);
 	free(cfg->status_file);
+	for (a = cfg->nats_urls; a && *a; a++)
+		free(*a);
+	free(cfg->nats_urls);
+	free(cfg->nats_stream);
+	free(cfg->nats_subject);
+	free(cfg->nats_ca);
 	memset(cfg, 0, sizeof(*cfg));
 }

@@ -35,6 +35,13 @@ shard_of(struct span dn, unsigned workers)
 	return workers ? (unsigned)(shard_hash(dn.p, dn.len) % workers) : 0;
 }
 
+/* With -t nats an entry keeps its worker when renamed (doc/outputs.md). */
+unsigned
+shard_of_uuid(const unsigned char *uuid, unsigned workers)
+{
+	return workers ? (unsigned)(shard_hash(uuid, 16) % workers) : 0;
+}
+
 /* Is the byte at i a separator, not escaped by an odd run of backslashes? */
 static int
 unescaped(struct span dn, size_t i)

@@ -463,10 +463,10 @@ val_bool(struct enc *e, int v)
 		put(&e->s, "false", 5);
 }
 
-static void
-val_uuid(struct enc *e, const unsigned char uuid[16])
+/* The uuid as 8-4-4-4-12 lowercase hex (doc/events.md, "Common fields"). */
+void
+uuid_format(const unsigned char uuid[16], char str[37])
 {
-	char	 str[37];
 	size_t	 i, n = 0;
 
 	for (i = 0; i < 16; i++) {
@@ -476,6 +476,36 @@ val_uuid(struct enc *e, const unsigned char uuid[16])
 		str[n++] = hexdigit[uuid[i] & 0xf];
 	}
 	str[n] = '\0';
+}
+
+/* The store's epoch as 32 lowercase hex digits (doc/store.md). */
+void
+epoch_format(const unsigned char epoch[16], char str[33])
+{
+	size_t	 i;
+
+	for (i = 0; i < 16; i++) {
+		str[2 * i] = hexdigit[epoch[i] >> 4];
+		str[2 * i + 1] = hexdigit[epoch[i] & 0xf];
+	}
+	str[32] = '\0';
+}
+
+static void
+val_uuid(struct enc *e, const unsigned char uuid[16])
+{
+	char	 str[37];
+
+	uuid_format(uuid, str);
+	val_lit(e, str);
+}
+
+static void
+val_epoch(struct enc *e, const unsigned char epoch[16])
+{
+	char	 str[33];
+
+	epoch_format(epoch, str);
 	val_lit(e, str);
 }
 
@@ -578,8 +608,8 @@ val_names(struct enc *e, struct span list)
 		put1(s, ']');
 }
 
-static const char *
-type_name(enum event_type type)
+const char *
+event_type_name(enum event_type type)
 {
 	switch (type) {
 	case EV_HELLO:
@@ -601,7 +631,7 @@ type_name(enum event_type type)
 static void
 encode_fields(struct enc *e, const struct event *ev)
 {
-	const char	*type = type_name(ev->type);
+	const char	*type = event_type_name(ev->type);
 
 	e->nfields = 0;
 	if (e->fmt == FORMAT_PICKLE) {
@@ -622,6 +652,8 @@ encode_fields(struct enc *e, const struct event *ev)
 		val_lit(e, format_name(e->fmt));
 		key(e, "version");
 		val_lit(e, LDAPFEED_VERSION);
+		key(e, "epoch");
+		val_epoch(e, ev->uuid);
 		key(e, "reload");
 		val_bool(e, ev->reload);
 	} else {

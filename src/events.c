@@ -218,7 +218,9 @@ emit(struct events *e, struct event *ev)
 {
 	ev->seq = ++e->seq;
 	e->counts[ev->type]++;
-	pipes_send(e->pipes, shard_of(ev->dn, e->pipes->n), ev);
+	pipes_send(e->pipes, e->cfg->route == ROUTE_UUID ?
+	    shard_of_uuid(ev->uuid, e->pipes->n) : shard_of(ev->dn, e->pipes->n),
+	    ev);
 }
 
 static int

@@ -1176,6 +1176,11 @@ reader_main(const struct child_ctx *ctx)
 	memset(&hello, 0, sizeof(hello));
 	hello.type = EV_HELLO;
 	hello.reload = store_count(r.store) == 0;
+	/* The hello names the store's epoch and this run (doc/store.md). */
+	hello.seq = store_get_u64(r.store, "run", 0) + 1;
+	if (store_epoch(r.store, hello.uuid) == -1 ||
+	    store_put_u64(r.store, "run", hello.seq) == -1)
+		fatalx(EX_SOFTWARE, "cannot write the store");
 	if (hello.reload && store_put_meta(r.store, "snapshot",
 	    (struct span){ (const unsigned char *)"1", 1 }) == -1)
 		fatalx(EX_SOFTWARE, "cannot write the store");

@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <lmdb.h>
+#include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -279,6 +280,30 @@ store_del_meta(struct store *s, const char *name)
 	if (rc != 0 && rc != MDB_NOTFOUND)
 		return lmdb_fail("del meta", rc);
 	return 0;
+}
+
+/*
+ * The store's epoch: 128 random bits made with the store, so a new or
+ * wiped store has a new one (doc/store.md, "The epoch"); with seq it names
+ * an event for ever.
+ */
+int
+store_epoch(struct store *s, unsigned char epoch[16])
+{
+	struct span	 v;
+	int		 r;
+
+	if ((r = store_get_meta(s, "epoch", &v)) == -1)
+		return -1;
+	if (r == 1 && v.len == 16) {
+		memcpy(epoch, v.p, 16);
+		return 0;
+	}
+	if (RAND_bytes(epoch, 16) != 1) {
+		log_warnx("store: no random bytes for the epoch");
+		return -1;
+	}
+	return store_put_meta(s, "epoch", (struct span){ epoch, 16 });
 }
 
 uint64_t

@@ -28,7 +28,7 @@ import harness  # noqa: E402
 from multiprocessing.connection import Connection, Listener, answer_challenge, deliver_challenge  # noqa: E402
 from modern_listener import ModernListener  # noqa: E402
 
-HELLO_FIELDS = ('type', 'worker', 'workers', 'format', 'version', 'reload')
+HELLO_FIELDS = ('type', 'worker', 'workers', 'format', 'version', 'epoch', 'reload')
 
 
 # ---------------------------------------------------------------- helpers

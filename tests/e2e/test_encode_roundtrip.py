@@ -66,6 +66,8 @@ def events():
     def ev(what, **fields):
         i = len(evs)
         fields['uuid'] = str(uuid.UUID(bytes=bytes((i * 17 + k * 13) & 0xff for k in range(16))))
+        if fields['type'] == 'hello':   # a hello's uuid field is the epoch
+            fields['epoch'] = fields['uuid'].replace('-', '')
         evs.append((what, fields))
 
     ev('hello reload', type='hello', worker=0, workers=1, reload=True)
@@ -131,7 +133,7 @@ def json_value(v):
 
 
 KEYS = {
-    'hello': ['type', 'worker', 'workers', 'format', 'version', 'reload'],
+    'hello': ['type', 'worker', 'workers', 'format', 'version', 'epoch', 'reload'],
     'add': ['type', 'seq', 'dn', 'uuid', 'attrs'],
     'modify': ['type', 'seq', 'dn', 'uuid', 'old', 'new', 'changed'],
     'rename': ['type', 'seq', 'old_dn', 'dn', 'uuid'],

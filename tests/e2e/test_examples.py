@@ -433,11 +433,13 @@ def demo_runs_and_cleans_up(tmp):
 
 @test
 def man_page_lint():
-    # Scenario: mandoc -Tlint finds nothing in man/ldapfeed.8 but the notes
-    # about SEE ALSO pages that are not installed on this machine.
+    # Scenario: mandoc -Tlint finds nothing in man/ldapfeed.8 and
+    # man/ldapfeed-nats-tail.1 but the notes about SEE ALSO pages that are
+    # not installed on this machine.
     if shutil.which('mandoc') is None:
         raise Skip('mandoc not installed')
-    r = subprocess.run(['mandoc', '-Tlint', os.path.join(TOP, 'man', 'ldapfeed.8')],
+    r = subprocess.run(['mandoc', '-Tlint', os.path.join(TOP, 'man', 'ldapfeed.8'),
+                        os.path.join(TOP, 'man', 'ldapfeed-nats-tail.1')],
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     lines = [line for line in r.stdout.decode('utf-8', 'replace').splitlines()
              if 'referenced manual not found' not in line and 'outdated mandoc.db' not in line]
@@ -463,12 +465,15 @@ def make_install_uninstall(tmp):
     if not os.path.exists(os.path.join(TOP, 'config.mk')):
         raise Skip('not configured')
     root = os.path.join(tmp, 'root')
-    make = ['make', '-s', '-C', TOP, '-o', 'ldapfeed', 'DESTDIR=' + root, 'PREFIX=/usr']
+    make = ['make', '-s', '-C', TOP, '-o', 'ldapfeed', '-o', 'ldapfeed-nats-tail', 'DESTDIR=' + root,
+            'PREFIX=/usr']
     r = subprocess.run(make + ['install'], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     assert r.returncode == 0, r.stdout.decode()
     want = {
         'usr/sbin/ldapfeed': 0o755,
+        'usr/bin/ldapfeed-nats-tail': 0o755,
         'usr/share/man/man8/ldapfeed.8': 0o644,
+        'usr/share/man/man1/ldapfeed-nats-tail.1': 0o644,
         'usr/share/doc/ldapfeed/README.md': 0o644,
         'usr/share/doc/ldapfeed/LICENSE': 0o644,
         'usr/share/doc/ldapfeed/examples/consumer.py': 0o755,

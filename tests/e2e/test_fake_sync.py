@@ -68,9 +68,12 @@ def _unescape_mdb(text):
             if raw[i + 1:i + 2] == b'\\':
                 out.append(0x5c)
                 i += 2
-            else:
+            elif all(c in b'0123456789abcdefABCDEF' for c in raw[i + 1:i + 3]) and i + 3 <= len(raw):
                 out.append(int(raw[i + 1:i + 3], 16))
                 i += 3
+            else:   # a lone backslash (the random epoch can hold one)
+                out.append(0x5c)
+                i += 1
         else:
             out.append(raw[i])
             i += 1

@@ -48,6 +48,108 @@ code_of(const char *extra, char *err, size_t errlen)
 	return r;
 }
 
+static int
+nats_line(struct config *cfg, const char *extra, char *err, size_t errlen)
+{
+	char	 line[1024];
+
+	snprintf(line, sizeof(line), "-H ldap://127.0.0.1:389/dc=x -D /tmp/d "
+	    "-m /tmp/m %s", extra);
+	return parse(cfg, line, err, errlen);
+}
+
+/* The NATS output's flags and credential (ldapfeed.8, OPTIONS). */
+static void
+test_nats(char *err, size_t errlen)
+{
+	static const char *const all[] = { "ldapfeed.>" };
+	static const char *const some[] = { "ldapfeed.add", "ldapfeed.*" };
+	static const char *const few[] = { "ldapfeed.add", "ldapfeed.hello" };
+	struct config	 cfg;
+	struct event	 ev;
+	char		 creds[64], id[NATS_MSGID_MAX], line[256];
+	unsigned char	 epoch[16];
+	int		 fd, i;
+
+	ok(nats_line(&cfg, "-o nats://127.0.0.1:4222", err, errlen) == 0 &&
+	    cfg.output_kind == OUTPUT_NATS && cfg.route == ROUTE_UUID &&
+	    cfg.format == FORMAT_JSON && cfg.nats_nurls == 1 &&
+	    strcmp(cfg.nats_stream, "LDAPFEED") == 0 &&
+	    strcmp(cfg.nats_subject, "ldapfeed") == 0 &&
+	    cfg.nats_cred == NATS_CRED_NONE && cfg.nats_replicas == 1,
+	    "nats:// inferred: JSON, uuid routing, defaults, no -k needed");
+	config_free(&cfg);
+	ok(nats_line(&cfg, "-o nats://127.0.0.1:1,tls://127.0.0.1:2 -t nats "
+	    "--format pickle --nats-stream FEED --nats-subject a.b "
+	    "--nats-replicas 3", err, errlen) == 0 && cfg.nats_nurls == 2 &&
+	    strcmp(cfg.nats_urls[1], "tls://127.0.0.1:2") == 0 &&
+	    cfg.format == FORMAT_PICKLE && cfg.nats_replicas == 3,
+	    "a server list, pickle on request");
+	config_free(&cfg);
+	ok(nats_line(&cfg, "-o /tmp/s -t nats", err, errlen) == EX_USAGE,
+	    "-t nats with a socket path: %s", err);
+	config_free(&cfg);
+	ok(nats_line(&cfg, "-o nats:// ", err, errlen) == EX_USAGE,
+	    "no host: %s", err);
+	config_free(&cfg);
+	ok(nats_line(&cfg, "-o nats://h:1 --nats-subject a.>", err, errlen) ==
+	    EX_USAGE, "a wildcard prefix: %s", err);
+	config_free(&cfg);
+	ok(nats_line(&cfg, "-o nats://h:1 --nats-stream a.b", err, errlen) ==
+	    EX_USAGE, "a dotted stream name: %s", err);
+	config_free(&cfg);
+	snprintf(line, sizeof(line), "-o /tmp/s -k %s --nats-stream X",
+	    keyfile);
+	ok(nats_line(&cfg, line, err, errlen) == EX_USAGE,
+	    "--nats-* without a NATS output: %s", err);
+	config_free(&cfg);
+	snprintf(line, sizeof(line), "-o nats://h:1 -k %s", keyfile);
+	ok(nats_line(&cfg, line, err, errlen) == 0 &&
+	    cfg.nats_cred == NATS_CRED_TOKEN && cfg.key.len == 6 &&
+	    strcmp((char *)cfg.key.data, "s3cret") == 0,
+	    "a token file: its first line");
+	config_free(&cfg);
+	snprintf(creds, sizeof(creds), "/tmp/lf-creds-%d", (int)getpid());
+	fd = open(creds, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	dprintf(fd, "-----BEGIN NATS USER JWT-----\neyJ0.eyJ1.sig\n"
+	    "------END NATS USER JWT------\n\n"
+	    "-----BEGIN USER NKEY SEED-----\nSUAXXX\n"
+	    "------END USER NKEY SEED------\n");
+	close(fd);
+	snprintf(line, sizeof(line), "-o nats://h:1 -k %s", creds);
+	ok(nats_line(&cfg, line, err, errlen) == 0 &&
+	    cfg.nats_cred == NATS_CRED_CREDS, "a .creds file is told by its "
+	    "JWT block");
+	config_free(&cfg);
+	unlink(creds);
+
+	ok(nats_subject_match("a.>", "a.b.c") && !nats_subject_match("a.>",
+	    "a") && nats_subject_match("a.*", "a.b") &&
+	    !nats_subject_match("a.*", "a.b.c") && nats_subject_match(">",
+	    "x") && !nats_subject_match("a.b", "a.bc"), "subject matching");
+	ok(nats_subjects_cover(all, 1, "ldapfeed") &&
+	    nats_subjects_cover(some, 2, "ldapfeed") &&
+	    !nats_subjects_cover(few, 2, "ldapfeed") &&
+	    !nats_subjects_cover(all, 1, "other"), "a stream covers PREFIX");
+	for (i = 0; i < 16; i++)
+		epoch[i] = (unsigned char)i;
+	memset(&ev, 0, sizeof(ev));
+	ev.type = EV_ADD;
+	ev.seq = 42;
+	nats_msg_id(id, sizeof(id), epoch, &ev, 3);
+	ok(strcmp(id, "000102030405060708090a0b0c0d0e0f-42") == 0,
+	    "entry event: EPOCH-SEQ (%s)", id);
+	ev.type = EV_REFRESH_DONE;
+	nats_msg_id(id, sizeof(id), epoch, &ev, 3);
+	ok(strcmp(id, "000102030405060708090a0b0c0d0e0f-42-w3") == 0,
+	    "refresh_done: EPOCH-SEQ-wN (%s)", id);
+	ev.type = EV_HELLO;
+	ev.seq = 7;
+	nats_msg_id(id, sizeof(id), epoch, &ev, 0);
+	ok(strcmp(id, "000102030405060708090a0b0c0d0e0f-r7-w0") == 0,
+	    "hello: EPOCH-rRUN-wN (%s)", id);
+}
+
 int
 main(void)
 {
@@ -224,6 +326,8 @@ main(void)
 	ok(config_parse_address("127.0.0.1:6000", "unix", &ss, &sslen, err,
 	    sizeof(err)) == 0 && ss.ss_family == AF_UNIX,
 	    "-t unix overrides the inference");
+
+	test_nats(err, sizeof(err));
 
 	unlink(keyfile);
 	unlink(emptyfile);

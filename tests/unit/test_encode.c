@@ -65,22 +65,26 @@ check(const struct event *ev, enum format fmt, const void *want, size_t wlen)
 
 #define CHECK(ev, fmt, lit)	check(ev, fmt, lit, sizeof(lit) - 1)
 
+#define EPOCH_HEX	"00112233445566778899aabbccddeeff"
+
 static void
 test_hello(void)
 {
 	struct event	 ev = { .type = EV_HELLO, .worker = 0, .workers = 4,
-	    .reload = 1 };
+	    .reload = 1, .uuid = { 0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66,
+	    0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff } };
 
 	ok(CHECK(&ev, FORMAT_PICKLE,
 	    "\x80\x03}(X\x04\x00\x00\x00typeX\x05\x00\x00\x00hello"
 	    "X\x06\x00\x00\x00workerK\x00X\x07\x00\x00\x00workersK\x04"
 	    "X\x06\x00\x00\x00" "formatX\x06\x00\x00\x00pickle"
 	    "X\x07\x00\x00\x00versionX\x05\x00\x00\x00" LDAPFEED_VERSION
+	    "X\x05\x00\x00\x00" "epochX\x20\x00\x00\x00" EPOCH_HEX
 	    "X\x06\x00\x00\x00reload\x88u."),
 	    "hello pickle, reload true");
 	ok(CHECK(&ev, FORMAT_JSON, "{\"type\":\"hello\",\"worker\":0,"
 	    "\"workers\":4,\"format\":\"json\",\"version\":\""
-	    LDAPFEED_VERSION "\",\"reload\":true}"),
+	    LDAPFEED_VERSION "\",\"epoch\":\"" EPOCH_HEX "\",\"reload\":true}"),
 	    "hello json, reload true");
 	ev.worker = 2;
 	ev.workers = 300;
@@ -90,11 +94,12 @@ test_hello(void)
 	    "X\x06\x00\x00\x00workerK\x02X\x07\x00\x00\x00workersM,\x01"
 	    "X\x06\x00\x00\x00" "formatX\x06\x00\x00\x00pickle"
 	    "X\x07\x00\x00\x00versionX\x05\x00\x00\x00" LDAPFEED_VERSION
+	    "X\x05\x00\x00\x00" "epochX\x20\x00\x00\x00" EPOCH_HEX
 	    "X\x06\x00\x00\x00reload\x89u."),
 	    "hello pickle, reload false, workers 300 (BININT2)");
 	ok(CHECK(&ev, FORMAT_JSON, "{\"type\":\"hello\",\"worker\":2,"
 	    "\"workers\":300,\"format\":\"json\",\"version\":\""
-	    LDAPFEED_VERSION "\",\"reload\":false}"),
+	    LDAPFEED_VERSION "\",\"epoch\":\"" EPOCH_HEX "\",\"reload\":false}"),
 	    "hello json, reload false");
 	ok(strcmp(format_name(FORMAT_PICKLE), "pickle") == 0 &&
 	    strcmp(format_name(FORMAT_JSON), "json") == 0, "format_name");

@@ -76,9 +76,10 @@ class Daemon:
                     raise ValueError('bad bind %r' % (bind,))
             fmt = fmt or (consumer.fmt if consumer is not None else 'pickle')
             output = output or consumer.address
-            keyfile = keyfile or consumer.keyfile
-            argv = ['-H', url, '-D', self.datadir, '-m', self.marker, '-o', output, '-k', keyfile,
-                    '-p', str(processes), '--mode', mode, '--format', fmt]
+            keyfile = keyfile if consumer is None else (keyfile or consumer.keyfile)
+            argv = ['-H', url, '-D', self.datadir, '-m', self.marker, '-o', output] + \
+                (['-k', keyfile] if keyfile else []) + \
+                ['-p', str(processes), '--mode', mode, '--format', fmt]
             if foreground:
                 argv.append('-f')
             if password is not None:
