@@ -279,15 +279,24 @@ present_phase(struct reader *r)
  * server's is a lost connection, and the task stays pending until a later
  * search can run it.
  */
+/* Run the pending subtree tasks (doc/subtrees.md, "Tasks"). */
 static enum outcome
-subtree(struct reader *r, int kind, const unsigned char *uuid,
-    struct span dn)
+run_tasks(struct reader *r)
 {
 	int	 rc;
 
 	r->sub.mark_gen = r->in_refresh && r->track ? r->gen : 0;
-	rc = subtree_task(&r->sub, kind, uuid, dn);
+	rc = subtree_run_pending(&r->sub);
 	return rc == 0 ? GO_ON : rc > 0 ? LOST : FATAL;
+}
+
+static enum outcome
+subtree(struct reader *r, int kind, const unsigned char *uuid,
+    struct span dn)
+{
+	if (store_task_add(r->store, kind, uuid, dn) == -1)
+		return FATAL;
+	return run_tasks(r);
 }
 
 /*
@@ -312,15 +321,16 @@ delete(struct reader *r, const unsigned char *uuid)
  * An entry added or changed.  When it has children and was renamed or
  * moved, or came into the search from outside, its descendants' DNs
  * changed with no message of their own: the server is asked what lies
- * below it.  Never inferred from the stored DNs, which a refresh (entries
- * in ID order, not in the order of the operations) and a task's search
- * (no snapshot) can leave behind the server's (doc/subtrees.md).  (In a
- * full load everything comes anyway.)
+ * below it now, and about whatever is still stored below its old DN.
+ * Never inferred from the stored DNs, which a refresh (entries in ID
+ * order, not in the order of the operations) and a task's search (no
+ * snapshot, and ahead of the messages) can leave behind or ahead of the
+ * server's (doc/subtrees.md).  (In a full load everything comes anyway.)
  */
 static enum outcome
 on_change(struct reader *r, struct span dn)
 {
-	int	 what;
+	int	 what, tasks = 0, below = 0;
 
 	/* In a full refresh every entry comes: none is older than the store. */
 	what = events_entry(&r->ev, r->st.uuid, dn, buf_span(&r->ent.attrs),
@@ -331,10 +341,27 @@ on_change(struct reader *r, struct span dn)
 	if (r->in_refresh && r->track &&
 	    store_mark_seen(r->store, r->st.uuid, r->gen) == -1)
 		return FATAL;
-	if (r->ent.has_subs && (!r->in_refresh || r->had_cookie) &&
-	    (what & (ENTRY_ADDED | ENTRY_RENAMED)))
-		return subtree(r, TASK_FETCH, r->st.uuid, dn);
-	return GO_ON;
+	if (r->in_refresh && !r->had_cookie)
+		return GO_ON;
+	if (what & ENTRY_RENAMED) {
+		buf_reset(&r->below);
+		buf_add(&r->below, r->ev.old_dn.data, r->ev.old_dn.len);
+		if ((below = store_has_below(r->store, buf_span(&r->below))) ==
+		    -1)
+			return FATAL;
+	}
+	if (r->ent.has_subs && (what & (ENTRY_ADDED | ENTRY_RENAMED))) {
+		if (store_task_add(r->store, TASK_FETCH, r->st.uuid, dn) == -1)
+			return FATAL;
+		tasks++;
+	}
+	if (below) {
+		if (store_task_add(r->store, TASK_RECONCILE, r->st.uuid,
+		    buf_span(&r->below)) == -1)
+			return FATAL;
+		tasks++;
+	}
+	return tasks ? run_tasks(r) : GO_ON;
 }
 
 static enum outcome
