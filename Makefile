@@ -49,7 +49,7 @@ libldapfeed.a: $(LIBOBJS)
 	@rm -f $@
 	@ar rcs $@ $(LIBOBJS)
 
-tests/unit/%: tests/unit/%.c tests/unit/tap.h libldapfeed.a $(FLAGS_STAMP)
+tests/unit/%: tests/unit/%.c tests/unit/tap.h tests/unit/fixtures.h libldapfeed.a $(FLAGS_STAMP)
 	@echo "  CC      $<"
 	@$(CC) $(ALL_CFLAGS) -Itests/unit $(LDFLAGS) -o $@ $< libldapfeed.a $(LIBS)
 

@@ -8,12 +8,8 @@
 
 #include "ldapfeed.h"
 #include "tap.h"
+#include "fixtures.h"
 
-static struct span
-S(const char *s)
-{
-	return (struct span){ (const unsigned char *)s, strlen(s) };
-}
 
 int
 main(void)

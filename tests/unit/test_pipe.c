@@ -11,12 +11,8 @@
 
 #include "ldapfeed.h"
 #include "tap.h"
+#include "fixtures.h"
 
-static struct span
-S(const char *s)
-{
-	return (struct span){ (const unsigned char *)s, strlen(s) };
-}
 
 static int
 span_eq(struct span a, struct span b)
