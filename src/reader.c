@@ -518,6 +518,20 @@ no_sync_remedy(const struct provider *p)
 	    "add the syncprov overlay to the database (overlay syncprov)";
 }
 
+/* A server limit that ended the search: which setting lifts it. */
+static const char *
+limit_remedy(const struct reader *r, int err)
+{
+	if (err != LDAP_SIZELIMIT_EXCEEDED && err != LDAP_ADMINLIMIT_EXCEEDED &&
+	    err != LDAP_TIMELIMIT_EXCEEDED)
+		return "";
+	if (r->provider.kind == PROVIDER_389DS)
+		return " (389-ds: set nsSizeLimit, nsLookThroughLimit and "
+		    "nsTimeLimit to -1 on the bind identity's entry)";
+	return " (slapd: limits dn.exact=\"BIND-DN\" size=unlimited "
+	    "time=unlimited)";
+}
+
 /* Result codes after which trying again cannot help. */
 static int
 permanent(int err)
@@ -658,8 +672,9 @@ on_result(struct reader *r, LDAPMessage *msg)
 		out = FATAL;
 		break;
 	default:
-		log_warnx("search failed: %s (%d)%s%s", ldap_err2string(err),
-		    err, text && *text ? ": " : "", text ? text : "");
+		log_warnx("search failed: %s (%d)%s%s%s", ldap_err2string(err),
+		    err, text && *text ? ": " : "", text ? text : "",
+		    limit_remedy(r, err));
 		out = permanent(err) ? FATAL : LOST;
 		break;
 	}
