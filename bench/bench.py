@@ -828,8 +828,8 @@ def bench_subtree(ctx):
     entries (doc/subtrees.md, "Bounded work per message"), at several N:
     a present-phase sweep of N entries (a resume after they left the
     reader's view); with the search based at ou=staff, a subtree of N moved
-    in (a fetch of N) and out (a cascade delete of N), renamed inside the
-    search while running (a rename cascade of N) and while stopped (the
+    in (a fetch of N) and out (a reconcile of N), renamed inside the
+    search while running (a fetch of N) and while stopped (the
     refresh from the cookie fetches below the new DN).  The reference is
     the full load of the N entries, in each run."""
     a = ctx.args

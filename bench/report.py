@@ -241,8 +241,8 @@ def main():
 SUBTREE_CASES = (
     (('sweep',), 'present-phase sweep of N entries (resume after they left the reader\'s view, no session log)'),
     (('move_in', 'move_in_again'), 'subtree of N moved into the search, running (a fetch of N)'),
-    (('move_out',), 'subtree of N moved out of the search, running (a cascade delete of N)'),
-    (('rename',), 'subtree of N renamed inside the search, running (a rename cascade of N)'),
+    (('move_out',), 'subtree of N moved out of the search, running (a reconcile of N by UUID, then N deletes)'),
+    (('rename',), 'subtree of N renamed inside the search, running (a fetch of N below the new DN, twice: until a pass is quiet)'),
     (('rename_stopped',), 'subtree of N renamed while stopped, then resumed (refresh from the cookie: a fetch '
                           'below the new DN)'))
 

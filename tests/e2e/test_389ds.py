@@ -480,6 +480,23 @@ def feed_sees_only_base(tmp):
 
 
 @test
+def size_limit_named(tmp):
+    # The feed identity with 389-ds's own size limit back (nsSizeLimit 5)
+    # and 14 entries to load: the search ends with sizeLimitExceeded, and
+    # the error names the attributes that lift it; no marker.
+    ds = lab()
+    ds.modify(ldif_modify(ds.feed_dn, [('replace', 'nsSizeLimit', '5')]))
+    con = Consumer(tmp)
+    d = feed(tmp, ds, con, mode='refresh')
+    rc = d.wait(60)
+    err = d.stderr()
+    note('exit %s: %s' % (rc, [l for l in err.splitlines() if 'limit' in l.lower()][-1:]))
+    assert rc == 70, 'exit %s, expected 70:\n%s' % (rc, err[-2000:])
+    assert 'nsSizeLimit' in err and 'nsLookThroughLimit' in err, 'the limits are not named:\n' + err[-2000:]
+    assert not d.marker_exists()
+
+
+@test
 def content_sync_off(tmp):
     # The Content Synchronization plugin disabled: the server refuses the
     # critical Sync Request control (result 12).  ldapfeed refuses to start
