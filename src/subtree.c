@@ -307,6 +307,7 @@ static int
 answered(struct subtree *t, struct span dn)
 {
 	size_t	 i;
+	int	 what;
 
 	if (!t->ent.has_uuid)
 		return nameless(t, dn);
@@ -316,9 +317,22 @@ answered(struct subtree *t, struct span dn)
 	if (i == t->batch_n)
 		return TASK_OK;		/* not asked about: not ours */
 	t->batch_seen[i] = 1;
-	if (events_entry(t->ev, t->ent.uuid, dn, buf_span(&t->ent.attrs),
-	    t->ent.csn, 0) == -1)
+	if ((what = events_entry(t->ev, t->ent.uuid, dn,
+	    buf_span(&t->ent.attrs), t->ent.csn, 0)) == -1)
 		return -1;
+	/*
+	 * An entry with children that the answer renames: its own message,
+	 * when it comes, finds it renamed and asks nothing, so the server
+	 * is asked about its descendants now, as for a message (on_change).
+	 */
+	if ((what & ENTRY_RENAMED) && t->ent.has_subs) {
+		buf_reset(&t->scratch);
+		buf_add(&t->scratch, t->ev->old_dn.data, t->ev->old_dn.len);
+		if (store_task_add(t->ev->store, TASK_FETCH, t->ent.uuid, dn) ==
+		    -1 || store_task_add(t->ev->store, TASK_RECONCILE,
+		    t->ent.uuid, buf_span(&t->scratch)) == -1)
+			return -1;
+	}
 	return events_checkpoint(t->ev) == -1 ? -1 : TASK_OK;
 }
 
