@@ -1,17 +1,16 @@
 /*
- * What only the server can answer about a subtree (doc/subtrees.md): which
- * entries lie below a DN that moved into the search or was renamed while
- * the store could not follow (a fetch), and which stored descendants of a
- * deleted entry are still in the search, and under which DN (a
- * reconcile).  Each is a task kept in the store until it completed, run on
- * a connection of its own so that the sync search waits on the server, not
- * in our memory.
+ * What only the server can answer about a subtree (doc/subtrees.md): what
+ * lies at and below an entry with children that was renamed, moved, or
+ * came into the search (a fetch, the entry found by its UUID), and which
+ * of the entries stored below a DN are still in the search, and under
+ * which DN (a reconcile, by UUID).  Each is a task kept in the store until
+ * it completed, run on a connection of its own so that the sync search
+ * waits on the server, not in our memory.
  */
 #include <ldap.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include "ldapfeed.h"
 
