@@ -275,11 +275,10 @@ present_phase(struct reader *r)
 }
 
 /*
- * Ask the server about a subtree (doc/subtrees.md): a failure of the
- * server's is a lost connection, and the task stays pending until a later
- * search can run it.
+ * Run the pending subtree tasks (doc/subtrees.md, "Tasks"): a failure of
+ * the server's is a lost connection, and the task stays pending until a
+ * later search can run it.
  */
-/* Run the pending subtree tasks (doc/subtrees.md, "Tasks"). */
 static enum outcome
 run_tasks(struct reader *r)
 {
@@ -290,6 +289,7 @@ run_tasks(struct reader *r)
 	return rc == 0 ? GO_ON : rc > 0 ? LOST : FATAL;
 }
 
+/* Record one task and run it. */
 static enum outcome
 subtree(struct reader *r, int kind, const unsigned char *uuid,
     struct span dn)
