@@ -369,6 +369,9 @@ struct config {
 	char		*pidfile;
 	char		*status_file;
 	int		 verbosity;
+	/* the mass-delete guard (guard.c): a share, or a count when -1 */
+	int		 max_delete_pct;
+	uint64_t	 max_delete;
 };
 
 /* Parse argv into cfg; on error return the sysexits code, message in err. */
@@ -432,13 +435,48 @@ int	store_get_csn(struct store *, const unsigned char *, struct span *);
 int	store_put_csn(struct store *, const unsigned char *, struct span);
 int	store_mark_seen(struct store *, const unsigned char *, uint64_t);
 uint64_t store_count(struct store *);
-int	store_sweep(struct store *, uint64_t, store_visit, void *, uint64_t *);
+/*
+ * A mark with this bit is a delete held back until the refresh ends
+ * (doc/safety.md, "Counting before deleting").  What a sweep takes: the
+ * entries not marked in the generation, or those held back in it.
+ */
+#define SEEN_DOOMED	(1ULL << 63)
+enum sweep_mode {
+	SWEEP_UNSEEN,
+	SWEEP_DOOMED
+};
+int	store_sweep(struct store *, uint64_t, enum sweep_mode, store_visit,
+	    void *, uint64_t *);
+int	store_sweep_count(struct store *, uint64_t, enum sweep_mode,
+	    uint64_t *);
+uint64_t store_count_below(struct store *, struct span);
+/* What a store holds, read without a lock or a write (guard.c). */
+struct store_peek {
+	uint64_t	 entries;
+	uint64_t	 previous;	/* meta "previous" */
+	int		 snapshot;	/* meta "snapshot" set */
+};
+int	store_peek(const char *, struct store_peek *);
 int	store_foreach_below(struct store *, struct span, store_visit, void *);
 int	store_has_below(struct store *, struct span);
 int	store_task_add(struct store *, int, const unsigned char *, struct span);
 int	store_task_first(struct store *, uint64_t *, int *, unsigned char *,
 	    struct buf *);
 int	store_task_done(struct store *, uint64_t);
+
+/*
+ * guard.c: the mass-delete guard (doc/safety.md).  guard_allows says
+ * whether deleting n of stored entries at once is within --max-delete;
+ * guard_check also logs the refusal, naming what would have deleted them.
+ */
+#define GUARD_DEFAULT_PCT	50
+#define GUARD_FLOOR		100	/* a share never refuses this many */
+#define GUARD_EXIT		65	/* EX_DATAERR: the server's data is suspect */
+int	guard_allows(const struct config *, uint64_t, uint64_t);
+int	guard_check(const struct config *, const char *, uint64_t, uint64_t);
+void	guard_limit_text(const struct config *, char *, size_t);
+uint64_t guard_copy_size(const struct store_peek *);
+uint64_t guard_previous_copy(const char *);
 
 /* The server's kind, from its root DSE (conn.c; doc/providers.md). */
 enum provider_kind {
@@ -480,7 +518,8 @@ void	events_init(struct events *, const struct config *, struct store *,
 int	events_entry(struct events *, const unsigned char *, struct span,
 	    struct span, struct span, int);
 int	events_delete(struct events *, const unsigned char *, struct buf *);
-int	events_sweep(struct events *, uint64_t, uint64_t *, uint64_t *, int);
+int	events_sweep(struct events *, uint64_t, enum sweep_mode, uint64_t *,
+	    uint64_t *, int);
 void	events_refresh_done(struct events *);
 void	events_free(struct events *);
 size_t	events_diff(struct span, struct span, struct buf *);
@@ -490,6 +529,7 @@ int	events_checkpoint(struct events *);
 #define TASK_FETCH	1
 #define TASK_RECONCILE	2
 #define SUBTREE_BATCH	256	/* UUIDs asked about per search */
+#define SUBTREE_GUARDED	2	/* a reconcile held back by the guard */
 struct ldap;
 struct subtree {
 	const struct config *cfg;
@@ -504,6 +544,8 @@ struct subtree {
 	char		 batch_seen[SUBTREE_BATCH];
 	size_t		 batch_n;
 	int		 nameless, deleted;
+	int		 dry;		/* count what a reconcile would delete */
+	uint64_t	 would_delete;
 	int		 no_such;	/* the last search's base was gone */
 	int		 unsettled;	/* this pass saw the tree move */
 	unsigned char	 want[16];	/* the UUID a fetch looks for */

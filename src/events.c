@@ -382,20 +382,22 @@ sweep_visit(void *arg, const unsigned char *uuid, struct span dn,
 }
 
 /*
- * After a present phase or a reload: whatever was not seen is gone.  Also
- * counts, in *unknown, the UUIDs listed present that the store lacks.
- * With resolve, the stored descendants of a swept entry are left to a
- * reconcile task (doc/subtrees.md), which the caller runs.
+ * After a present phase or a reload (SWEEP_UNSEEN): whatever was not seen
+ * is gone; at the end of a refresh whose deletes were held back
+ * (SWEEP_DOOMED, doc/safety.md): those deletes.  Also counts, in
+ * *unknown, the UUIDs listed present that the store lacks.  With resolve,
+ * the stored descendants of a deleted entry are left to a reconcile task
+ * (doc/subtrees.md), which the caller runs.
  */
 int
-events_sweep(struct events *e, uint64_t gen, uint64_t *count,
-    uint64_t *unknown, int resolve)
+events_sweep(struct events *e, uint64_t gen, enum sweep_mode mode,
+    uint64_t *count, uint64_t *unknown, int resolve)
 {
 	struct sweep	 sw = { e, resolve };
 	uint64_t	 before = e->counts[EV_DELETE];
 	int		 r;
 
-	r = store_sweep(e->store, gen, sweep_visit, &sw, unknown);
+	r = store_sweep(e->store, gen, mode, sweep_visit, &sw, unknown);
 	*count = e->counts[EV_DELETE] - before;
 	return r;
 }

@@ -226,7 +226,7 @@ main(void)
 			store_mark_seen(st, u, 42);
 	}
 	drain(&p, out, sizeof(out));
-	events_sweep(&ev, 42, &swept, &unknown, 0);
+	events_sweep(&ev, 42, SWEEP_UNSEEN, &swept, &unknown, 0);
 	drain(&p, out, sizeof(out));
 	ok(swept == 1 && strcmp(out, "5:17:uid=s1,ou=people,dc=x") == 0,
 	    "sweep deletes only the unseen: %s", out);
@@ -258,7 +258,7 @@ main(void)
 		store_mark_seen(st, u, 43);
 	}
 	drain(&p, out, sizeof(out));
-	events_sweep(&ev, 43, &swept, &unknown, 1);
+	events_sweep(&ev, 43, SWEEP_UNSEEN, &swept, &unknown, 1);
 	drain(&p, out, sizeof(out));
 	{
 		struct buf	 tdn = { 0 };
