@@ -199,6 +199,9 @@ struct event {
 	struct span	 old_attrs;	/* modify, delete: an attrs blob */
 	struct span	 new_attrs;	/* add, modify: an attrs blob */
 	struct span	 changed;	/* modify: a names list, sorted */
+	struct span	 added;		/* modify: attrs blob, per changed name */
+	struct span	 removed;	/* modify: the same, the values gone */
+	struct span	 csn;		/* add, modify, rename: entryCSN, or empty */
 	int		 reload;	/* hello */
 	int		 worker;	/* hello: filled in by the worker */
 	int		 workers;	/* hello: filled in by the worker */
@@ -302,6 +305,8 @@ void	sync_done_free(struct sync_done *);
 void	sync_info_free(struct sync_info *);
 /* The OpenLDAP cookie: rid=NNN[,sid=XXX],csn=CSN[;CSN...][,delcsn=CSN] */
 int	cookie_is_openldap(struct span);
+int64_t	csn_time_us(struct span);
+int64_t	cookie_time_us(struct span);
 int	cookie_has_csn(struct span);
 void	cookie_merge(struct buf *, struct span, struct span);
 
@@ -410,12 +415,14 @@ int	barrier_fail_code(struct barrier *, char *, size_t);
 void	barrier_set_notify(struct barrier *, pid_t);
 
 /* store.c: the LMDB store (doc/store.md). */
+struct proc_stats;
 struct store;
 typedef int (*store_visit)(void *, const unsigned char *, struct span,
 	    struct span);
 int	store_open(struct store **, const char *, int, size_t);
 void	store_close(struct store *);
 int	store_sync(struct store *);
+void	store_figures(struct store *, struct proc_stats *);
 int	store_begin(struct store *);
 int	store_commit(struct store *);
 size_t	store_txn_bytes(const struct store *);
@@ -508,6 +515,7 @@ struct events {
 	int		(*checkpoint)(void *);
 	void		*checkpoint_arg;
 	struct buf	 old_dn, old_attrs, changed;	/* scratch */
+	struct buf	 added, removed;
 	struct buf	 dn2;
 };
 #define ENTRY_ADDED	1
@@ -522,7 +530,8 @@ int	events_sweep(struct events *, uint64_t, enum sweep_mode, uint64_t *,
 	    uint64_t *, int);
 void	events_refresh_done(struct events *);
 void	events_free(struct events *);
-size_t	events_diff(struct span, struct span, struct buf *);
+size_t	events_diff(struct span, struct span, struct buf *, struct buf *,
+	    struct buf *);
 int	events_checkpoint(struct events *);
 
 /* subtree.c: what only the server can answer about a subtree. */
@@ -578,6 +587,15 @@ struct proc_stats {
 	uint64_t	 reconnects;
 	uint64_t	 entries;	/* reader: entries in the store */
 	time_t		 started;
+	/* health (doc/safety.md, "Health figures") */
+	int		 connected;	/* reader: to LDAP; worker: to its output */
+	uint64_t	 sent_bytes;	/* worker: bytes its output delivered */
+	int64_t		 last_csn_us;	/* newest change handed on (CSN time) */
+	uint64_t	 store_bytes;	/* reader: data.mdb on disk */
+	uint64_t	 map_bytes, map_used, map_grows;
+	int64_t		 error_time;	/* the last warning or error */
+	uint32_t	 error_seq;	/* odd while error is written */
+	char		 error[200];
 };
 struct proc_stats *status_create(unsigned);
 void	status_destroy(struct proc_stats *, unsigned);
@@ -670,6 +688,7 @@ int	worker_main(const struct child_ctx *);
 
 /* log.c */
 void	log_init(int, int, const char *);
+void	log_errors_to(struct proc_stats *);
 void	log_procname(const char *);
 void	log_warn(const char *, ...) PRINTFLIKE(1, 2);
 void	log_warnx(const char *, ...) PRINTFLIKE(1, 2);

@@ -172,6 +172,7 @@ listener_work(struct output *o, const struct pollfd *pfd)
 	ssize_t		 n;
 
 	if ((pfd->revents & (POLLIN | POLLHUP | POLLERR)) && consumer_gone(l)) {
+		o->ctx->stats->connected = 0;
 		log_warnx("the consumer closed the connection");
 		return -1;
 	}
@@ -182,8 +183,10 @@ listener_work(struct output *o, const struct pollfd *pfd)
 		log_warn("sending to the consumer");
 		return -1;
 	}
-	if (n > 0)
+	if (n > 0) {
 		queue_drop(&l->q, (size_t)n);
+		o->ctx->stats->sent_bytes += (uint64_t)n;
+	}
 	return 0;
 }
 

@@ -104,6 +104,7 @@ on_disconnected(natsConnection *nc, void *arg)
 	(void)nc;
 	if (n->closing)
 		return;
+	n->out.ctx->stats->connected = 0;
 	log_warnx("NATS: disconnected; reconnecting (events wait)");
 }
 
@@ -116,6 +117,7 @@ on_reconnected(natsConnection *nc, void *arg)
 	if (natsConnection_GetConnectedUrl(nc, url, sizeof(url)) != NATS_OK)
 		snprintf(url, sizeof(url), "?");
 	n->out.ctx->stats->reconnects++;
+	n->out.ctx->stats->connected = 1;
 	log_info("NATS: reconnected to %s", url);
 }
 
@@ -570,6 +572,7 @@ take_acks(struct nats *n)
 	while (n->count > 0 && n->ring[n->head].state == SLOT_ACKED) {
 		sl = &n->ring[n->head];
 		n->bytes -= sl->data.len;
+		n->out.ctx->stats->sent_bytes += sl->data.len;
 		if (sl->data.cap > (64 << 10))
 			buf_free(&sl->data);
 		n->head = (n->head + 1) % WINDOW;

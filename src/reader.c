@@ -105,6 +105,8 @@ publish(struct reader *r)
 	st->queue = pipes_pending(&r->pipes);
 	st->reconnects = r->reconnects;
 	st->entries = store_count(r->store);
+	st->connected = r->ld != NULL;
+	store_figures(r->store, st);
 }
 
 static int
@@ -997,6 +999,7 @@ disconnect(struct reader *r)
 		ldap_unbind_ext(r->ld, NULL, NULL);
 	r->ld = NULL;
 	r->msgid = -1;
+	r->ctx->stats->connected = 0;
 	subtree_close(&r->sub);
 }
 
@@ -1049,6 +1052,7 @@ search_again(struct reader *r)
 			return LOST;
 		}
 		log_info("reconnected to %s", r->cfg->server_url);
+		r->ctx->stats->connected = 1;
 	}
 	r->sub.mark_gen = 0;
 	if ((rc = subtree_run_pending(&r->sub)) != 0)
@@ -1214,6 +1218,7 @@ reader_main(const struct child_ctx *ctx)
 {
 	struct reader	 r;
 	struct event	 hello;
+	struct span	 stored;
 	struct buf	 fp = { 0 };
 	char		 err[512];
 	enum distrust	 distrust = NO_MARKER;
@@ -1278,6 +1283,10 @@ reader_main(const struct child_ctx *ctx)
 	    (asked_for(r.cfg->attrs, provider_uuid_attr(r.provider.kind)) ? 0 :
 	    DECODE_STRIP_UUID), r.provider.kind);
 	r.ev.seq = r.committed_seq = store_get_u64(r.store, "seq", 0);
+	ctx->stats->connected = 1;
+	/* What earlier runs delivered: up to the stored cookie's CSN. */
+	if (store_get_meta(r.store, "cookie", &stored) == 1)
+		ctx->stats->last_csn_us = cookie_time_us(stored);
 	if (store_put_meta(r.store, "search", buf_span(&fp)) == -1)
 		fatalx(EX_SOFTWARE, "cannot write the store");
 	buf_free(&fp);

@@ -30,6 +30,7 @@ struct store {
 	MDB_dbi		 tasks;		/* u64 id (native) -> kind, uuid, DN */
 	MDB_dbi		 csns;		/* uuid -> the entryCSN last applied */
 	size_t		 mapsize;
+	uint64_t	 grows;		/* times the map was doubled */
 	size_t		 txn_bytes;	/* written in the open batch */
 	struct buf	 scratch;
 	struct buf	 key;
@@ -150,6 +151,26 @@ store_sync(struct store *s)
 }
 
 /*
+ * The store's figures for the status (doc/safety.md, "Health figures"):
+ * the map, the pages in use, its growths, and data.mdb's size on disk.
+ */
+void
+store_figures(struct store *s, struct proc_stats *st)
+{
+	MDB_envinfo	 info;
+	MDB_stat	 ms;
+	struct stat	 sb;
+	int		 fd;
+
+	st->map_bytes = s->mapsize;
+	st->map_grows = s->grows;
+	if (mdb_env_info(s->env, &info) == 0 && mdb_env_stat(s->env, &ms) == 0)
+		st->map_used = (info.me_last_pgno + 1) * (uint64_t)ms.ms_psize;
+	if (mdb_env_get_fd(s->env, &fd) == 0 && fstat(fd, &sb) == 0)
+		st->store_bytes = (uint64_t)sb.st_blocks * 512;
+}
+
+/*
  * Keep at least half the map free before a batch starts, so that no batch
  * (bounded by the reader) ever meets MDB_MAP_FULL.
  */
@@ -170,6 +191,7 @@ grow(struct store *s)
 		s->mapsize *= 2;
 	if ((rc = mdb_env_set_mapsize(s->env, s->mapsize)) != 0)
 		return lmdb_fail("grow the map", rc);
+	s->grows++;
 	log_debug("store: map grown to %zu MiB", s->mapsize >> 20);
 	return 0;
 }
