@@ -377,6 +377,7 @@ struct config {
 	/* the mass-delete guard (guard.c): a share, or a count when -1 */
 	int		 max_delete_pct;
 	uint64_t	 max_delete;
+	int		 check;		/* --check: check.c, then exit */
 };
 
 /* Parse argv into cfg; on error return the sysexits code, message in err. */
@@ -678,6 +679,7 @@ struct child_ctx {
 	struct proc_stats	*stats;		/* this process's slot */
 };
 int	supervisor_run(struct config *, int);
+int	check_run(struct config *);
 /* proc.c: the child's side */
 __dead void proc_child(const struct child_ctx *, int *, unsigned);
 void	child_ask_shutdown(const struct child_ctx *);

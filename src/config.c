@@ -32,7 +32,8 @@ enum {
 	OPT_NATS_SUBJECT,
 	OPT_NATS_CA,
 	OPT_NATS_REPLICAS,
-	OPT_MAX_DELETE
+	OPT_MAX_DELETE,
+	OPT_CHECK
 };
 
 static const struct option long_options[] = {
@@ -55,6 +56,7 @@ static const struct option long_options[] = {
 	{ "nats-ca",		required_argument,	NULL, OPT_NATS_CA },
 	{ "nats-replicas",	required_argument,	NULL, OPT_NATS_REPLICAS },
 	{ "max-delete",		required_argument,	NULL, OPT_MAX_DELETE },
+	{ "check",		no_argument,		NULL, OPT_CHECK },
 	{ "verbose",		no_argument,		NULL, 'v' },
 	{ "quiet",		no_argument,		NULL, 'q' },
 	{ "version",		no_argument,		NULL, 'V' },
@@ -89,6 +91,7 @@ config_usage(FILE *fp)
 	    "      --nats-subject PREFIX  subjects PREFIX.<type> (default ldapfeed)\n"
 	    "      --nats-ca FILE       CA certificates for tls:// servers\n"
 	    "      --nats-replicas N    replicas of a stream ldapfeed creates (default 1)\n"
+	    "      --check              check everything a start needs, change nothing\n"
 	    "  -v, --verbose / -q, --quiet\n"
 	    "  -V, --version / -h, --help\n");
 }
@@ -619,6 +622,9 @@ config_parse(struct config *cfg, int argc, char **argv, char *err,
 			    cfg->nats_replicas < 1 || cfg->nats_replicas > 5)
 				return fail(err, errlen, EX_USAGE,
 				    "--nats-replicas '%s': want 1 to 5", optarg);
+			break;
+		case OPT_CHECK:
+			cfg->check = 1;
 			break;
 		case OPT_MAX_DELETE:
 			if (parse_max_delete(optarg, cfg) == -1)

@@ -276,6 +276,11 @@ check_stream(struct nats *n, char *why, size_t len)
 		s = js_GetStreamInfo(&si, n->js, cfg->nats_stream, NULL, &jerr);
 		if (s != NATS_NOT_FOUND)
 			break;
+		if (cfg->check) {	/* --check changes nothing */
+			log_info("NATS: stream %s does not exist: a start "
+			    "creates it", cfg->nats_stream);
+			return 0;
+		}
 		snprintf(all, sizeof(all), "%s.>", cfg->nats_subject);
 		subjects[0] = all;
 		jsStreamConfig_Init(&sc);
