@@ -651,6 +651,9 @@ struct output_ops {
 	/* bytes taken and not yet delivered */
 	size_t	(*pending)(const struct output *);
 	void	(*close)(struct output *);
+	/* after the last delivery: 0 once the consumer read everything
+	 * (NULL: pending 0 already says so) */
+	int	(*finish)(struct output *);
 };
 struct output {
 	const struct output_ops	*ops;

@@ -672,7 +672,8 @@ static const struct output_ops nats_ops = {
 	nats_wait,
 	nats_work,
 	nats_pending,
-	nats_close
+	nats_close,
+	NULL		/* an acknowledgement is delivery: nothing to wait for */
 };
 
 struct output *

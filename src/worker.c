@@ -128,7 +128,8 @@ run(struct worker *w)
 			return EX_SOFTWARE;
 		if (w->pipe_eof && w->in.len == 0 &&
 		    out->ops->pending(out) == 0)
-			return 0;
+			return out->ops->finish == NULL ||
+			    out->ops->finish(out) == 0 ? 0 : EX_SOFTWARE;
 		if (w->pipe_eof && w->in.len != 0 && !out->ops->full(out) &&
 		    pipe_record_complete(&w->in) == 0) {
 			log_warnx("the reader's last record was cut short");
