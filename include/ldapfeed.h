@@ -199,6 +199,9 @@ struct event {
 	struct span	 old_attrs;	/* modify, delete: an attrs blob */
 	struct span	 new_attrs;	/* add, modify: an attrs blob */
 	struct span	 changed;	/* modify: a names list, sorted */
+	struct span	 added;		/* modify: attrs blob, per changed name */
+	struct span	 removed;	/* modify: the same, the values gone */
+	struct span	 csn;		/* add, modify, rename: entryCSN, or empty */
 	int		 reload;	/* hello */
 	int		 worker;	/* hello: filled in by the worker */
 	int		 workers;	/* hello: filled in by the worker */
@@ -302,6 +305,8 @@ void	sync_done_free(struct sync_done *);
 void	sync_info_free(struct sync_info *);
 /* The OpenLDAP cookie: rid=NNN[,sid=XXX],csn=CSN[;CSN...][,delcsn=CSN] */
 int	cookie_is_openldap(struct span);
+int64_t	csn_time_us(struct span);
+int64_t	cookie_time_us(struct span);
 int	cookie_has_csn(struct span);
 void	cookie_merge(struct buf *, struct span, struct span);
 
@@ -369,6 +374,10 @@ struct config {
 	char		*pidfile;
 	char		*status_file;
 	int		 verbosity;
+	/* the mass-delete guard (guard.c): a share, or a count when -1 */
+	int		 max_delete_pct;
+	uint64_t	 max_delete;
+	int		 check;		/* --check: check.c, then exit */
 };
 
 /* Parse argv into cfg; on error return the sysexits code, message in err. */
@@ -407,12 +416,14 @@ int	barrier_fail_code(struct barrier *, char *, size_t);
 void	barrier_set_notify(struct barrier *, pid_t);
 
 /* store.c: the LMDB store (doc/store.md). */
+struct proc_stats;
 struct store;
 typedef int (*store_visit)(void *, const unsigned char *, struct span,
 	    struct span);
 int	store_open(struct store **, const char *, int, size_t);
 void	store_close(struct store *);
 int	store_sync(struct store *);
+void	store_figures(struct store *, struct proc_stats *);
 int	store_begin(struct store *);
 int	store_commit(struct store *);
 size_t	store_txn_bytes(const struct store *);
@@ -432,13 +443,48 @@ int	store_get_csn(struct store *, const unsigned char *, struct span *);
 int	store_put_csn(struct store *, const unsigned char *, struct span);
 int	store_mark_seen(struct store *, const unsigned char *, uint64_t);
 uint64_t store_count(struct store *);
-int	store_sweep(struct store *, uint64_t, store_visit, void *, uint64_t *);
+/*
+ * A mark with this bit is a delete held back until the refresh ends
+ * (doc/safety.md, "Counting before deleting").  What a sweep takes: the
+ * entries not marked in the generation, or those held back in it.
+ */
+#define SEEN_DOOMED	(1ULL << 63)
+enum sweep_mode {
+	SWEEP_UNSEEN,
+	SWEEP_DOOMED
+};
+int	store_sweep(struct store *, uint64_t, enum sweep_mode, store_visit,
+	    void *, uint64_t *);
+int	store_sweep_count(struct store *, uint64_t, enum sweep_mode,
+	    uint64_t *);
+uint64_t store_count_below(struct store *, struct span);
+/* What a store holds, read without a lock or a write (guard.c). */
+struct store_peek {
+	uint64_t	 entries;
+	uint64_t	 previous;	/* meta "previous" */
+	int		 snapshot;	/* meta "snapshot" set */
+};
+int	store_peek(const char *, struct store_peek *);
 int	store_foreach_below(struct store *, struct span, store_visit, void *);
 int	store_has_below(struct store *, struct span);
 int	store_task_add(struct store *, int, const unsigned char *, struct span);
 int	store_task_first(struct store *, uint64_t *, int *, unsigned char *,
 	    struct buf *);
 int	store_task_done(struct store *, uint64_t);
+
+/*
+ * guard.c: the mass-delete guard (doc/safety.md).  guard_allows says
+ * whether deleting n of stored entries at once is within --max-delete;
+ * guard_check also logs the refusal, naming what would have deleted them.
+ */
+#define GUARD_DEFAULT_PCT	50
+#define GUARD_FLOOR		100	/* a share never refuses this many */
+#define GUARD_EXIT		65	/* EX_DATAERR: the server's data is suspect */
+int	guard_allows(const struct config *, uint64_t, uint64_t);
+int	guard_check(const struct config *, const char *, uint64_t, uint64_t);
+void	guard_limit_text(const struct config *, char *, size_t);
+uint64_t guard_copy_size(const struct store_peek *);
+uint64_t guard_previous_copy(const char *);
 
 /* The server's kind, from its root DSE (conn.c; doc/providers.md). */
 enum provider_kind {
@@ -470,6 +516,7 @@ struct events {
 	int		(*checkpoint)(void *);
 	void		*checkpoint_arg;
 	struct buf	 old_dn, old_attrs, changed;	/* scratch */
+	struct buf	 added, removed;
 	struct buf	 dn2;
 };
 #define ENTRY_ADDED	1
@@ -480,16 +527,19 @@ void	events_init(struct events *, const struct config *, struct store *,
 int	events_entry(struct events *, const unsigned char *, struct span,
 	    struct span, struct span, int);
 int	events_delete(struct events *, const unsigned char *, struct buf *);
-int	events_sweep(struct events *, uint64_t, uint64_t *, uint64_t *, int);
+int	events_sweep(struct events *, uint64_t, enum sweep_mode, uint64_t *,
+	    uint64_t *, int);
 void	events_refresh_done(struct events *);
 void	events_free(struct events *);
-size_t	events_diff(struct span, struct span, struct buf *);
+size_t	events_diff(struct span, struct span, struct buf *, struct buf *,
+	    struct buf *);
 int	events_checkpoint(struct events *);
 
 /* subtree.c: what only the server can answer about a subtree. */
 #define TASK_FETCH	1
 #define TASK_RECONCILE	2
 #define SUBTREE_BATCH	256	/* UUIDs asked about per search */
+#define SUBTREE_GUARDED	2	/* a reconcile held back by the guard */
 struct ldap;
 struct subtree {
 	const struct config *cfg;
@@ -504,6 +554,8 @@ struct subtree {
 	char		 batch_seen[SUBTREE_BATCH];
 	size_t		 batch_n;
 	int		 nameless, deleted;
+	int		 dry;		/* count what a reconcile would delete */
+	uint64_t	 would_delete;
 	int		 no_such;	/* the last search's base was gone */
 	int		 unsettled;	/* this pass saw the tree move */
 	unsigned char	 want[16];	/* the UUID a fetch looks for */
@@ -536,6 +588,15 @@ struct proc_stats {
 	uint64_t	 reconnects;
 	uint64_t	 entries;	/* reader: entries in the store */
 	time_t		 started;
+	/* health (doc/safety.md, "Health figures") */
+	int		 connected;	/* reader: to LDAP; worker: to its output */
+	uint64_t	 sent_bytes;	/* worker: bytes its output delivered */
+	int64_t		 last_csn_us;	/* newest change handed on (CSN time) */
+	uint64_t	 store_bytes;	/* reader: data.mdb on disk */
+	uint64_t	 map_bytes, map_used, map_grows;
+	int64_t		 error_time;	/* the last warning or error */
+	uint32_t	 error_seq;	/* odd while error is written */
+	char		 error[200];
 };
 struct proc_stats *status_create(unsigned);
 void	status_destroy(struct proc_stats *, unsigned);
@@ -590,6 +651,9 @@ struct output_ops {
 	/* bytes taken and not yet delivered */
 	size_t	(*pending)(const struct output *);
 	void	(*close)(struct output *);
+	/* after the last delivery: 0 once the consumer read everything
+	 * (NULL: pending 0 already says so) */
+	int	(*finish)(struct output *);
 };
 struct output {
 	const struct output_ops	*ops;
@@ -618,6 +682,7 @@ struct child_ctx {
 	struct proc_stats	*stats;		/* this process's slot */
 };
 int	supervisor_run(struct config *, int);
+int	check_run(struct config *);
 /* proc.c: the child's side */
 __dead void proc_child(const struct child_ctx *, int *, unsigned);
 void	child_ask_shutdown(const struct child_ctx *);
@@ -628,6 +693,7 @@ int	worker_main(const struct child_ctx *);
 
 /* log.c */
 void	log_init(int, int, const char *);
+void	log_errors_to(struct proc_stats *);
 void	log_procname(const char *);
 void	log_warn(const char *, ...) PRINTFLIKE(1, 2);
 void	log_warnx(const char *, ...) PRINTFLIKE(1, 2);

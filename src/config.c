@@ -31,7 +31,9 @@ enum {
 	OPT_NATS_STREAM,
 	OPT_NATS_SUBJECT,
 	OPT_NATS_CA,
-	OPT_NATS_REPLICAS
+	OPT_NATS_REPLICAS,
+	OPT_MAX_DELETE,
+	OPT_CHECK
 };
 
 static const struct option long_options[] = {
@@ -53,6 +55,8 @@ static const struct option long_options[] = {
 	{ "nats-subject",	required_argument,	NULL, OPT_NATS_SUBJECT },
 	{ "nats-ca",		required_argument,	NULL, OPT_NATS_CA },
 	{ "nats-replicas",	required_argument,	NULL, OPT_NATS_REPLICAS },
+	{ "max-delete",		required_argument,	NULL, OPT_MAX_DELETE },
+	{ "check",		no_argument,		NULL, OPT_CHECK },
 	{ "verbose",		no_argument,		NULL, 'v' },
 	{ "quiet",		no_argument,		NULL, 'q' },
 	{ "version",		no_argument,		NULL, 'V' },
@@ -81,10 +85,13 @@ config_usage(FILE *fp)
 	    "  -f, --foreground         stay in the foreground, log to stderr\n"
 	    "  -P, --pidfile FILE       write the supervisor's pid\n"
 	    "      --status-file FILE   Prometheus text status, rewritten periodically\n"
+	    "      --max-delete N|P%%    refuse a refresh or reconcile deleting more\n"
+	    "                           (default 50%%, never 100 or fewer; 100%% is off)\n"
 	    "      --nats-stream NAME   JetStream stream (default LDAPFEED)\n"
 	    "      --nats-subject PREFIX  subjects PREFIX.<type> (default ldapfeed)\n"
 	    "      --nats-ca FILE       CA certificates for tls:// servers\n"
 	    "      --nats-replicas N    replicas of a stream ldapfeed creates (default 1)\n"
+	    "      --check              check everything a start needs, change nothing\n"
 	    "  -v, --verbose / -q, --quiet\n"
 	    "  -V, --version / -h, --help\n");
 }
@@ -144,6 +151,34 @@ parse_int(const char *s, int *out)
 	    v < -100000 || v > 100000)
 		return -1;
 	*out = (int)v;
+	return 0;
+}
+
+/*
+ * --max-delete N or P% (doc/safety.md, "The mass-delete guard"): a count,
+ * or a share of the stored entries from 0 to 100.
+ */
+static int
+parse_max_delete(const char *s, struct config *cfg)
+{
+	unsigned long long	 v;
+	char			*end;
+
+	if (*s < '0' || *s > '9')
+		return -1;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno == ERANGE)
+		return -1;
+	if (*end == '%' && end[1] == '\0' && v <= 100) {
+		cfg->max_delete_pct = (int)v;
+		cfg->max_delete = 0;
+		return 0;
+	}
+	if (*end != '\0' || v > INT64_MAX)
+		return -1;
+	cfg->max_delete_pct = -1;
+	cfg->max_delete = v;
 	return 0;
 }
 
@@ -522,6 +557,7 @@ config_parse(struct config *cfg, int argc, char **argv, char *err,
 
 	memset(cfg, 0, sizeof(*cfg));
 	cfg->foreground = 0;
+	cfg->max_delete_pct = GUARD_DEFAULT_PCT;
 	optind = 0;	/* glibc: a full reset, for repeated parses (tests) */
 	opterr = 0;
 	while ((ch = getopt_long(argc, argv, ":H:y:D:m:o:t:k:p:ZfP:vqVh",
@@ -586,6 +622,15 @@ config_parse(struct config *cfg, int argc, char **argv, char *err,
 			    cfg->nats_replicas < 1 || cfg->nats_replicas > 5)
 				return fail(err, errlen, EX_USAGE,
 				    "--nats-replicas '%s': want 1 to 5", optarg);
+			break;
+		case OPT_CHECK:
+			cfg->check = 1;
+			break;
+		case OPT_MAX_DELETE:
+			if (parse_max_delete(optarg, cfg) == -1)
+				return fail(err, errlen, EX_USAGE, "--max-delete "
+				    "'%s': want a number of entries, or a "
+				    "percentage from 0%% to 100%%", optarg);
 			break;
 		case 'Z':
 			cfg->starttls = 1;

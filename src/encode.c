@@ -670,6 +670,10 @@ encode_fields(struct enc *e, const struct event *ev)
 		val_str(e, ev->dn);
 		key(e, "uuid");
 		val_uuid(e, ev->uuid);
+		if (ev->csn.len > 0) {
+			key(e, "csn");
+			val_str(e, ev->csn);
+		}
 	}
 	if (ev->type == EV_ADD) {
 		key(e, "attrs");
@@ -684,6 +688,13 @@ encode_fields(struct enc *e, const struct event *ev)
 		val_attrs(e, ev->new_attrs);
 		key(e, "changed");
 		val_names(e, ev->changed);
+		/* (the reader always fills both; a blob is never empty) */
+		if (ev->added.len > 0 && ev->removed.len > 0) {
+			key(e, "added");
+			val_attrs(e, ev->added);
+			key(e, "removed");
+			val_attrs(e, ev->removed);
+		}
 	}
 	if (e->fmt == FORMAT_PICKLE) {
 		put1(&e->s, P_SETITEMS);

@@ -69,12 +69,6 @@ attr_ref_cmp(const void *a, const void *b)
 	    ((const struct attr_ref *)b)->name);
 }
 
-static int
-span_cmp(const void *a, const void *b)
-{
-	return bytecmp(*(const struct span *)a, *(const struct span *)b);
-}
-
 /* An attribute's values as an array of spans. */
 static struct span *
 values_of(const struct attr_ref *r)
@@ -92,32 +86,6 @@ values_of(const struct attr_ref *r)
 		if (attrs_next_value(&it, &v[i]) != 1)
 			break;
 	return v;
-}
-
-/* Same set of values?  In order first (the usual case), else sorted. */
-static int
-same_values(const struct attr_ref *a, const struct attr_ref *b)
-{
-	struct span	*va, *vb;
-	uint32_t	 i;
-	int		 same = 1;
-
-	if (a->nvals != b->nvals)
-		return 0;
-	va = values_of(a);
-	vb = values_of(b);
-	for (i = 0; i < a->nvals; i++)
-		if (bytecmp(va[i], vb[i]) != 0)
-			break;
-	if (i < a->nvals) {
-		qsort(va, a->nvals, sizeof(*va), span_cmp);
-		qsort(vb, b->nvals, sizeof(*vb), span_cmp);
-		for (i = 0; i < a->nvals && same; i++)
-			same = bytecmp(va[i], vb[i]) == 0;
-	}
-	free(va);
-	free(vb);
-	return same;
 }
 
 static struct attr_ref *
@@ -149,66 +117,215 @@ index_attrs(struct span blob, size_t *n)
 	return v;
 }
 
+/*
+ * One attribute that differs: its name (as new spells it, or old when it
+ * went), its values on both sides, and the indices of those that appeared
+ * (into nv) and went (into ov).
+ */
+struct change {
+	struct span	 name;
+	struct span	*ov, *nv;
+	uint32_t	 on, nn;
+	uint32_t	*added, *removed;
+	uint32_t	 nadded, nremoved;
+};
+
 static int
-name_bytecmp(const void *a, const void *b)
+change_cmp(const void *a, const void *b)
 {
-	return bytecmp(*(const struct span *)a, *(const struct span *)b);
+	return bytecmp(((const struct change *)a)->name,
+	    ((const struct change *)b)->name);
 }
 
-/* The names list, in byte order: what Python's sorted() gives a consumer. */
-static void
-write_names(struct buf *changed, struct span *names, size_t n)
+static int
+same_span(struct span a, struct span b)
 {
-	size_t	 i;
+	return a.len == b.len && (a.len == 0 || memcmp(a.p, b.p, a.len) == 0);
+}
 
-	qsort(names, n, sizeof(*names), name_bytecmp);
-	for (i = 0; i < n; i++) {
-		buf_add_u32(changed, (uint32_t)names[i].len);
-		buf_add(changed, names[i].p, names[i].len);
+static uint64_t
+value_hash(struct span v)
+{
+	uint64_t	 h = 0xcbf29ce484222325ULL;
+	size_t		 i;
+
+	for (i = 0; i < v.len; i++)
+		h = (h ^ v.p[i]) * 0x100000001b3ULL;
+	return h;
+}
+
+/*
+ * Between ov[lo..oh) and nv[lo..nh), which values appeared and which
+ * went: through a hash table of the old ones, so that it stays linear.
+ */
+static void
+middle_diff(struct change *c, uint32_t lo, uint32_t oh, uint32_t nh)
+{
+	uint32_t	*slot, i, j, k;
+	size_t		 size = 16, mask;
+	char		*seen;
+
+	while (size < 2 * (size_t)(oh - lo))
+		size *= 2;
+	mask = size - 1;
+	slot = xcalloc(size, sizeof(*slot));
+	seen = xcalloc(oh - lo + 1, 1);
+	for (i = lo; i < oh; i++) {
+		for (k = value_hash(c->ov[i]) & mask; slot[k]; k = (k + 1) & mask)
+			;
+		slot[k] = i + 1;
 	}
+	for (j = lo; j < nh; j++) {
+		for (k = value_hash(c->nv[j]) & mask; slot[k]; k = (k + 1) & mask)
+			if (!seen[slot[k] - 1 - lo] &&
+			    same_span(c->ov[slot[k] - 1], c->nv[j]))
+				break;
+		if (slot[k])
+			seen[slot[k] - 1 - lo] = 1;
+		else
+			c->added[c->nadded++] = j;
+	}
+	for (i = lo; i < oh; i++)
+		if (!seen[i - lo])
+			c->removed[c->nremoved++] = i;
+	free(slot);
+	free(seen);
+}
+
+/*
+ * The values of one attribute before and after, as sets of bytes: returns
+ * whether they differ, with what appeared and what went in c.  A value
+ * added to or removed from a 100,000-member group leaves the rest in the
+ * server's order, so the common head and tail are skipped first and only
+ * what lies between goes through a hash table: linear in the values,
+ * whatever their number (README.md, "Performance", big groups).
+ */
+static int
+value_diff(struct change *c)
+{
+	uint32_t	 lo = 0, oh = c->on, nh = c->nn, i;
+
+	c->added = xcalloc(c->nn + 1, sizeof(*c->added));
+	c->removed = xcalloc(c->on + 1, sizeof(*c->removed));
+	c->nadded = c->nremoved = 0;
+	while (lo < oh && lo < nh && same_span(c->ov[lo], c->nv[lo]))
+		lo++;
+	while (oh > lo && nh > lo && same_span(c->ov[oh - 1], c->nv[nh - 1])) {
+		oh--;
+		nh--;
+	}
+	if (oh == lo)
+		for (i = lo; i < nh; i++)
+			c->added[c->nadded++] = i;
+	else if (nh == lo)
+		for (i = lo; i < oh; i++)
+			c->removed[c->nremoved++] = i;
+	else
+		middle_diff(c, lo, oh, nh);
+	return c->nadded > 0 || c->nremoved > 0;
+}
+
+static void
+change_free(struct change *c)
+{
+	free(c->ov);
+	free(c->nv);
+	free(c->added);
+	free(c->removed);
+}
+
+/* The names sorted by bytes (what Python's sorted() gives a consumer), and
+ * per name the values that appeared and those that went. */
+static void
+write_changes(struct change *c, size_t n, struct buf *changed,
+    struct buf *added, struct buf *removed)
+{
+	struct attrs_writer	 wa, wr;
+	size_t			 i;
+	uint32_t		 k;
+
+	qsort(c, n, sizeof(*c), change_cmp);
+	if (added)
+		attrs_writer_init(&wa, added);
+	if (removed)
+		attrs_writer_init(&wr, removed);
+	for (i = 0; i < n; i++) {
+		buf_add_u32(changed, (uint32_t)c[i].name.len);
+		buf_add(changed, c[i].name.p, c[i].name.len);
+		if (added) {
+			attrs_writer_attr(&wa, c[i].name.p, c[i].name.len);
+			for (k = 0; k < c[i].nadded; k++)
+				attrs_writer_value(&wa, c[i].nv[c[i].added[k]].p,
+				    c[i].nv[c[i].added[k]].len);
+		}
+		if (removed) {
+			attrs_writer_attr(&wr, c[i].name.p, c[i].name.len);
+			for (k = 0; k < c[i].nremoved; k++)
+				attrs_writer_value(&wr,
+				    c[i].ov[c[i].removed[k]].p,
+				    c[i].ov[c[i].removed[k]].len);
+		}
+	}
+	if (added)
+		attrs_writer_finish(&wa);
+	if (removed)
+		attrs_writer_finish(&wr);
 }
 
 /*
  * Compare two attribute blobs as sets of values per attribute description
  * (names case-insensitive).  The names that differ go to changed, sorted
- * by bytes; returns their count.  O(n log n) in the values, whatever their
- * number.
+ * by bytes; per such name, the values that appeared go to added and those
+ * that went to removed (attribute blobs; either may be NULL).  Returns the
+ * number of names.  Linear in the values, whatever their number.
  */
 size_t
-events_diff(struct span old, struct span new, struct buf *changed)
+events_diff(struct span old, struct span new, struct buf *changed,
+    struct buf *added, struct buf *removed)
 {
 	struct attr_ref	*a, *b;
-	struct span	*names;
-	size_t		 na, nb, i = 0, j = 0, count = 0;
-	int		 c;
+	struct change	*c;
+	size_t		 na, nb, i = 0, j = 0, n = 0, k;
+	int		 cmp;
 
 	buf_reset(changed);
+	if (added)
+		buf_reset(added);
+	if (removed)
+		buf_reset(removed);
 	a = index_attrs(old, &na);
 	b = index_attrs(new, &nb);
-	names = xcalloc(na + nb + 1, sizeof(*names));
+	c = xcalloc(na + nb + 1, sizeof(*c));
 	while (i < na || j < nb) {
 		if (i == na)
-			c = 1;
+			cmp = 1;
 		else if (j == nb)
-			c = -1;
+			cmp = -1;
 		else
-			c = attr_ref_cmp(&a[i], &b[j]);
-		if (c < 0)
-			names[count++] = a[i++].name;
-		else if (c > 0)
-			names[count++] = b[j++].name;
-		else {
-			if (!same_values(&a[i], &b[j]))
-				names[count++] = b[j].name;
-			i++;
-			j++;
+			cmp = attr_ref_cmp(&a[i], &b[j]);
+		memset(&c[n], 0, sizeof(c[n]));
+		if (cmp <= 0) {
+			c[n].name = a[i].name;
+			c[n].ov = values_of(&a[i]);
+			c[n].on = a[i++].nvals;
 		}
+		if (cmp >= 0) {
+			c[n].name = b[j].name;	/* as new spells it */
+			c[n].nv = values_of(&b[j]);
+			c[n].nn = b[j++].nvals;
+		}
+		if (value_diff(&c[n]))
+			n++;
+		else
+			change_free(&c[n]);
 	}
-	write_names(changed, names, count);
-	free(names);
+	write_changes(c, n, changed, added, removed);
+	for (k = 0; k < n; k++)
+		change_free(&c[k]);
+	free(c);
 	free(a);
 	free(b);
-	return count;
+	return n;
 }
 
 /* ---- events ---- */
@@ -283,6 +400,7 @@ events_entry(struct events *e, const unsigned char *uuid, struct span dn,
 		ev.type = EV_ADD;
 		ev.dn = dn;
 		ev.new_attrs = attrs;
+		ev.csn = csn;
 		emit(e, &ev);
 		if (store_put_entry(e->store, uuid, dn, attrs, NULL) == -1)
 			return -1;
@@ -301,9 +419,11 @@ events_entry(struct events *e, const unsigned char *uuid, struct span dn,
 		ev.type = EV_RENAME;
 		ev.dn = dn;
 		ev.old_dn = odn;
+		ev.csn = csn;
 		emit(e, &ev);
 	}
-	if (events_diff(oattrs, attrs, &e->changed) > 0) {
+	if (events_diff(oattrs, attrs, &e->changed, &e->added,
+	    &e->removed) > 0) {
 		what |= ENTRY_MODIFIED;
 		memset(&ev, 0, sizeof(ev));
 		memcpy(ev.uuid, uuid, 16);
@@ -312,6 +432,9 @@ events_entry(struct events *e, const unsigned char *uuid, struct span dn,
 		ev.old_attrs = oattrs;
 		ev.new_attrs = attrs;
 		ev.changed = buf_span(&e->changed);
+		ev.added = buf_span(&e->added);
+		ev.removed = buf_span(&e->removed);
+		ev.csn = csn;
 		emit(e, &ev);
 	}
 	if (what && store_put_entry(e->store, uuid, dn, attrs, &odn) == -1)
@@ -382,20 +505,22 @@ sweep_visit(void *arg, const unsigned char *uuid, struct span dn,
 }
 
 /*
- * After a present phase or a reload: whatever was not seen is gone.  Also
- * counts, in *unknown, the UUIDs listed present that the store lacks.
- * With resolve, the stored descendants of a swept entry are left to a
- * reconcile task (doc/subtrees.md), which the caller runs.
+ * After a present phase or a reload (SWEEP_UNSEEN): whatever was not seen
+ * is gone; at the end of a refresh whose deletes were held back
+ * (SWEEP_DOOMED, doc/safety.md): those deletes.  Also counts, in
+ * *unknown, the UUIDs listed present that the store lacks.  With resolve,
+ * the stored descendants of a deleted entry are left to a reconcile task
+ * (doc/subtrees.md), which the caller runs.
  */
 int
-events_sweep(struct events *e, uint64_t gen, uint64_t *count,
-    uint64_t *unknown, int resolve)
+events_sweep(struct events *e, uint64_t gen, enum sweep_mode mode,
+    uint64_t *count, uint64_t *unknown, int resolve)
 {
 	struct sweep	 sw = { e, resolve };
 	uint64_t	 before = e->counts[EV_DELETE];
 	int		 r;
 
-	r = store_sweep(e->store, gen, sweep_visit, &sw, unknown);
+	r = store_sweep(e->store, gen, mode, sweep_visit, &sw, unknown);
 	*count = e->counts[EV_DELETE] - before;
 	return r;
 }
@@ -421,5 +546,7 @@ events_free(struct events *e)
 	buf_free(&e->old_dn);
 	buf_free(&e->old_attrs);
 	buf_free(&e->changed);
+	buf_free(&e->added);
+	buf_free(&e->removed);
 	buf_free(&e->dn2);
 }

@@ -16,6 +16,7 @@
 static int	 log_to_stderr = 1;
 static int	 log_verbosity = 0;	/* -1 quiet, 0 normal, 1+ verbose */
 static char	 log_proc[32] = "ldapfeed";
+static struct proc_stats *log_slot;	/* where warnings are kept, or NULL */
 
 void
 log_init(int to_stderr, int verbosity, const char *procname)
@@ -25,6 +26,29 @@ log_init(int to_stderr, int verbosity, const char *procname)
 	log_procname(procname);
 	if (!to_stderr)
 		openlog("ldapfeed", LOG_PID | LOG_NDELAY, LOG_DAEMON);
+}
+
+/* A child's warnings and errors also go to its status slot (the last
+ * error of the status file, doc/safety.md, "Health figures"). */
+void
+log_errors_to(struct proc_stats *slot)
+{
+	log_slot = slot;
+}
+
+/*
+ * Written under a sequence count (odd while it changes) that the
+ * supervisor, reading the slot from another process, checks.
+ */
+static void
+keep_error(const char *msg)
+{
+	struct proc_stats	*p = log_slot;
+
+	__atomic_add_fetch(&p->error_seq, 1, __ATOMIC_SEQ_CST);
+	snprintf(p->error, sizeof(p->error), "%s", msg);
+	p->error_time = time(NULL);
+	__atomic_add_fetch(&p->error_seq, 1, __ATOMIC_SEQ_CST);
 }
 
 void
@@ -45,6 +69,8 @@ vlog(int pri, const char *fmt, va_list ap, int with_errno)
 
 		snprintf(msg + n, sizeof(msg) - n, ": %s", strerror(saved));
 	}
+	if (log_slot != NULL && pri <= LOG_WARNING)
+		keep_error(msg);
 	if (log_to_stderr)
 		fprintf(stderr, "ldapfeed[%ld] %s: %s\n", (long)getpid(),
 		    log_proc, msg);

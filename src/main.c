@@ -33,6 +33,18 @@ protect_secrets(const struct config *cfg)
 		(void)mlock(cfg->password.data, cfg->password.cap);
 }
 
+/* Was --check asked for, even on a command line that does not parse? */
+static int
+check_asked(int argc, char *argv[])
+{
+	int	 i;
+
+	for (i = 1; i < argc && strcmp(argv[i], "--") != 0; i++)
+		if (strcmp(argv[i], "--check") == 0)
+			return 1;
+	return 0;
+}
+
 int
 main(int argc, char *argv[])
 {
@@ -46,11 +58,22 @@ main(int argc, char *argv[])
 			config_free(&cfg);
 			return 0;
 		}
+		if (check_asked(argc, argv)) {
+			printf("%-5s %s\n", "FAIL", err);
+			config_free(&cfg);
+			return code;
+		}
 		fprintf(stderr, "ldapfeed: %s\n", err);
 		if (code == EX_USAGE)
 			fprintf(stderr, "usage: ldapfeed -H URL -D DATADIR -m "
 			    "MARKER -o ADDRESS -k KEYFILE [options] (try "
 			    "--help)\n");
+		config_free(&cfg);
+		return code;
+	}
+	if (cfg.check) {
+		log_init(1, cfg.verbosity, "check");
+		code = check_run(&cfg);
 		config_free(&cfg);
 		return code;
 	}

@@ -15,6 +15,7 @@
 #include "ldapfeed.h"
 
 #define CONNECT_TIMEOUT_MS	10000
+#define CLOSE_WAIT_MS		10000	/* for the consumer's close at the end */
 #define OUT_HIGH_WATER		(1 << 20)	/* full above */
 
 struct listener {
@@ -172,6 +173,7 @@ listener_work(struct output *o, const struct pollfd *pfd)
 	ssize_t		 n;
 
 	if ((pfd->revents & (POLLIN | POLLHUP | POLLERR)) && consumer_gone(l)) {
+		o->ctx->stats->connected = 0;
 		log_warnx("the consumer closed the connection");
 		return -1;
 	}
@@ -182,9 +184,50 @@ listener_work(struct output *o, const struct pollfd *pfd)
 		log_warn("sending to the consumer");
 		return -1;
 	}
-	if (n > 0)
+	if (n > 0) {
 		queue_drop(&l->q, (size_t)n);
+		o->ctx->stats->sent_bytes += (uint64_t)n;
+	}
 	return 0;
+}
+
+/*
+ * The last bytes may still sit in the kernel's buffers, unread, when the
+ * queue is empty.  A multiprocessing.connection consumer sees EOF once it
+ * has read everything, and closes its end (recv() raises EOFError): shut
+ * the write side down and wait, bounded, for that close; only then has
+ * the consumer read the last event (doc/safety.md, "The last event
+ * read").  Whatever it sends meanwhile is thrown away, as always.
+ */
+static int
+listener_finish(struct output *o)
+{
+	struct listener	*l = (struct listener *)o;
+	struct pollfd	 pfd;
+	char		 junk[512];
+	int64_t		 deadline = clock_ms() + CLOSE_WAIT_MS, left;
+	ssize_t		 n;
+	int		 r;
+
+	if (shutdown(l->sock, SHUT_WR) == -1) {
+		log_warn("shutting the consumer connection down");
+		return -1;
+	}
+	while ((left = deadline - clock_ms()) > 0) {
+		pfd.fd = l->sock;
+		pfd.events = POLLIN;
+		if ((r = poll(&pfd, 1, (int)left)) == -1 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			break;
+		n = recv(l->sock, junk, sizeof(junk), MSG_DONTWAIT);
+		if (n == 0 || (n == -1 && errno != EAGAIN && errno != EINTR))
+			return 0;
+	}
+	log_warnx("the consumer did not close its end within %d s after "
+	    "the last event: it may not have read them all, so no marker "
+	    "(the next start reloads)", CLOSE_WAIT_MS / 1000);
+	return -1;
 }
 
 static size_t
@@ -213,7 +256,8 @@ static const struct output_ops listener_ops = {
 	listener_wait,
 	listener_work,
 	listener_pending,
-	listener_close
+	listener_close,
+	listener_finish
 };
 
 struct output *

@@ -104,6 +104,7 @@ on_disconnected(natsConnection *nc, void *arg)
 	(void)nc;
 	if (n->closing)
 		return;
+	n->out.ctx->stats->connected = 0;
 	log_warnx("NATS: disconnected; reconnecting (events wait)");
 }
 
@@ -116,6 +117,7 @@ on_reconnected(natsConnection *nc, void *arg)
 	if (natsConnection_GetConnectedUrl(nc, url, sizeof(url)) != NATS_OK)
 		snprintf(url, sizeof(url), "?");
 	n->out.ctx->stats->reconnects++;
+	n->out.ctx->stats->connected = 1;
 	log_info("NATS: reconnected to %s", url);
 }
 
@@ -274,6 +276,11 @@ check_stream(struct nats *n, char *why, size_t len)
 		s = js_GetStreamInfo(&si, n->js, cfg->nats_stream, NULL, &jerr);
 		if (s != NATS_NOT_FOUND)
 			break;
+		if (cfg->check) {	/* --check changes nothing */
+			log_info("NATS: stream %s does not exist: a start "
+			    "creates it", cfg->nats_stream);
+			return 0;
+		}
 		snprintf(all, sizeof(all), "%s.>", cfg->nats_subject);
 		subjects[0] = all;
 		jsStreamConfig_Init(&sc);
@@ -570,6 +577,7 @@ take_acks(struct nats *n)
 	while (n->count > 0 && n->ring[n->head].state == SLOT_ACKED) {
 		sl = &n->ring[n->head];
 		n->bytes -= sl->data.len;
+		n->out.ctx->stats->sent_bytes += sl->data.len;
 		if (sl->data.cap > (64 << 10))
 			buf_free(&sl->data);
 		n->head = (n->head + 1) % WINDOW;
@@ -664,7 +672,8 @@ static const struct output_ops nats_ops = {
 	nats_wait,
 	nats_work,
 	nats_pending,
-	nats_close
+	nats_close,
+	NULL		/* an acknowledgement is delivery: nothing to wait for */
 };
 
 struct output *

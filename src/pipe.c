@@ -13,8 +13,9 @@
 #include "ldapfeed.h"
 
 /*
- * u64 length of the rest, u8 type, u8 reload, u64 seq, uuid[16], then five
- * u64-length-prefixed fields: dn, old_dn, old_attrs, new_attrs, changed.
+ * u64 length of the rest, u8 type, u8 reload, u64 seq, uuid[16], then eight
+ * u64-length-prefixed fields: dn, old_dn, old_attrs, new_attrs, changed,
+ * added, removed, csn.
  */
 #define RECORD_FIXED	(1 + 1 + 8 + 16)
 
@@ -30,8 +31,9 @@ pipe_record_encode(struct buf *b, const struct event *ev)
 {
 	size_t	 total;
 
-	total = RECORD_FIXED + 5 * 8 + ev->dn.len + ev->old_dn.len +
-	    ev->old_attrs.len + ev->new_attrs.len + ev->changed.len;
+	total = RECORD_FIXED + 8 * 8 + ev->dn.len + ev->old_dn.len +
+	    ev->old_attrs.len + ev->new_attrs.len + ev->changed.len +
+	    ev->added.len + ev->removed.len + ev->csn.len;
 	buf_reserve(b, 8 + total);
 	buf_add_u64(b, total);
 	buf_add_u8(b, (uint8_t)ev->type);
@@ -43,6 +45,9 @@ pipe_record_encode(struct buf *b, const struct event *ev)
 	add_field(b, ev->old_attrs);
 	add_field(b, ev->new_attrs);
 	add_field(b, ev->changed);
+	add_field(b, ev->added);
+	add_field(b, ev->removed);
+	add_field(b, ev->csn);
 }
 
 size_t
@@ -96,7 +101,10 @@ pipe_record_decode(struct span rec, struct event *ev)
 	    take_field(&rest, &ev->old_dn) == -1 ||
 	    take_field(&rest, &ev->old_attrs) == -1 ||
 	    take_field(&rest, &ev->new_attrs) == -1 ||
-	    take_field(&rest, &ev->changed) == -1 || rest.len != 0)
+	    take_field(&rest, &ev->changed) == -1 ||
+	    take_field(&rest, &ev->added) == -1 ||
+	    take_field(&rest, &ev->removed) == -1 ||
+	    take_field(&rest, &ev->csn) == -1 || rest.len != 0)
 		return -1;
 	return 0;
 }

@@ -22,6 +22,7 @@ child_init(const struct child_ctx *ctx, const char *name)
 	sigset_t	 none;
 
 	log_procname(name);
+	log_errors_to(ctx->stats);
 	ctx->stats->pid = getpid();
 	ctx->stats->started = time(NULL);
 	ctx->stats->phase = PHASE_STARTING;

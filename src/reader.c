@@ -31,6 +31,7 @@ enum outcome {
 	STOP,		/* a shutdown was asked */
 	LOST,		/* connection lost or transient error: reconnect */
 	RELOAD,		/* the cookie is no good: search again without it */
+	GUARDED,	/* the mass-delete guard held deletes back: stop */
 	FATAL		/* a permanent error */
 };
 
@@ -54,6 +55,7 @@ struct reader {
 	uint64_t		 present_unknown;
 	unsigned		 refresh_required;	/* 4096s in a row */
 	uint64_t		 with_children;	/* entries of this refresh */
+	uint64_t		 doomed;	/* deletes held back till its end */
 	int			 has_cand;
 	struct buf		 cand;		/* cookie for the refresh's end */
 	int64_t			 started;	/* clock_ms() */
@@ -103,6 +105,8 @@ publish(struct reader *r)
 	st->queue = pipes_pending(&r->pipes);
 	st->reconnects = r->reconnects;
 	st->entries = store_count(r->store);
+	st->connected = r->ld != NULL;
+	store_figures(r->store, st);
 }
 
 static int
@@ -173,23 +177,66 @@ since(int64_t t0)
 	return (clock_ms() - t0) / 1000.0;
 }
 
+/* What a subtree task's result means for the search. */
+static enum outcome
+task_outcome(int rc)
+{
+	if (rc == 0)
+		return GO_ON;
+	if (rc == SUBTREE_GUARDED)
+		return GUARDED;
+	return rc > 0 ? LOST : FATAL;
+}
+
 /*
- * Whatever the present phase did not list is gone.  After a refresh from a
- * cookie, a swept entry with stored descendants may have been renamed as
- * it left the filter, its children listed present under their old DNs: the
- * server is asked about them (doc/subtrees.md).
+ * The refresh's deletes, all at once at its end: whatever the present
+ * phase did not list (SWEEP_UNSEEN), or the deletes held back
+ * (SWEEP_DOOMED).  They are counted first, and the mass-delete guard may
+ * refuse them all before one is applied (doc/safety.md).  After a refresh
+ * from a cookie, a deleted entry with stored descendants may have been
+ * renamed as it left the filter, its children listed present under their
+ * old DNs: the server is asked about them (doc/subtrees.md).
  */
 static enum outcome
-sweep(struct reader *r, uint64_t *swept)
+refresh_deletes(struct reader *r, enum sweep_mode mode, uint64_t *swept)
 {
-	int	 rc;
+	uint64_t	 n, before = r->ev.counts[EV_DELETE];
 
-	if (events_sweep(&r->ev, r->gen, swept, &r->present_unknown,
+	if (store_sweep_count(r->store, r->gen, mode, &n) == -1)
+		return FATAL;
+	if (guard_check(r->cfg, "this refresh", n, store_count(r->store)) ==
+	    -1)
+		return GUARDED;
+	if (events_sweep(&r->ev, r->gen, mode, swept, &r->present_unknown,
 	    r->had_cookie) == -1)
 		return FATAL;
+	if (mode == SWEEP_DOOMED)
+		*swept = 0;	/* the server named them: not swept */
+	log_debug("%llu deletes at the end of the refresh",
+	    (unsigned long long)(r->ev.counts[EV_DELETE] - before));
 	r->sub.mark_gen = 0;
-	rc = subtree_run_pending(&r->sub);
-	return rc == 0 ? GO_ON : rc > 0 ? LOST : FATAL;
+	return task_outcome(subtree_run_pending(&r->sub));
+}
+
+/*
+ * A full reload from a wiped store: at its refresh_done the consumer drops
+ * what it held that the snapshot did not send, at least the copy it held
+ * before (the store's "previous") less what the snapshot sent.  The guard
+ * weighs those drops like deletes, before refresh_done goes out.
+ */
+static enum outcome
+reload_guard(struct reader *r)
+{
+	uint64_t	 previous, count;
+
+	if ((previous = store_get_u64(r->store, "previous", 0)) == 0)
+		return GO_ON;
+	count = store_count(r->store);
+	if (count < previous && guard_check(r->cfg, "this full reload (at "
+	    "its refresh_done, the consumer drops what it held that the "
+	    "reload did not send)", previous - count, previous) == -1)
+		return GUARDED;
+	return store_del_meta(r->store, "previous") == -1 ? FATAL : GO_ON;
 }
 
 /* The refresh is complete: sweep if due, keep the cookie, tell everyone. */
@@ -204,8 +251,15 @@ end_refresh(struct reader *r, int has, const struct buf *cookie)
 		return FATAL;
 	}
 	/* (Without tracking, every stored entry came in this search.) */
-	if ((r->present || !r->had_cookie) && r->track &&
-	    (out = sweep(r, &swept)) != GO_ON)
+	if ((r->present || !r->had_cookie) && r->track)
+		out = refresh_deletes(r, SWEEP_UNSEEN, &swept);
+	else if (r->doomed)
+		out = refresh_deletes(r, SWEEP_DOOMED, &swept);
+	else
+		out = GO_ON;
+	if (out == GO_ON && !r->refresh_done_sent)
+		out = reload_guard(r);
+	if (out != GO_ON)
 		return out;
 	if (has)
 		set_cand(r, cookie);
@@ -286,7 +340,7 @@ run_tasks(struct reader *r)
 
 	r->sub.mark_gen = r->in_refresh && r->track ? r->gen : 0;
 	rc = subtree_run_pending(&r->sub);
-	return rc == 0 ? GO_ON : rc > 0 ? LOST : FATAL;
+	return task_outcome(rc);
 }
 
 /* Record one task and run it. */
@@ -303,13 +357,25 @@ subtree(struct reader *r, int kind, const unsigned char *uuid,
  * A delete: the stored entry alone.  When entries are stored below it, a
  * subtree left the search, or an entry with children left the filter
  * (renamed on its way out, maybe): the server is asked about each of them
- * (doc/subtrees.md, "The cases").
+ * (doc/subtrees.md, "The cases").  In a refresh the delete is held back
+ * until the refresh ends, so that the guard can count all of them first
+ * (doc/safety.md, "Counting before deleting"); an entry sent later in the
+ * same refresh marks itself seen again and stays.
  */
 static enum outcome
 delete(struct reader *r, const unsigned char *uuid)
 {
-	int	 rc;
+	struct span	 dn, attrs;
+	int		 rc;
 
+	if (r->in_refresh && r->track) {
+		if ((rc = store_get_entry(r->store, uuid, &dn, &attrs)) == 1) {
+			r->doomed++;
+			rc = store_mark_seen(r->store, uuid, r->gen |
+			    SEEN_DOOMED);
+		}
+		return rc == -1 ? FATAL : GO_ON;
+	}
 	if ((rc = events_delete(&r->ev, uuid, &r->below)) == -1)
 		return FATAL;
 	if (rc == 2)
@@ -427,6 +493,31 @@ out:
 	return out;
 }
 
+/*
+ * A syncIdSet of deletes in the persist stage is one batch: the entries
+ * it would delete are counted before any is (in a refresh they are held
+ * back to its end instead).
+ */
+static enum outcome
+id_set_guard(struct reader *r)
+{
+	struct span	 dn, attrs;
+	uint64_t	 n = 0;
+	size_t		 i;
+	int		 rc;
+
+	for (i = 0; i + 16 <= r->info.uuids.len; i += 16) {
+		if ((rc = store_get_entry(r->store, r->info.uuids.data + i, &dn,
+		    &attrs)) == -1)
+			return FATAL;
+		n += rc;
+	}
+	if (guard_check(r->cfg, "a syncIdSet of deletes", n,
+	    store_count(r->store)) == -1)
+		return GUARDED;
+	return GO_ON;
+}
+
 static enum outcome
 on_intermediate(struct reader *r, LDAPMessage *msg)
 {
@@ -470,18 +561,16 @@ on_intermediate(struct reader *r, LDAPMessage *msg)
 			    &r->info.cookie)) != GO_ON)
 				goto out;
 		} else {
+			/* A present phase ends, a delete phase follows: the
+			 * sweep waits for the end, with the held-back deletes. */
 			if (r->info.has_cookie)
 				set_cand(r, &r->info.cookie);
-			/* A present phase ends; a delete phase follows. */
-			if (r->present && r->track) {
-				uint64_t	 swept;
-
-				if ((out = sweep(r, &swept)) != GO_ON)
-					goto out;
-			}
 		}
 		break;
 	case SYNC_INFO_ID_SET:
+		if (r->info.refresh_deletes && !r->in_refresh &&
+		    (out = id_set_guard(r)) != GO_ON)
+			goto out;
 		for (i = 0; i + 16 <= r->info.uuids.len && rc == 0; i += 16) {
 			if (r->info.refresh_deletes) {
 				/* No DN: nothing tells where it went. */
@@ -737,6 +826,7 @@ start_search(struct reader *r)
 	r->listed = 0;
 	r->present_unknown = 0;
 	r->with_children = 0;
+	r->doomed = 0;
 	r->has_cand = 0;
 	r->started = clock_ms();
 	memcpy(r->counts_at_start, r->ev.counts, sizeof(r->counts_at_start));
@@ -951,6 +1041,7 @@ disconnect(struct reader *r)
 		ldap_unbind_ext(r->ld, NULL, NULL);
 	r->ld = NULL;
 	r->msgid = -1;
+	r->ctx->stats->connected = 0;
 	subtree_close(&r->sub);
 }
 
@@ -1003,10 +1094,13 @@ search_again(struct reader *r)
 			return LOST;
 		}
 		log_info("reconnected to %s", r->cfg->server_url);
+		r->ctx->stats->connected = 1;
 	}
 	r->sub.mark_gen = 0;
-	if ((rc = subtree_run_pending(&r->sub)) != 0 || commit(r) == -1)
-		return rc > 0 ? LOST : FATAL;
+	if ((rc = subtree_run_pending(&r->sub)) != 0)
+		return task_outcome(rc);
+	if (commit(r) == -1)
+		return FATAL;
 	return start_search(r) == -1 ? LOST : GO_ON;
 }
 
@@ -1035,6 +1129,10 @@ run(struct reader *r)
 		case STOP:
 			cancel(r);
 			return 0;
+		case GUARDED:
+			/* A clean stop, without what the guard held back. */
+			cancel(r);
+			return GUARD_EXIT;
 		case RELOAD:
 			if (refresh_required(r, &backoff) == -1)
 				return EX_SOFTWARE;
@@ -1123,6 +1221,19 @@ distrust_reason(enum distrust d)
 	}
 }
 
+/* The copy the consumer holds, from a store about to be wiped. */
+static uint64_t
+copy_size(struct store *store)
+{
+	struct store_peek	 p;
+	struct span		 v;
+
+	p.entries = store_count(store);
+	p.previous = store_get_u64(store, "previous", 0);
+	p.snapshot = store_get_meta(store, "snapshot", &v) == 1;
+	return guard_copy_size(&p);
+}
+
 /*
  * Can the store be trusted?  Only looked at before the barrier (a read,
  * aborted): an untrusted store is wiped once startup succeeded.
@@ -1149,9 +1260,11 @@ reader_main(const struct child_ctx *ctx)
 {
 	struct reader	 r;
 	struct event	 hello;
+	struct span	 stored;
 	struct buf	 fp = { 0 };
 	char		 err[512];
 	enum distrust	 distrust = NO_MARKER;
+	uint64_t	 previous = 0;
 	int		 code;
 
 	memset(&r, 0, sizeof(r));
@@ -1180,8 +1293,11 @@ reader_main(const struct child_ctx *ctx)
 			child_startup_failed(ctx, EX_CONFIG, "cannot open the "
 			    "store in %s", r.cfg->data_dir);
 		distrust = store_verdict(ctx, r.store, &fp);
+		if (distrust != TRUSTED)
+			previous = copy_size(r.store);
 		store_abort(r.store);
-	}
+	} else
+		previous = guard_previous_copy(r.cfg->data_dir);
 	if (barrier_wait(ctx->barrier, &sig_term, ctx->supervisor) == -1)
 		exit(EX_SOFTWARE);
 
@@ -1193,6 +1309,10 @@ reader_main(const struct child_ctx *ctx)
 		if (store_open(&r.store, r.cfg->data_dir, 1, 0) == -1)
 			fatalx(EX_SOFTWARE, "cannot create the store in %s",
 			    r.cfg->data_dir);
+		/* What the consumer may drop at refresh_done: guarded. */
+		if (previous > 0 && store_put_u64(r.store, "previous",
+		    previous) == -1)
+			fatalx(EX_SOFTWARE, "cannot write the store");
 	}
 	ask_attrs(&r);
 	pipes_init(&r.pipes, ctx->pipes, ctx->workers);
@@ -1205,6 +1325,10 @@ reader_main(const struct child_ctx *ctx)
 	    (asked_for(r.cfg->attrs, provider_uuid_attr(r.provider.kind)) ? 0 :
 	    DECODE_STRIP_UUID), r.provider.kind);
 	r.ev.seq = r.committed_seq = store_get_u64(r.store, "seq", 0);
+	ctx->stats->connected = 1;
+	/* What earlier runs delivered: up to the stored cookie's CSN. */
+	if (store_get_meta(r.store, "cookie", &stored) == 1)
+		ctx->stats->last_csn_us = cookie_time_us(stored);
 	if (store_put_meta(r.store, "search", buf_span(&fp)) == -1)
 		fatalx(EX_SOFTWARE, "cannot write the store");
 	buf_free(&fp);
@@ -1235,7 +1359,8 @@ reader_main(const struct child_ctx *ctx)
 	if (commit(&r) == -1 || store_sync(r.store) == -1)
 		code = EX_SOFTWARE;
 	/* Everything applied must reach the workers before a clean exit. */
-	if (code == 0 && pipes_flush(&r.pipes, 1) == -1)
+	if ((code == 0 || code == GUARD_EXIT) && pipes_flush(&r.pipes, 1) ==
+	    -1)
 		code = EX_SOFTWARE;
 	log_info("reader done: %llu adds, %llu modifies, %llu renames, %llu "
 	    "deletes, %u reconnects",

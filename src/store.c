@@ -30,6 +30,7 @@ struct store {
 	MDB_dbi		 tasks;		/* u64 id (native) -> kind, uuid, DN */
 	MDB_dbi		 csns;		/* uuid -> the entryCSN last applied */
 	size_t		 mapsize;
+	uint64_t	 grows;		/* times the map was doubled */
 	size_t		 txn_bytes;	/* written in the open batch */
 	struct buf	 scratch;
 	struct buf	 key;
@@ -150,6 +151,26 @@ store_sync(struct store *s)
 }
 
 /*
+ * The store's figures for the status (doc/safety.md, "Health figures"):
+ * the map, the pages in use, its growths, and data.mdb's size on disk.
+ */
+void
+store_figures(struct store *s, struct proc_stats *st)
+{
+	MDB_envinfo	 info;
+	MDB_stat	 ms;
+	struct stat	 sb;
+	int		 fd;
+
+	st->map_bytes = s->mapsize;
+	st->map_grows = s->grows;
+	if (mdb_env_info(s->env, &info) == 0 && mdb_env_stat(s->env, &ms) == 0)
+		st->map_used = (info.me_last_pgno + 1) * (uint64_t)ms.ms_psize;
+	if (mdb_env_get_fd(s->env, &fd) == 0 && fstat(fd, &sb) == 0)
+		st->store_bytes = (uint64_t)sb.st_blocks * 512;
+}
+
+/*
  * Keep at least half the map free before a batch starts, so that no batch
  * (bounded by the reader) ever meets MDB_MAP_FULL.
  */
@@ -170,6 +191,7 @@ grow(struct store *s)
 		s->mapsize *= 2;
 	if ((rc = mdb_env_set_mapsize(s->env, s->mapsize)) != 0)
 		return lmdb_fail("grow the map", rc);
+	s->grows++;
 	log_debug("store: map grown to %zu MiB", s->mapsize >> 20);
 	return 0;
 }
@@ -596,89 +618,142 @@ mark_is(MDB_val *v, uint64_t gen)
 	return v->mv_size == 8 && get_u64(v->mv_data) == gen;
 }
 
+/* Does a sweep in this mode take an entry with this mark (NULL: none)? */
+static int
+swept(MDB_val *mark, uint64_t gen, enum sweep_mode mode)
+{
+	if (mode == SWEEP_DOOMED)
+		return mark != NULL && mark_is(mark, gen | SEEN_DOOMED);
+	return mark == NULL || !mark_is(mark, gen);
+}
+
+struct walk {
+	uint64_t	 gen;
+	enum sweep_mode	 mode;
+	int		 count_only;	/* read: no visit, no mark dropped */
+	uint64_t	 n;		/* entries taken */
+	uint64_t	*unknown;
+};
+
 /*
- * The sweep after a present phase or a reload, as one ordered walk of the
- * entries and their marks (both keyed by UUID): an entry not marked in
- * generation gen goes to fn (which deletes it), a mark with no entry is
- * dropped, and added to *unknown when it is of generation gen (listed
- * present by the server, unknown here).  Entries are collected a chunk at
- * a time, so that fn may change the store.
+ * One ordered walk of the entries and their marks (both keyed by UUID),
+ * a chunk of at most CHUNK entries at a time from resume on: the UUIDs
+ * the mode takes go to uuids.  A present-phase sweep (SWEEP_UNSEEN) also
+ * drops each mark without an entry, adding it to *unknown when it is of
+ * generation gen (listed present by the server, unknown here).  Returns 1
+ * when more is left (resume set), 0 at the end, -1 on an error.
  */
-int
-store_sweep(struct store *s, uint64_t gen, store_visit fn, void *arg,
-    uint64_t *unknown)
+static int
+walk_chunk(struct store *s, struct walk *w, struct buf *resume,
+    struct buf *uuids)
 {
 	MDB_cursor	*ce = NULL, *cs = NULL;
 	MDB_val		 ke, ve, ks, vs;
+	size_t		 n = 0;
+	int		 re, rs, cmp, op, more = 0;
+
+	if ((re = mdb_cursor_open(s->txn, s->entries, &ce)) != 0 ||
+	    (re = mdb_cursor_open(s->txn, s->seen, &cs)) != 0) {
+		if (ce)
+			mdb_cursor_close(ce);
+		return lmdb_fail("cursor", re);
+	}
+	op = resume->len ? MDB_SET_RANGE : MDB_FIRST;
+	ke.mv_data = ks.mv_data = resume->data;
+	ke.mv_size = ks.mv_size = resume->len;
+	re = mdb_cursor_get(ce, &ke, &ve, op);
+	rs = mdb_cursor_get(cs, &ks, &vs, op);
+	while (re == 0 || rs == 0) {
+		if (re == 0 && rs == 0 && ke.mv_size == 16 && ks.mv_size == 16)
+			cmp = memcmp(ke.mv_data, ks.mv_data, 16);
+		else
+			cmp = re == 0 ? -1 : 1;
+		if (cmp <= 0 && n == CHUNK) {
+			buf_reset(resume);
+			buf_add(resume, ke.mv_data, ke.mv_size);
+			more = 1;
+			break;
+		}
+		if (cmp <= 0 && swept(cmp == 0 ? &vs : NULL, w->gen, w->mode)) {
+			buf_add(uuids, ke.mv_data, 16);
+			n++;
+		}
+		if (cmp > 0 && w->mode == SWEEP_UNSEEN && !w->count_only) {
+			if (mark_is(&vs, w->gen))
+				(*w->unknown)++;
+			if ((rs = mdb_cursor_del(cs, 0)) != 0)
+				break;
+		}
+		if (cmp <= 0)
+			re = mdb_cursor_get(ce, &ke, &ve, MDB_NEXT);
+		if (cmp >= 0)
+			rs = mdb_cursor_get(cs, &ks, &vs, MDB_NEXT);
+	}
+	mdb_cursor_close(ce);
+	mdb_cursor_close(cs);
+	if ((re != 0 && re != MDB_NOTFOUND) || (rs != 0 && rs != MDB_NOTFOUND))
+		return lmdb_fail("sweep", re && re != MDB_NOTFOUND ? re : rs);
+	w->n += n;
+	return more;
+}
+
+static int
+walk(struct store *s, struct walk *w, store_visit fn, void *arg)
+{
 	struct buf	 uuids = { 0 }, resume = { 0 };
 	struct span	 dn, attrs;
-	size_t		 i, n;
-	int		 re, rs, r = 0, more = 1, cmp, op;
+	size_t		 i;
+	int		 more = 1, r = 0, rc;
 
-	if (need_txn(s) == -1)
-		return -1;
-	while (more && r == 0) {
-		more = 0;
-		n = 0;
-		buf_reset(&uuids);
+	while (more == 1 && r == 0) {
 		/* (the visitor may have committed the batch) */
 		if (need_txn(s) == -1) {
 			r = -1;
 			break;
 		}
-		if ((re = mdb_cursor_open(s->txn, s->entries, &ce)) != 0 ||
-		    (re = mdb_cursor_open(s->txn, s->seen, &cs)) != 0) {
-			r = lmdb_fail("cursor", re);
+		buf_reset(&uuids);
+		if ((more = walk_chunk(s, w, &resume, &uuids)) == -1) {
+			r = -1;
 			break;
 		}
-		op = resume.len ? MDB_SET_RANGE : MDB_FIRST;
-		ke.mv_data = ks.mv_data = resume.data;
-		ke.mv_size = ks.mv_size = resume.len;
-		re = mdb_cursor_get(ce, &ke, &ve, op);
-		rs = mdb_cursor_get(cs, &ks, &vs, op);
-		while (re == 0 || rs == 0) {
-			if (re == 0 && rs == 0 && ke.mv_size == 16 &&
-			    ks.mv_size == 16)
-				cmp = memcmp(ke.mv_data, ks.mv_data, 16);
-			else
-				cmp = re == 0 ? -1 : 1;
-			if (cmp <= 0 && n == CHUNK) {
-				buf_reset(&resume);
-				buf_add(&resume, ke.mv_data, ke.mv_size);
-				more = 1;
-				break;
-			}
-			if (cmp < 0 || (cmp == 0 && !mark_is(&vs, gen))) {
-				buf_add(&uuids, ke.mv_data, 16);
-				n++;
-			}
-			if (cmp > 0) {
-				if (mark_is(&vs, gen))
-					(*unknown)++;
-				if ((rs = mdb_cursor_del(cs, 0)) != 0)
-					break;
-			}
-			if (cmp <= 0)
-				re = mdb_cursor_get(ce, &ke, &ve, MDB_NEXT);
-			if (cmp >= 0)
-				rs = mdb_cursor_get(cs, &ks, &vs, MDB_NEXT);
-		}
-		mdb_cursor_close(ce);
-		mdb_cursor_close(cs);
-		if ((re != 0 && re != MDB_NOTFOUND) ||
-		    (rs != 0 && rs != MDB_NOTFOUND)) {
-			r = lmdb_fail("sweep", re ? re : rs);
-			break;
-		}
-		for (i = 0; i < uuids.len && r == 0; i += 16)
-			if ((re = store_get_entry(s, uuids.data + i, &dn,
+		for (i = 0; i < uuids.len && r == 0 && !w->count_only; i += 16)
+			if ((rc = store_get_entry(s, uuids.data + i, &dn,
 			    &attrs)) == 1)
 				r = fn(arg, uuids.data + i, dn, attrs);
-			else if (re == -1)
+			else if (rc == -1)
 				r = -1;
 	}
 	buf_free(&uuids);
 	buf_free(&resume);
+	return r;
+}
+
+/*
+ * The sweep after a present phase or a reload (SWEEP_UNSEEN: every entry
+ * not marked in generation gen), or at the end of a refresh whose deletes
+ * were held back (SWEEP_DOOMED): each entry taken goes to fn, which
+ * deletes it.  Entries are collected a chunk at a time, so that fn may
+ * change the store.
+ */
+int
+store_sweep(struct store *s, uint64_t gen, enum sweep_mode mode,
+    store_visit fn, void *arg, uint64_t *unknown)
+{
+	struct walk	 w = { gen, mode, 0, 0, unknown };
+
+	return walk(s, &w, fn, arg);
+}
+
+/* How many entries that sweep would take, changing nothing. */
+int
+store_sweep_count(struct store *s, uint64_t gen, enum sweep_mode mode,
+    uint64_t *count)
+{
+	struct walk	 w = { gen, mode, 1, 0, NULL };
+	int		 r;
+
+	r = walk(s, &w, NULL, NULL);
+	*count = w.n;
 	return r;
 }
 
@@ -730,11 +805,73 @@ stop_at_first(void *arg, const unsigned char *uuid, struct span dn,
 	return 1;
 }
 
+static int
+count_one(void *arg, const unsigned char *uuid, struct span dn,
+    struct span attrs)
+{
+	(void)uuid;
+	(void)dn;
+	(void)attrs;
+	(*(uint64_t *)arg)++;
+	return 0;
+}
+
+/* How many stored entries lie below root (0 on an error). */
+uint64_t
+store_count_below(struct store *s, struct span root)
+{
+	uint64_t	 n = 0;
+
+	if (store_foreach_below(s, root, count_one, &n) == -1)
+		return 0;
+	return n;
+}
+
 /* 1 if some stored entry lies below root, 0 if none, -1 on error. */
 int
 store_has_below(struct store *s, struct span root)
 {
 	return store_foreach_below(s, root, stop_at_first, NULL);
+}
+
+/*
+ * What a store in dir holds, read without taking its lock or writing
+ * anything (MDB_RDONLY | MDB_NOLOCK): the entries and the size of the copy
+ * an unfinished snapshot replaces (doc/safety.md, "A full reload").
+ */
+int
+store_peek(const char *dir, struct store_peek *p)
+{
+	MDB_env		*env;
+	MDB_txn		*txn;
+	MDB_dbi		 meta, entries;
+	MDB_stat	 st;
+	MDB_val		 k, v;
+	int		 rc;
+
+	memset(p, 0, sizeof(*p));
+	if ((rc = mdb_env_create(&env)) != 0)
+		return -1;
+	if ((rc = mdb_env_set_maxdbs(env, 8)) != 0 ||
+	    (rc = mdb_env_open(env, dir, MDB_RDONLY | MDB_NOLOCK |
+	    MDB_NOTLS, 0600)) != 0 ||
+	    (rc = mdb_txn_begin(env, NULL, MDB_RDONLY, &txn)) != 0) {
+		mdb_env_close(env);
+		return -1;
+	}
+	if (mdb_dbi_open(txn, "entries", 0, &entries) == 0 &&
+	    mdb_stat(txn, entries, &st) == 0)
+		p->entries = st.ms_entries;
+	if (mdb_dbi_open(txn, "meta", 0, &meta) == 0) {
+		k = val("snapshot", 8);
+		p->snapshot = mdb_get(txn, meta, &k, &v) == 0;
+		k = val("previous", 8);
+		if (mdb_get(txn, meta, &k, &v) == 0 && v.mv_size == 8)
+			p->previous = get_u64(v.mv_data);
+	}
+	mdb_txn_abort(txn);
+	mdb_env_close(env);
+	return 0;
 }
 
 /*

@@ -17,9 +17,13 @@
 #define SUBTREE_WAIT_SECS	60	/* silence that ends a task's search */
 #define PASSES_MAX		5	/* a task runs until a pass is quiet */
 
-/* A task's outcomes: done, or the server failed it (try again later). */
+/*
+ * A task's outcomes: done, the server failed it (try again later), or the
+ * mass-delete guard held it back (it stays pending, the run stops).
+ */
 #define TASK_OK		0
 #define TASK_AGAIN	1
+#define TASK_GUARDED	SUBTREE_GUARDED
 
 /*
  * The attribute that holds, as text, the UUID the Sync State control
@@ -316,6 +320,8 @@ answered(struct subtree *t, struct span dn)
 	if (i == t->batch_n)
 		return TASK_OK;		/* not asked about: not ours */
 	t->batch_seen[i] = 1;
+	if (t->dry)
+		return TASK_OK;
 	if ((what = events_entry(t->ev, t->ent.uuid, dn,
 	    buf_span(&t->ent.attrs), t->ent.csn, 0)) == -1)
 		return -1;
@@ -368,7 +374,9 @@ ask(struct subtree *t)
 	for (i = 0; i < t->batch_n && r == TASK_OK; i++) {
 		if (t->batch_seen[i])
 			continue;
-		if (events_delete(t->ev, t->batch[i], &t->scratch) == -1 ||
+		if (t->dry)
+			t->would_delete++;
+		else if (events_delete(t->ev, t->batch[i], &t->scratch) == -1 ||
 		    events_checkpoint(t->ev) == -1)
 			r = -1;
 		else
@@ -407,17 +415,42 @@ reconcile(struct subtree *t, const char *root)
 	    char *)root, strlen(root) }, candidate, t);
 	if (r == TASK_OK && t->batch_n > 0)
 		r = ask(t);
-	if (r == TASK_OK)
+	if (r == TASK_OK && !t->dry)
 		log_info("entries stored below %s, which left the search: "
 		    "%d no longer in it", root, t->deleted);
 	return r;
 }
 
 /*
- * Run the pending tasks, oldest first.  TASK_OK once none is left,
- * TASK_AGAIN when the server failed one (it stays pending), -1 on our own
- * failure.
+ * Before a reconcile deletes anything: could it delete more than the
+ * guard allows?  Not when fewer entries are stored below root than it
+ * allows; else the server is asked first, changing nothing, and the
+ * entries it no longer has in the search are counted (doc/safety.md,
+ * "Counting before deleting").  TASK_GUARDED when they are too many.
  */
+static int
+reconcile_guard(struct subtree *t, const char *root)
+{
+	struct span	 below = { (const unsigned char *)root, strlen(root) };
+	uint64_t	 stored = store_count(t->ev->store);
+	char		 what[512];
+	int		 r;
+
+	if (guard_allows(t->cfg, store_count_below(t->ev->store, below),
+	    stored))
+		return TASK_OK;
+	t->dry = 1;
+	t->would_delete = 0;
+	r = reconcile(t, root);
+	t->dry = 0;
+	if (r != TASK_OK)
+		return r;
+	snprintf(what, sizeof(what), "the reconcile of the entries stored "
+	    "below %s, which left the search,", root);
+	return guard_check(t->cfg, what, t->would_delete, stored) == -1 ?
+	    TASK_GUARDED : TASK_OK;
+}
+
 /*
  * One task, pass after pass until a pass changes nothing.  A search is no
  * snapshot: a subtree renamed while it runs can come back with some
@@ -433,6 +466,8 @@ run_task(struct subtree *t, int kind, const unsigned char *uuid,
 	uint64_t	 before;
 	int		 pass, r = TASK_OK;
 
+	if (kind == TASK_RECONCILE && (r = reconcile_guard(t, dn)) != TASK_OK)
+		return r;
 	for (pass = 0; pass < PASSES_MAX && r == TASK_OK; pass++) {
 		before = t->ev->seq;
 		t->unsettled = 0;
@@ -451,6 +486,11 @@ run_task(struct subtree *t, int kind, const unsigned char *uuid,
 	return r;
 }
 
+/*
+ * Run the pending tasks, oldest first.  TASK_OK once none is left,
+ * TASK_AGAIN when the server failed one, TASK_GUARDED when the guard held
+ * one back (either stays pending), -1 on our own failure.
+ */
 int
 subtree_run_pending(struct subtree *t)
 {

@@ -44,6 +44,7 @@ struct supervisor {
 	int		 running;	/* past the barrier */
 	int		 stopping;	/* orderly shutdown asked */
 	int		 failed;	/* a child died badly */
+	int		 guarded;	/* the reader stopped for the guard */
 	int		 lock_fd;	/* the data dir's lock */
 	int		 pid_fd;	/* the pidfile, locked */
 	int		 report_fd;	/* to the launcher, until started */
@@ -399,6 +400,16 @@ reap(struct supervisor *sv)
 		clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
 		if (!sv->running)
 			continue;	/* startup: the barrier has the story */
+		/*
+		 * The mass-delete guard stops the reader cleanly, all it
+		 * applied handed on: a clean stop with a status of its own
+		 * (doc/safety.md).
+		 */
+		if (c == &sv->children[0] && WIFEXITED(status) &&
+		    WEXITSTATUS(status) == GUARD_EXIT) {
+			sv->guarded = 1;
+			clean = 1;
+		}
 		if (clean) {
 			/*
 			 * A worker exits 0 only once the reader closed its
@@ -731,10 +742,16 @@ verdict(struct supervisor *sv, char *err, size_t errlen)
 		return EX_SOFTWARE;
 	for (i = 0; i < sv->nchildren; i++)
 		if (!WIFEXITED(sv->children[i].status) ||
-		    WEXITSTATUS(sv->children[i].status) != 0)
+		    (WEXITSTATUS(sv->children[i].status) != 0 &&
+		    !(i == 0 && sv->guarded)))
 			return EX_SOFTWARE;
 	if (marker_write(sv->cfg) == -1)
 		return EX_SOFTWARE;
+	if (sv->guarded) {
+		log_warnx("stopped by the mass-delete guard, marker written: "
+		    "the next start resumes before the refused deletes");
+		return GUARD_EXIT;
+	}
 	log_info("clean shutdown, marker written");
 	return 0;
 }

@@ -7,6 +7,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <lber.h>
 #include <ldap.h>
@@ -605,6 +606,64 @@ cookie_has_csn(struct span cookie)
 				return 1;
 	}
 	return 0;
+}
+
+/*
+ * The server time of a CSN, YYYYmmddHHMMSS.uuuuuuZ#..., in microseconds
+ * since the epoch (UTC); 0 when it is not one.  For the health figures
+ * (doc/safety.md, "Health figures"): entryCSN is the time of an entry's
+ * last change.
+ */
+int64_t
+csn_time_us(struct span csn)
+{
+	struct tm	 tm;
+	int64_t		 us = 0;
+	int		 d[14], i;
+	time_t		 t;
+
+	if (csn.len < 22 || csn.p[14] != '.' || csn.p[21] != 'Z')
+		return 0;
+	for (i = 0; i < 14; i++) {
+		if (csn.p[i] < '0' || csn.p[i] > '9')
+			return 0;
+		d[i] = csn.p[i] - '0';
+	}
+	for (i = 15; i < 21; i++) {
+		if (csn.p[i] < '0' || csn.p[i] > '9')
+			return 0;
+		us = us * 10 + (csn.p[i] - '0');
+	}
+	memset(&tm, 0, sizeof(tm));
+	tm.tm_year = d[0] * 1000 + d[1] * 100 + d[2] * 10 + d[3] - 1900;
+	tm.tm_mon = d[4] * 10 + d[5] - 1;
+	tm.tm_mday = d[6] * 10 + d[7];
+	tm.tm_hour = d[8] * 10 + d[9];
+	tm.tm_min = d[10] * 10 + d[11];
+	tm.tm_sec = d[12] * 10 + d[13];
+	if ((t = timegm(&tm)) == (time_t)-1)
+		return 0;
+	return (int64_t)t * 1000000 + us;
+}
+
+/* The newest CSN time of an OpenLDAP cookie's csn= vector, or 0. */
+int64_t
+cookie_time_us(struct span cookie)
+{
+	struct span	 fields, f, list, csn;
+	int64_t		 t, newest = 0;
+
+	fields = fields_of(cookie);
+	while (split_next(&fields, ',', &f)) {
+		if (!has_prefix(f, "csn="))
+			continue;
+		list.p = f.p + 4;
+		list.len = f.len - 4;
+		while (split_next(&list, ';', &csn))
+			if ((t = csn_time_us(csn)) > newest)
+				newest = t;
+	}
+	return newest;
 }
 
 /*

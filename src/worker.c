@@ -34,6 +34,19 @@ static struct output *(*const outputs[])(const struct child_ctx *) = {
 };
 
 
+/*
+ * The newest change handed to the output, by its entryCSN: the status's
+ * last event time (doc/safety.md, "Health figures").
+ */
+static void
+note_csn(struct worker *w, struct span csn)
+{
+	int64_t	 t;
+
+	if (csn.len > 0 && (t = csn_time_us(csn)) > w->ctx->stats->last_csn_us)
+		w->ctx->stats->last_csn_us = t;
+}
+
 static int
 take_records(struct worker *w)
 {
@@ -59,6 +72,7 @@ take_records(struct worker *w)
 		}
 		if (out->ops->send(out, &ev) == -1)
 			return -1;
+		note_csn(w, ev.csn);
 		w->sent++;
 		w->ctx->stats->messages++;
 		w->ctx->stats->events[ev.type]++;
@@ -114,7 +128,8 @@ run(struct worker *w)
 			return EX_SOFTWARE;
 		if (w->pipe_eof && w->in.len == 0 &&
 		    out->ops->pending(out) == 0)
-			return 0;
+			return out->ops->finish == NULL ||
+			    out->ops->finish(out) == 0 ? 0 : EX_SOFTWARE;
 		if (w->pipe_eof && w->in.len != 0 && !out->ops->full(out) &&
 		    pipe_record_complete(&w->in) == 0) {
 			log_warnx("the reader's last record was cut short");
@@ -158,6 +173,7 @@ worker_main(const struct child_ctx *ctx)
 	w.out = outputs[ctx->cfg->output_kind](ctx);
 	if ((code = w.out->ops->open(w.out, why, sizeof(why))) != 0)
 		child_startup_failed(ctx, code, "%s", why);
+	ctx->stats->connected = 1;
 	config_purge(ctx->cfg, PURGE_KEY);	/* its work is done */
 	if (barrier_wait(ctx->barrier, &sig_term, ctx->supervisor) == -1)
 		exit(EX_SOFTWARE);
@@ -170,6 +186,7 @@ worker_main(const struct child_ctx *ctx)
 		log_debug("drained: %llu messages sent",
 		    (unsigned long long)w.sent);
 	w.out->ops->close(w.out);
+	ctx->stats->connected = 0;
 	buf_free(&w.in);
 	return code;
 }

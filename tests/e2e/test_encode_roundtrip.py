@@ -102,9 +102,12 @@ def events():
         (b'batch999', [b'%d' % i for i in range(999)]),
         (b'batch1001', [b'%d' % i for i in range(1001)])])
     ev('modify', type='modify', seq=5, dn=b'cn=mod',
+       csn=b'20261206065619.276973Z#000000#000#000000',
        old=[(b'cn', [b'old']), (b'description', [b'x'])],
        new=[(b'cn', [b'new']), (b'mail', [b'a@b'])],
-       changed=[b'cn', b'description', b'mail'])
+       changed=[b'cn', b'description', b'mail'],
+       added=[(b'cn', [b'new']), (b'description', []), (b'mail', [b'a@b'])],
+       removed=[(b'cn', [b'old']), (b'description', [b'x']), (b'mail', [])])
     ev('modify, empty', type='modify', seq=6, dn=b'cn=mod', old=[], new=[], changed=[])
     ev('modify, 2500 changed names', type='modify', seq=7, dn=b'cn=mod', old=[], new=[],
        changed=[b'n%04d' % i for i in range(2500)])
@@ -135,7 +138,7 @@ def json_value(v):
 KEYS = {
     'hello': ['type', 'worker', 'workers', 'format', 'version', 'epoch', 'reload'],
     'add': ['type', 'seq', 'dn', 'uuid', 'attrs'],
-    'modify': ['type', 'seq', 'dn', 'uuid', 'old', 'new', 'changed'],
+    'modify': ['type', 'seq', 'dn', 'uuid', 'csn', 'old', 'new', 'changed', 'added', 'removed'],
     'rename': ['type', 'seq', 'old_dn', 'dn', 'uuid'],
     'delete': ['type', 'seq', 'dn', 'uuid', 'old'],
     'refresh_done': ['type', 'seq'],
@@ -147,15 +150,17 @@ def expected(fields, fmt):
     value = bytes if fmt == 'pickle' else json_value
     out = {}
     for k in KEYS[fields['type']]:
+        if k in ('csn', 'added', 'removed') and k not in fields:
+            continue        # only when the reader has them (doc/events.md)
         if k == 'format':
             v = fmt
         elif k == 'version':
             v = VERSION
         else:
             v = fields[k]
-        if k in ('dn', 'old_dn'):
+        if k in ('dn', 'old_dn', 'csn'):
             v = text(v)
-        elif k in ('attrs', 'old', 'new'):
+        elif k in ('attrs', 'old', 'new', 'added', 'removed'):
             v = {text(name): [value(x) for x in vals] for name, vals in v}
         elif k == 'changed':
             v = [text(x) for x in v]

@@ -14,6 +14,7 @@
 #include "ldapfeed.h"
 
 #define LIT(lit)	(lit), sizeof(lit) - 1
+#define CSN		"20261206065619.276973Z#000000#000#000000"
 
 static const uint64_t seqs[] = {
 	0, 1, 255, 256, 65535, 65536, 2147483647ULL, 2147483648ULL,
@@ -104,6 +105,7 @@ main(int argc, char *argv[])
 	struct attrs_writer	 w;
 	struct buf		 a = { NULL, 0, 0 }, o = { NULL, 0, 0 };
 	struct buf		 names = { NULL, 0, 0 };
+	struct buf		 added = { NULL, 0, 0 }, removed = { NULL, 0, 0 };
 	unsigned char		*big, byte;
 	char			 val[64];
 	size_t			 i, n;
@@ -268,7 +270,28 @@ main(int argc, char *argv[])
 	ev.old_attrs = span_of(&o);
 	ev.new_attrs = span_of(&a);
 	ev.changed = span_of(&names);
+	/* with its entryCSN, and what appeared and went per changed name */
+	ev.csn = (struct span){ (const unsigned char *)CSN, strlen(CSN) };
+	attrs_writer_init(&w, &added);
+	attrs_writer_attr(&w, LIT("cn"));
+	attrs_writer_value(&w, LIT("new"));
+	attrs_writer_attr(&w, LIT("description"));
+	attrs_writer_attr(&w, LIT("mail"));
+	attrs_writer_value(&w, LIT("a@b"));
+	attrs_writer_finish(&w);
+	attrs_writer_init(&w, &removed);
+	attrs_writer_attr(&w, LIT("cn"));
+	attrs_writer_value(&w, LIT("old"));
+	attrs_writer_attr(&w, LIT("description"));
+	attrs_writer_value(&w, LIT("x"));
+	attrs_writer_attr(&w, LIT("mail"));
+	attrs_writer_finish(&w);
+	ev.added = span_of(&added);
+	ev.removed = span_of(&removed);
 	emit(&ev);
+	ev.csn.len = 0;
+	ev.added.len = 0;
+	ev.removed.len = 0;
 
 	/* 7: modify, nothing in it */
 	ev.seq = 6;
@@ -344,5 +367,7 @@ main(int argc, char *argv[])
 	buf_free(&a);
 	buf_free(&o);
 	buf_free(&names);
+	buf_free(&added);
+	buf_free(&removed);
 	return 0;
 }

@@ -150,6 +150,40 @@ test_nats(char *err, size_t errlen)
 	    "hello: EPOCH-rRUN-wN (%s)", id);
 }
 
+/* --max-delete and the guard's arithmetic (doc/safety.md). */
+static void
+test_max_delete(char *err, size_t errlen)
+{
+	struct config	 cfg;
+	char		 line[512];
+
+	snprintf(line, sizeof(line), "-H ldap://127.0.0.1:389/dc=x -D /tmp/d "
+	    "-m /tmp/m -o /tmp/s -k %s", keyfile);
+	ok(parse(&cfg, line, err, errlen) == 0 && cfg.max_delete_pct == 50,
+	    "--max-delete: 50%% by default");
+	ok(guard_allows(&cfg, 100, 101) && guard_allows(&cfg, 150, 300) &&
+	    !guard_allows(&cfg, 151, 300) && guard_allows(&cfg, 5, 6),
+	    "50%%: more than half and more than 100 refused");
+	config_free(&cfg);
+	ok(code_of("--max-delete 10", err, errlen) == 0, "--max-delete 10");
+	snprintf(line, sizeof(line), "-H ldap://127.0.0.1:389/dc=x -D /tmp/d "
+	    "-m /tmp/m -o /tmp/s -k %s --max-delete 10", keyfile);
+	ok(parse(&cfg, line, err, errlen) == 0 && cfg.max_delete_pct == -1 &&
+	    guard_allows(&cfg, 10, 11) && !guard_allows(&cfg, 11, 1000000),
+	    "a count: more than it refused, whatever the store holds");
+	config_free(&cfg);
+	snprintf(line, sizeof(line), "-H ldap://127.0.0.1:389/dc=x -D /tmp/d "
+	    "-m /tmp/m -o /tmp/s -k %s --max-delete 100%%", keyfile);
+	ok(parse(&cfg, line, err, errlen) == 0 &&
+	    guard_allows(&cfg, 1000, 1000), "100%%: never refuses");
+	config_free(&cfg);
+	ok(code_of("--max-delete 101%", err, errlen) == EX_USAGE &&
+	    code_of("--max-delete -1", err, errlen) == EX_USAGE &&
+	    code_of("--max-delete 5x", err, errlen) == EX_USAGE &&
+	    code_of("--max-delete %", err, errlen) == EX_USAGE,
+	    "--max-delete: bad values refused (%s)", err);
+}
+
 int
 main(void)
 {
@@ -328,6 +362,7 @@ main(void)
 	    "-t unix overrides the inference");
 
 	test_nats(err, sizeof(err));
+	test_max_delete(err, sizeof(err));
 
 	unlink(keyfile);
 	unlink(emptyfile);

@@ -54,6 +54,33 @@ drain(struct pipes *p, char *out, size_t outlen)
 
 #define NOCSN	((struct span){ NULL, 0 })
 
+/* Is the blob b what spec describes (A's syntax, "name=" for none)? */
+static int
+same(const struct buf *b, const char *spec)
+{
+	struct attrs_writer	 w;
+	struct buf		 want = { 0 };
+	char			*copy = strdup(spec), *attr, *save, *v, *vs;
+	int			 r;
+
+	attrs_writer_init(&w, &want);
+	for (attr = strtok_r(copy, ";", &save); attr;
+	    attr = strtok_r(NULL, ";", &save)) {
+		char *eq = strchr(attr, '=');
+
+		*eq = '\0';
+		attrs_writer_attr(&w, attr, strlen(attr));
+		for (v = strtok_r(eq + 1, "|", &vs); v; v = strtok_r(NULL, "|",
+		    &vs))
+			attrs_writer_value(&w, v, strlen(v));
+	}
+	attrs_writer_finish(&w);
+	r = want.len == b->len && memcmp(want.data, b->data, b->len) == 0;
+	buf_free(&want);
+	free(copy);
+	return r;
+}
+
 int
 main(void)
 {
@@ -62,6 +89,7 @@ main(void)
 	struct events	 ev;
 	struct pipes	 p;
 	struct buf	 b1 = { 0 }, b2 = { 0 }, changed = { 0 };
+	struct buf	 added = { 0 }, removed = { 0 };
 	struct span	 dn, attrs;
 	unsigned char	 u[16];
 	char		 dir[] = "/tmp/lf-events-XXXXXX", out[8192], path[256];
@@ -74,14 +102,30 @@ main(void)
 	if (store_open(&st, dir, 1, 0) == -1)
 		return 1;
 
+	/* the values that appeared and went, per changed attribute */
+	c = events_diff(A(&b1, "member=1|2|3|4|5;cn=x;sn=s"),
+	    A(&b2, "member=1|3|4|5|6;cn=x;mail=m"), &changed, &added,
+	    &removed);
+	ok(c == 3 && same(&added, "mail=m;member=6;sn=") &&
+	    same(&removed, "mail=;member=2;sn=s"),
+	    "added and removed: one per changed name, in its order");
+	c = events_diff(A(&b1, "member=a|b|c|d"), A(&b2, "member=d|x|b|a"),
+	    &changed, &added, &removed);
+	ok(c == 1 && same(&added, "member=x") && same(&removed, "member=c"),
+	    "added and removed with the values reordered");
+	c = events_diff(A(&b1, "member=a|b|c"), A(&b2, "member=c|a|b"),
+	    &changed, &added, &removed);
+	ok(c == 0 && same(&added, "") && same(&removed, ""),
+	    "a reorder alone: nothing");
+
 	/* attribute diffs */
-	c = events_diff(A(&b1, "cn=a;sn=b"), A(&b2, "sn=b;cn=a"), &changed);
+	c = events_diff(A(&b1, "cn=a;sn=b"), A(&b2, "sn=b;cn=a"), &changed, NULL, NULL);
 	ok(c == 0, "same attributes in another order: no change");
 	c = events_diff(A(&b1, "member=1|2|3"), A(&b2, "member=3|1|2"),
-	    &changed);
+	    &changed, NULL, NULL);
 	ok(c == 0, "same values in another order: no change");
 	c = events_diff(A(&b1, "postalAddress=1;postOfficeBox=2;Mail=m"),
-	    A(&b2, "postalAddress=3;postOfficeBox=4;Mail=n"), &changed);
+	    A(&b2, "postalAddress=3;postOfficeBox=4;Mail=n"), &changed, NULL, NULL);
 	{
 		struct span	 all = { changed.data, changed.len }, n1, n2, n3;
 
@@ -92,10 +136,10 @@ main(void)
 		    n3.len == 13 && memcmp(n3.p, "postalAddress", 13) == 0,
 		    "changed is sorted by bytes, as Python's sorted()");
 	}
-	c = events_diff(A(&b1, "CN=a"), A(&b2, "cn=a"), &changed);
+	c = events_diff(A(&b1, "CN=a"), A(&b2, "cn=a"), &changed, NULL, NULL);
 	ok(c == 0, "attribute names compare without case");
 	c = events_diff(A(&b1, "cn=a;mail=x;sn=b"), A(&b2, "cn=a;sn=c;uid=u"),
-	    &changed);
+	    &changed, NULL, NULL);
 	{
 		struct span	 l = { changed.data, changed.len }, name;
 		char		 names[128] = "";
@@ -106,9 +150,9 @@ main(void)
 		ok(c == 3 && strcmp(names, "mail,sn,uid,") == 0,
 		    "changed: removed, modified, added, sorted: %s", names);
 	}
-	c = events_diff(A(&b1, "member=1|2"), A(&b2, "member=1|2|2"), &changed);
+	c = events_diff(A(&b1, "member=1|2"), A(&b2, "member=1|2|2"), &changed, NULL, NULL);
 	ok(c == 1, "a duplicate value is a change");
-	c = events_diff(A(&b1, "cn=a"), A(&b2, "cn=A"), &changed);
+	c = events_diff(A(&b1, "cn=a"), A(&b2, "cn=A"), &changed, NULL, NULL);
 	ok(c == 1, "values compare exactly (bytes)");
 
 	/* events: add, nothing, modify, rename, delete, sweep */
@@ -189,7 +233,7 @@ main(void)
 			store_mark_seen(st, u, 42);
 	}
 	drain(&p, out, sizeof(out));
-	events_sweep(&ev, 42, &swept, &unknown, 0);
+	events_sweep(&ev, 42, SWEEP_UNSEEN, &swept, &unknown, 0);
 	drain(&p, out, sizeof(out));
 	ok(swept == 1 && strcmp(out, "5:17:uid=s1,ou=people,dc=x") == 0,
 	    "sweep deletes only the unseen: %s", out);
@@ -221,7 +265,7 @@ main(void)
 		store_mark_seen(st, u, 43);
 	}
 	drain(&p, out, sizeof(out));
-	events_sweep(&ev, 43, &swept, &unknown, 1);
+	events_sweep(&ev, 43, SWEEP_UNSEEN, &swept, &unknown, 1);
 	drain(&p, out, sizeof(out));
 	{
 		struct buf	 tdn = { 0 };
@@ -249,6 +293,8 @@ main(void)
 	buf_free(&b1);
 	buf_free(&b2);
 	buf_free(&changed);
+	buf_free(&added);
+	buf_free(&removed);
 	snprintf(out, sizeof(out), "rm -rf %s", dir);
 	system(out);
 	return tap_done();

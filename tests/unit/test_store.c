@@ -50,7 +50,7 @@ main(void)
 	unsigned char	 u[16];
 	char		 dir[] = "/tmp/lf-store-XXXXXX", out[8192], path[256];
 	int		 n, i;
-	uint64_t	 unknown = 0;
+	uint64_t	 unknown = 0, c = 0;
 
 	if (mkdtemp(dir) == NULL)
 		return 1;
@@ -116,15 +116,40 @@ main(void)
 	uuid_of(u, 1);
 	store_mark_seen(st, u, 3);	/* an entry marked in another search */
 	n = 0;
-	ok(store_sweep(st, 7, count_below, &n, &unknown) == 0 && n == 4,
+	ok(store_sweep(st, 7, SWEEP_UNSEEN, count_below, &n, &unknown) == 0 && n == 4,
 	    "sweep: 4 entries unseen in generation 7: %d", n);
 	ok(unknown == 1, "sweep: 1 UUID listed present but unknown: %llu",
 	    (unsigned long long)unknown);
 	n = 0;
 	unknown = 0;
-	store_sweep(st, 7, count_below, &n, &unknown);
+	store_sweep(st, 7, SWEEP_UNSEEN, count_below, &n, &unknown);
 	ok(n == 4 && unknown == 0, "sweep: marks without an entry are gone "
 	    "after a sweep");
+	store_commit(st);
+
+	/* deletes held back in a refresh: counted, then taken alone */
+	uuid_of(u, 11);
+	store_mark_seen(st, u, 9 | SEEN_DOOMED);
+	uuid_of(u, 12);
+	store_mark_seen(st, u, 9);
+	uuid_of(u, 902);		/* held back, but not stored */
+	store_mark_seen(st, u, 9 | SEEN_DOOMED);
+	ok(store_sweep_count(st, 9, SWEEP_DOOMED, &c) == 0 && c == 1,
+	    "count: 1 delete held back in generation 9: %llu",
+	    (unsigned long long)c);
+	ok(store_sweep_count(st, 9, SWEEP_UNSEEN, &c) == 0 &&
+	    c == store_count(st) - 1, "count: %llu of %llu not seen in "
+	    "generation 9", (unsigned long long)c,
+	    (unsigned long long)store_count(st));
+	uuid_of(u, 902);
+	ok(store_get_csn(st, u, &dn) == 0, "count: changes nothing");
+	n = 0;
+	ok(store_sweep(st, 9, SWEEP_DOOMED, count_below, &n, &unknown) == 0 &&
+	    n == 1, "sweep: the held-back delete alone: %d", n);
+	ok(store_count_below(st, S("ou=people,dc=x")) == 4 &&
+	    store_count_below(st, S("ou=nobody,dc=x")) == 0,
+	    "count below: %llu", (unsigned long long)store_count_below(st,
+	    S("ou=people,dc=x")));
 	store_commit(st);
 
 	/* a sweep over many chunks that deletes as it goes */
@@ -149,7 +174,7 @@ main(void)
 		uint64_t	 before = store_count(st);
 
 		unknown = 0;
-		ok(store_sweep(st, 8, delete_it, &n, &unknown) == 0 &&
+		ok(store_sweep(st, 8, SWEEP_UNSEEN, delete_it, &n, &unknown) == 0 &&
 		    n == (int)before - 3334 && unknown == 3000 &&
 		    store_count(st) == 3334,
 		    "sweep across chunks: %d deleted, %llu unknown, %llu left",

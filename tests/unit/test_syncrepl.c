@@ -815,6 +815,15 @@ test_cookies(void)
 	ok(cookie_has_csn(sps(COOKIE52)) == 1, "has_csn: slapd cookie");
 	ok(cookie_has_csn(sps("rid=000")) == 0, "has_csn: rid=000 alone");
 	ok(cookie_has_csn(sps("")) == 0, "has_csn: empty cookie");
+	/* the health figures' server times (doc/safety.md) */
+	ok(csn_time_us(sps("20261206065619.276973Z#000000#000#000000")) ==
+	    1796540179276973LL, "csn time: seconds and microseconds, UTC");
+	ok(csn_time_us(sps("2026120606561x.276973Z#0")) == 0 &&
+	    csn_time_us(sps("20261206")) == 0, "csn time: not a CSN");
+	ok(cookie_time_us(sps("rid=000,csn=20261206065619.000001Z#000000#001"
+	    "#000000;20261206065620.000000Z#000000#002#000000")) ==
+	    1796540180000000LL && cookie_time_us(sps("rid=000")) == 0,
+	    "cookie time: the newest CSN of the vector");
 	ok(cookie_has_csn(sp(NULL, 0)) == 0, "has_csn: NULL span");
 	ok(cookie_has_csn(sps("rid=000,csn=")) == 0, "has_csn: csn= empty");
 	ok(cookie_has_csn(sps("rid=000,csn=;;")) == 0,

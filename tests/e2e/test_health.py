@@ -1,0 +1,204 @@
+"""Health an operator can alert on, and what each event says of itself
+(doc/safety.md, "Health figures"; doc/events.md; ldapfeed.8, --status-file
+and SIGUSR1): a lab slapd, ldapfeed, a Python Listener.
+
+The status file's figures (lag, the last change's server time, both
+connections, bytes sent, the store and its map, the last error with its
+text), checked by promtool when it is installed and by a format check
+always; the SIGUSR1 lines; and the events' csn (the entry's entryCSN) and a
+modify's added and removed values, in pickle and in JSON.
+"""
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import *  # noqa: E402,F403
+from test_conformance import (  # noqa: E402
+    PEOPLE, GROUPS, SUFFIX, csn_time, feed, lab, stop_clean, wait_cookie_current, wait_run)
+
+METRIC = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)$')
+LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\.)*)"(,|$)')
+
+
+def parse_metrics(text):
+    """{(name, frozenset(labels)): float}; asserts the text format: every
+    sample's family has one HELP and one TYPE line before it, counters end
+    in _total, label values are well escaped."""
+    samples, types, helps = {}, {}, set()
+    for line in text.splitlines():
+        if line.startswith('# HELP '):
+            name = line.split()[2]
+            assert name not in helps, 'two HELP lines for %s' % name
+            helps.add(name)
+            continue
+        if line.startswith('# TYPE '):
+            _, _, name, typ = line.split()
+            assert name not in types and name in helps, 'TYPE of %s without its HELP first' % name
+            types[name] = typ
+            continue
+        m = METRIC.match(line)
+        assert m, 'not a sample line: %r' % line
+        name, labels = m.group(1), {}
+        assert name in types, '%s without its TYPE line' % name
+        if types[name] == 'counter':
+            assert name.endswith('_total'), 'counter %s without _total' % name
+        if m.group(3):
+            rest = m.group(3)
+            while rest:
+                lm = LABEL.match(rest)
+                assert lm, 'bad labels in %r' % line
+                labels[lm.group(1)] = lm.group(2)
+                rest = rest[lm.end():]
+        samples[(name, frozenset(labels.items()))] = float(m.group(4))
+    return samples
+
+
+def metric(samples, name, **labels):
+    key = (name, frozenset(labels.items()))
+    assert key in samples, '%s%r not in the status file' % (name, labels)
+    return samples[key]
+
+
+def read_status(path, pred, timeout=20):
+    """Wait until the status file parses and pred(samples) holds."""
+    box = {}
+
+    def ok():
+        try:
+            with open(path) as f:
+                box['s'] = parse_metrics(f.read())
+        except FileNotFoundError:
+            return False
+        return pred(box['s'])
+    wait_until(ok, timeout, 'the status file to show it', interval=0.5)
+    return box['s']
+
+
+def promtool(path):
+    if shutil.which('promtool') is None:
+        note('promtool not installed: the format check above stands alone')
+        return
+    r = subprocess.run(['promtool', 'check', 'metrics'], stdin=open(path, 'rb'), capture_output=True)
+    assert r.returncode == 0 and not r.stdout.strip() and not r.stderr.strip(), \
+        'promtool check metrics:\n%s%s' % (r.stdout.decode(), r.stderr.decode())
+
+
+def entry_csn(s, dn):
+    return s.search(dn, 'base', attrs=['entryCSN'])[dn]['entryCSN'][0].decode()
+
+
+def usr1_lines(d, since):
+    d.signal(signal.SIGUSR1)
+    wait_until(lambda: len(re.findall(r'status worker0 pid', d.stderr()[since:])) >= 1, 10, 'the status lines')
+    return [ln for ln in d.stderr()[since:].splitlines() if ': status ' in ln]
+
+
+@test(timeout=120)
+def status_file_health(tmp):
+    # Scenario: persist, --status-file, two workers.  After the load a person's mail changes: the status file says
+    # the last event's server time is that entry's entryCSN time, the lag is 0 (current), LDAP and both consumer
+    # connections are up, bytes were sent, the store has a size and a map with pages in use, and no error; promtool
+    # finds nothing to say.  SIGUSR1 logs the same in its lines.  Then slapd stops: LDAP down, the lag counts from
+    # that change, and the last error carries the lost connection's text, with its time.
+    s = lab(tmp)
+    con = Consumer(tmp)
+    status = os.path.join(tmp, 'ldapfeed.prom')
+    d = feed(tmp, s, con, processes=4, extra=['--status-file', status])
+    wait_run(con, 0)
+    dn = 'uid=alice,' + PEOPLE
+    s.replace(dn, 'mail', 'alice@new.example.com')
+    wait_cookie_current(s, d)
+    want = csn_time(entry_csn(s, dn))
+    st = read_status(status, lambda m: abs(metric(m, 'ldapfeed_last_event_timestamp_seconds') - want) < 1e-3)
+    assert metric(st, 'ldapfeed_lag_seconds') == 0, metric(st, 'ldapfeed_lag_seconds')
+    assert metric(st, 'ldapfeed_ldap_connected') == 1
+    for w in ('worker0', 'worker1'):
+        assert metric(st, 'ldapfeed_consumer_connected', process=w) == 1
+        assert metric(st, 'ldapfeed_last_error_timestamp_seconds', process=w) == 0
+    assert sum(metric(st, 'ldapfeed_sent_bytes_total', process=w) for w in ('worker0', 'worker1')) > 1000
+    assert metric(st, 'ldapfeed_store_size_bytes') > 0
+    assert 0 < metric(st, 'ldapfeed_store_map_used_bytes') < metric(st, 'ldapfeed_store_map_size_bytes')
+    assert metric(st, 'ldapfeed_store_map_grows_total') == 0
+    assert metric(st, 'ldapfeed_store_entries') == 7
+    assert not [k for k in st if k[0] == 'ldapfeed_last_error_info'], 'an error while all is well'
+    promtool(status)
+    lines = usr1_lines(d, 0)
+    reader = [ln for ln in lines if 'status reader' in ln][-1]
+    assert 'ldap connected, lag 0 s' in reader and 'map ' in reader, reader
+    w0 = [ln for ln in lines if 'status worker0' in ln][-1]
+    assert 'consumer connected, sent ' in w0, w0
+
+    s.stop()
+    st = read_status(status, lambda m: metric(m, 'ldapfeed_ldap_connected') == 0 and
+                     metric(m, 'ldapfeed_last_error_timestamp_seconds', process='reader') > 0)
+    errs = [dict(k[1]) for k in st if k[0] == 'ldapfeed_last_error_info']
+    assert any(e['process'] == 'reader' and 'LDAP connection lost' in e['message'] for e in errs) or \
+        any(e['process'] == 'reader' and 'reconnecting' in e['message'] for e in errs), errs
+    assert metric(st, 'ldapfeed_lag_seconds') >= time.time() - want - 5, metric(st, 'ldapfeed_lag_seconds')
+    promtool(status)
+    since = len(d.stderr())
+    reader = [ln for ln in usr1_lines(d, since) if 'status reader' in ln][-1]
+    assert 'ldap disconnected' in reader and 'last error' in reader, reader
+    s.start()
+    stop_clean(d)
+
+
+def _csn_and_values(tmp, fmt):
+    s = lab(tmp, people=('alice', 'bob'))
+    group = 'cn=staff,' + GROUPS
+    members = ['uid=m%05d,%s' % (i, PEOPLE) for i in range(3000)]
+    s.add_entry(group, {'objectClass': 'groupOfNames', 'cn': 'staff', 'member': members})
+    con = Consumer(tmp, fmt=fmt)
+    d = feed(tmp, s, con, fmt=fmt)
+    wait_run(con, 0)
+    adds = {m['dn']: m for m in con.messages('add')}
+    assert adds[group]['csn'] == entry_csn(s, group), (adds[group].get('csn'), entry_csn(s, group))
+    s.modify(ldif_modify(group, [('add', 'member', 'uid=new,' + PEOPLE),
+                                 ('delete', 'member', members[1500]),
+                                 ('add', 'description', 'the staff')]))
+    s.modrdn('uid=bob,' + PEOPLE, 'uid=robert')
+    wait_cookie_current(s, d)
+    wait_until(lambda: con.messages('rename'), 10, 'the rename')
+    mod = [m for m in con.messages('modify') if m['dn'] == group][-1]
+    val = (lambda v: v.encode()) if fmt == 'json' else (lambda v: v)
+
+    def values(attrs):
+        return {k: [val(x) for x in v] for k, v in attrs.items()}
+    assert mod['csn'] == entry_csn(s, group), (mod.get('csn'), entry_csn(s, group))
+    assert mod['changed'] == ['description', 'member'], mod['changed']
+    assert values(mod['added']) == \
+        {'description': [b'the staff'], 'member': [('uid=new,' + PEOPLE).encode()]}, mod['added']
+    assert values(mod['removed']) == \
+        {'description': [], 'member': [members[1500].encode()]}, mod['removed']
+    ren = con.messages('rename')[-1]
+    assert ren['csn'] == entry_csn(s, 'uid=robert,' + PEOPLE), ren
+    bobmod = [m for m in con.messages('modify') if m['dn'] == 'uid=robert,' + PEOPLE][-1]
+    assert values(bobmod['added']) == {'uid': [b'robert']} and values(bobmod['removed']) == {'uid': [b'bob']}, \
+        bobmod
+    stop_clean(d)
+
+
+@test(timeout=90)
+def events_carry_csn_and_changed_values(tmp):
+    # Scenario: pickle; a group of 3000 members.  Its add carries csn, its entryCSN.  One modify adds a member,
+    # removes another and adds a description: the modify carries the new entryCSN as csn, changed
+    # [description, member], added {description: [the staff], member: [the new one]} and removed
+    # {description: [], member: [the one that went]}.  A modrdn of bob to robert: the rename carries csn, and
+    # its modify added {uid: [robert]}, removed {uid: [bob]}.
+    _csn_and_values(tmp, 'pickle')
+
+
+@test(timeout=90)
+def events_carry_csn_and_changed_values_json(tmp):
+    # Scenario: the same in JSON: the same fields, the values as strings.
+    _csn_and_values(tmp, 'json')
+
+
+if __name__ == '__main__':
+    main()
