@@ -245,7 +245,8 @@ def loaded(url, epoch_count=1, workers=2):
             return False
         epoch = hs[-1]['epoch']
         return len(refresh_dones(msgs, epoch)) >= workers * epoch_count
-    return wait_stream(url, ok, 60, 'every worker\'s refresh_done')
+    # A three-node cluster forming on two busy CPUs can take a while.
+    return wait_stream(url, ok, 180, 'every worker\'s refresh_done')
 
 
 class Changer(threading.Thread):
