@@ -1183,7 +1183,10 @@ class Trial:
     def start_daemon(self):
         s = self.s
         url = ldap_url(s, self.base_form, filt=self.filt, exts=['bindname=' + s.reader_dn])
-        d = Daemon(self.tmp, s, self.con, url=url, password=s.reader_pw, processes=self.procs, bind='reader')
+        # A trial moves whole subtrees out of view at once: the mass-delete
+        # guard (tested in test_guard.py) stands aside here.
+        d = Daemon(self.tmp, s, self.con, url=url, password=s.reader_pw, processes=self.procs, bind='reader',
+                   extra=['--max-delete', '100%'])
         self.daemons.append(d)
         self.d = d
         return d
