@@ -627,6 +627,8 @@ void	conn_provider(struct ldap *, struct provider *);
 int	conn_check_retro(struct ldap *, char *, size_t);
 int	conn_open(const struct config *, struct ldap **, char *, size_t);
 int	conn_check_search(const struct config *, struct ldap *, char *, size_t);
+struct ldapmsg;
+int	conn_describe_response(struct ldap *, struct ldapmsg *, char *, size_t);
 
 /*
  * The worker's output (doc/outputs.md): one small interface, one file per

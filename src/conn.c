@@ -225,3 +225,59 @@ conn_check_retro(LDAP *ld, char *err, size_t errlen)
 		    "the server", RETRO_UNIQUE_ID, RETRO_PLUGIN_DN);
 	return found;
 }
+
+/* What kind of response a message is, for a log line. */
+static const char *
+response_name(ber_tag_t type)
+{
+	switch (type) {
+	case LDAP_RES_BIND:
+		return "a bind response";
+	case LDAP_RES_MODIFY:
+		return "a modify response";
+	case LDAP_RES_ADD:
+		return "an add response";
+	case LDAP_RES_DELETE:
+		return "a delete response";
+	case LDAP_RES_MODDN:
+		return "a modify DN response";
+	case LDAP_RES_COMPARE:
+		return "a compare response";
+	case LDAP_RES_EXTENDED:
+		return "an extended response";
+	default:
+		return "a response of an unknown type";
+	}
+}
+
+/*
+ * A response a search never gets (RFC 4511, section 4.5.2: entries,
+ * references and one SearchResultDone), said in one line with the
+ * server's result code and text: Samba answers a search whose critical
+ * control it does not know with an ExtendedResponse, result 12, and then
+ * never ends the search.  Returns the result code, or -1 when the
+ * response says none.
+ */
+int
+conn_describe_response(struct ldap *ld, struct ldapmsg *msg, char *out,
+    size_t outlen)
+{
+	char	*text = NULL, *p;
+	int	 err = -1;
+
+	if (ldap_parse_result(ld, msg, &err, NULL, &text, NULL, NULL, 0) !=
+	    LDAP_SUCCESS) {
+		snprintf(out, outlen, "%s (tag 0x%lx) without a result",
+		    response_name(ldap_msgtype(msg)),
+		    (unsigned long)ldap_msgtype(msg));
+		return -1;
+	}
+	snprintf(out, outlen, "%s, result %d (%s)%s%s",
+	    response_name(ldap_msgtype(msg)), err, ldap_err2string(err),
+	    text && *text ? ": " : "", text ? text : "");
+	for (p = out; *p; p++)
+		if ((unsigned char)*p < ' ')
+			*p = ' ';
+	ldap_memfree(text);
+	return err;
+}

@@ -773,6 +773,29 @@ out:
 	return out;
 }
 
+/*
+ * Anything else ends the search for libldap (an ExtendedResponse does:
+ * Samba's answer to the Sync Request control), and the server will send
+ * nothing more for it: a protocol error that names what the server said,
+ * never a wait for ever.
+ */
+static enum outcome
+on_unexpected(struct reader *r, LDAPMessage *msg)
+{
+	char	 what[512];
+
+	r->msgid = -1;
+	if (conn_describe_response(r->ld, msg, what, sizeof(what)) ==
+	    LDAP_UNAVAILABLE_CRITICAL_EXTENSION)
+		log_warnx("protocol error: the server answered the sync search "
+		    "with %s: it does not offer RFC 4533's sync on %s: %s",
+		    what, r->cfg->base, no_sync_remedy(&r->provider));
+	else
+		log_warnx("protocol error: the server answered the sync search "
+		    "with %s", what);
+	return FATAL;
+}
+
 static enum outcome
 on_message(struct reader *r, LDAPMessage *msg)
 {
@@ -787,7 +810,7 @@ on_message(struct reader *r, LDAPMessage *msg)
 		log_debug("search reference ignored");
 		return GO_ON;
 	default:
-		return GO_ON;
+		return on_unexpected(r, msg);
 	}
 }
 

@@ -3,8 +3,10 @@
 scriptable fake LDAP server (tests/tools/fake_ldap.py): e-syncRefreshRequired
 with and without a cookie (RFC 4533 section 3.8), a SearchResultDone that
 ends a refreshAndPersist search during its refresh, a canceled result the
-client never asked for, and a refreshOnly search that ends its refresh with
-an intermediate before the SearchResultDone.
+client never asked for, a refreshOnly search that ends its refresh with
+an intermediate before the SearchResultDone, and a sync search answered by a
+response no search gets (an ExtendedResponse, as Samba AD sends, or a
+BindResponse), which must end the run rather than hang it.
 
 Each test resumes from a store built by one clean refreshOnly run against
 the fake server (entries one and two, PREP_COOKIE, the marker).
@@ -432,6 +434,64 @@ def refresh_only_refreshdone_intermediate_then_done(tmp):
     if info is not None and (info['entries'] != 3 or info['cookie'] != NEXT_COOKIE):
         out.append('store %r, expected 3 entries and %r' % (info, NEXT_COOKIE))
     assert not out, case.fail(out)
+
+
+# ---------------------------------------------------------------- not a search's answer
+
+def _unexpected_answer(tmp, name, answer, expect):
+    """A first start against a fake server that answers the sync search
+    with answer(msgid) and then says nothing more, the connection open
+    (what Samba AD does with the Sync Request control: an ExtendedResponse,
+    result 12).  ldapfeed must end the run by itself, exit 70, within 10 s,
+    with a line naming what the server said (every string of expect)."""
+    def script(s, n):
+        req = s.serve_until_sync()
+        s.send(answer(req.msgid))
+        s.serve_rest()
+    fake = _fake(script)
+    con = Consumer(tmp)
+    d = Daemon(tmp, None, con, processes=3, url=ldap_url(fake.url, SUFFIX))
+    out = []
+    t0 = time.monotonic()
+    try:
+        rc = d.wait(10)
+    except AssertionError:
+        rc = None
+        out.append('still running 10 s after the answer: a hang')
+        d.kill_group()
+    took = time.monotonic() - t0
+    err = d.stderr()
+    if rc is not None and rc != 70:
+        out.append('exit %s, expected 70' % rc)
+    lines = [ln for ln in err.splitlines() if all(e in ln for e in expect)]
+    if not lines:
+        out.append('no line naming %r' % (expect,))
+    if crash_lines(err):
+        out.append('crash: %r' % crash_lines(err))
+    if fake.errors:
+        out.append('fake server: %s' % fake.errors[0])
+    assert not out, '%s; stderr tail:\n%s' % ('; '.join(out), '\n'.join(err.splitlines()[-8:]))
+    note('%s: exit %s after %.1f s: %s' % (name, rc, took, lines[0].split('] ')[-1]))
+
+
+@test(timeout=60)
+def extended_response_to_the_sync_search(tmp):
+    # Scenario: a first start; the fake server answers the sync search with an ExtendedResponse carrying the
+    # search's messageID, result 12 "Critical extension is unavailable" (Samba AD's answer to the Sync Request
+    # control), and then nothing, the connection left open.  ldapfeed ends the run by itself (exit 70, within
+    # 10 s) with a line that says what the server answered: the result code and the server's text.
+    _unexpected_answer(tmp, 'extended response 12', lambda msgid: F.message(msgid, F.ldap_result(
+        F.EXT_RESP, 12, text='Critical extension is unavailable')),
+        ('extended response', 'result 12', 'Critical extension is unavailable'))
+
+
+@test(timeout=60)
+def bind_response_to_the_sync_search(tmp):
+    # Scenario: a first start; the fake server answers the sync search with a BindResponse (success) carrying
+    # the search's messageID, and then nothing.  No search ever ends that way: ldapfeed ends the run (exit 70,
+    # within 10 s) naming it a bind response.
+    _unexpected_answer(tmp, 'bind response', lambda msgid: F.bind_response(msgid, 0),
+                       ('protocol error', 'bind response', 'result 0'))
 
 
 if __name__ == '__main__':
