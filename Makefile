@@ -14,7 +14,7 @@ UNIT_BINS = $(UNIT_SRCS:.c=)
 TOOL_SRCS = $(wildcard tests/tools/*.c)
 TOOL_BINS = $(TOOL_SRCS:.c=)
 
-.PHONY: check-valgrind check-389ds all deps check test check-asan fuzz clean distclean
+.PHONY: check-valgrind check-389ds check-ad all deps check test check-asan fuzz clean distclean
 
 # Objects depend on the flags they were built with, so that switching to a
 # sanitizer build (check-asan) and back rebuilds everything.
@@ -88,6 +88,15 @@ check-389ds: deps
 	@sh scripts/deps 389ds
 	$(MAKE) all
 	TEST_TIMEOUT=900 python3 tests/run 389ds
+
+# The end-to-end tests against a real Samba Active Directory domain
+# controller (tests/e2e/test_ad.py: one throwaway DC provisioned under a
+# temp dir, on its unix socket alone, without systemd).  Not part of `make
+# check`: tests/run runs that file only when asked by name.
+check-ad: deps
+	@sh scripts/deps samba
+	$(MAKE) all
+	TEST_TIMEOUT=1200 python3 tests/run test_ad
 
 # Valgrind memcheck on end-to-end tests (T: which, else VALGRIND_TESTS; all
 # of them would be slow):

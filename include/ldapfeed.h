@@ -171,6 +171,7 @@ struct entry {
 #define DECODE_STRIP_UUID	2	/* leave entryUUID out */
 #define DECODE_STRIP_ACI	4	/* leave aci out */
 #define DECODE_STRIP_CSN	8	/* leave entryCSN out */
+#define DECODE_GUID		16	/* uuid_attr holds a binary objectGUID */
 int	entry_decode(struct berelement *, int, const char *, struct entry *);
 int	uuid_parse_text(struct span, unsigned char *);
 
@@ -321,6 +322,13 @@ enum output_kind {
 	OUTPUT_NATS		/* NATS JetStream */
 };
 
+/* How the reader follows the directory (doc/providers.md). */
+enum protocol {
+	PROTOCOL_AUTO,		/* from the root DSE */
+	PROTOCOL_SYNCREPL,	/* RFC 4533 */
+	PROTOCOL_DIRSYNC	/* Active Directory's DirSync */
+};
+
 /* Which worker an entry's events take (doc/processes.md, "Pipes and sharding"). */
 enum route {
 	ROUTE_DN,		/* fnv1a64 of the DN: the Listener */
@@ -368,6 +376,8 @@ struct config {
 	int		 processes;	/* as given */
 	int		 workers;	/* W, from the process budget */
 	enum mode	 mode;
+	enum protocol	 protocol;
+	int		 poll_interval;	/* DirSync: seconds between polls */
 	enum format	 format;
 	int		 starttls;
 	int		 foreground;
@@ -471,6 +481,9 @@ int	store_task_add(struct store *, int, const unsigned char *, struct span);
 int	store_task_first(struct store *, uint64_t *, int *, unsigned char *,
 	    struct buf *);
 int	store_task_done(struct store *, uint64_t);
+int	store_task_next(struct store *, uint64_t, uint64_t *, int *,
+	    unsigned char *, struct buf *);
+int	store_find_dn(struct store *, struct span, unsigned char *);
 
 /*
  * guard.c: the mass-delete guard (doc/safety.md).  guard_allows says
@@ -489,13 +502,19 @@ uint64_t guard_previous_copy(const char *);
 /* The server's kind, from its root DSE (conn.c; doc/providers.md). */
 enum provider_kind {
 	PROVIDER_OPENLDAP,	/* and any server that does not say */
-	PROVIDER_389DS
+	PROVIDER_389DS,
+	PROVIDER_AD		/* Active Directory, Samba AD: DirSync */
 };
 struct provider {
 	enum provider_kind kind;
 	int		 sync_known;	/* the root DSE lists its controls */
 	int		 has_sync;	/* ... and RFC 4533's is one of them */
+	int		 has_dirsync;	/* ... DirSync is one */
+	int		 has_notify;	/* ... change notification is one */
 };
+
+struct ldap;
+struct ldapmsg;
 
 /* dn.c: the DN rules (doc/subtrees.md, "Names"). */
 #define DNKEY_MAX	(511 - 16)	/* LMDB's key limit less the UUID */
@@ -570,6 +589,79 @@ int	subtree_run_pending(struct subtree *);
 void	subtree_close(struct subtree *);
 void	subtree_free(struct subtree *);
 
+/* msctl.c: Active Directory's DirSync control and objectGUID (MS-ADTS). */
+int	dirsync_request_encode(struct buf *, long, struct span);
+int	dirsync_response_decode(struct span, int *, struct buf *, const char **);
+void	guid_swap(const unsigned char *, unsigned char *);
+int	guid_read(struct span, unsigned char *);
+void	guid_filter(struct buf *, const unsigned char *);
+
+/*
+ * adsearch.c: one search run to its end while the reader stays awake to
+ * signals; each message of the search to a callback.  Returns the
+ * server's result code (>= 0) or one of these.
+ */
+#define ADS_FAIL	(-1)	/* the callback failed: ours, fatal */
+#define ADS_LOST	(-2)	/* the connection failed, or the server fell silent */
+#define ADS_STOP	(-3)	/* a stop was asked: the search was abandoned */
+struct ldapcontrol;
+struct ad_search {
+	const char	*base;
+	int		 scope;
+	const char	*filter;
+	char	       **attrs;
+	struct ldapcontrol **ctrls;	/* the request's */
+	int		(*entry)(void *, struct ldapmsg *);
+	void		*arg;
+	struct ldapcontrol **done_ctrls; /* the SearchResultDone's, to free */
+	char		 text[512];	/* what went wrong, for a log line */
+};
+int	ad_search_run(struct ldap *, struct ad_search *);
+#define AD_PAGE_SIZE	500	/* AD's MaxPageSize is 1000 */
+int	ad_search_paged(struct ldap *, struct ad_search *, int (*)(void *));
+int	ad_permanent(int);
+
+/*
+ * resolve.c: what the server says of the objects DirSync named: whether
+ * each is in the search, under which DN, with which attributes; and what
+ * that means for other stored entries (doc/providers.md, "Active Directory
+ * and Samba AD").  The work waits in the store's task table.
+ */
+#define TASK_RESOLVE	3	/* is this object in the search, and how */
+#define TASK_RESOLVE_OLD 4	/* the same, for an object that moved */
+#define TASK_BELOW	5	/* read what lies below an entry that came in */
+#define TASK_GONE	6	/* a DN went: which stored entries still name it */
+#define TASK_RESOLVE_DELETED 7	/* a tombstone: its DN before the delete */
+#define TASK_LINKS	8	/* an object outside the search that moved:
+				 * the stored entries it links with */
+#define RESOLVE_BATCH	256	/* objects asked about per search */
+struct resolver {
+	const struct config *cfg;
+	struct events	*ev;
+	struct ldap	*ld;		/* the reader's connection, borrowed */
+	const char	*root;		/* the naming context's DN */
+	const char	*base;		/* the search's, as the server writes DNs */
+	char	       **attrs;		/* the search's, + objectGUID */
+	int		 decode_flags;
+	char	       **untracked;	/* attributes DirSync cannot follow */
+	size_t		 nuntracked;	/* (sorted, A-Z folded order) */
+	int		 follow;	/* an event's consequences become tasks */
+	uint64_t	 nameless;	/* entries skipped: objectGUID unreadable */
+	struct entry	 ent;
+	unsigned char	 batch[RESOLVE_BATCH][16];
+	char		 batch_seen[RESOLVE_BATCH];
+	uint64_t	 batch_id[RESOLVE_BATCH];
+	int		 batch_kind[RESOLVE_BATCH];
+	struct buf	 batch_dn[RESOLVE_BATCH];	/* where DirSync saw it */
+	size_t		 batch_n;
+	struct buf	 filter, scratch, dn, vals, entdn, kept;
+};
+void	resolve_init(struct resolver *, const struct config *, struct events *,
+	    char **, int, const char *);
+void	resolve_free(struct resolver *);
+int	resolve_entry(struct resolver *, struct ldapmsg *, int);
+int	resolve_pending(struct resolver *);
+
 /* status.c: per-process figures in shared memory, for SIGUSR1 and files. */
 enum phase {
 	PHASE_STARTING,
@@ -627,7 +719,7 @@ void	conn_provider(struct ldap *, struct provider *);
 int	conn_check_retro(struct ldap *, char *, size_t);
 int	conn_open(const struct config *, struct ldap **, char *, size_t);
 int	conn_check_search(const struct config *, struct ldap *, char *, size_t);
-struct ldapmsg;
+enum protocol conn_protocol(const struct config *, const struct provider *);
 int	conn_describe_response(struct ldap *, struct ldapmsg *, char *, size_t);
 
 /*
@@ -691,6 +783,9 @@ void	child_ask_shutdown(const struct child_ctx *);
 __dead void child_startup_failed(const struct child_ctx *, int, const char *,
 	    ...) PRINTFLIKE(3, 4);
 int	reader_main(const struct child_ctx *);
+/* dirsync.c: the reader when it follows DirSync (reader.c hands over) */
+int	dirsync_main(const struct child_ctx *, struct ldap *,
+	    const struct provider *);
 int	worker_main(const struct child_ctx *);
 
 /* log.c */

@@ -33,7 +33,9 @@ enum {
 	OPT_NATS_CA,
 	OPT_NATS_REPLICAS,
 	OPT_MAX_DELETE,
-	OPT_CHECK
+	OPT_CHECK,
+	OPT_PROTOCOL,
+	OPT_POLL_INTERVAL
 };
 
 static const struct option long_options[] = {
@@ -47,6 +49,8 @@ static const struct option long_options[] = {
 	{ "processes",		required_argument,	NULL, 'p' },
 	{ "mode",		required_argument,	NULL, OPT_MODE },
 	{ "format",		required_argument,	NULL, OPT_FORMAT },
+	{ "protocol",		required_argument,	NULL, OPT_PROTOCOL },
+	{ "poll-interval",	required_argument,	NULL, OPT_POLL_INTERVAL },
 	{ "starttls",		no_argument,		NULL, 'Z' },
 	{ "foreground",		no_argument,		NULL, 'f' },
 	{ "pidfile",		required_argument,	NULL, 'P' },
@@ -81,6 +85,8 @@ config_usage(FILE *fp)
 	    "  -p, --processes N        process budget (default 0: one per CPU)\n"
 	    "      --mode MODE          persist (default) or refresh\n"
 	    "      --format FORMAT      pickle (default) or json\n"
+	    "      --protocol PROTOCOL  syncrepl or dirsync (default: from the server)\n"
+	    "      --poll-interval SECS DirSync: poll at least this often (default 5)\n"
 	    "  -Z, --starttls           StartTLS before binding\n"
 	    "  -f, --foreground         stay in the foreground, log to stderr\n"
 	    "  -P, --pidfile FILE       write the supervisor's pid\n"
@@ -551,7 +557,8 @@ int
 config_parse(struct config *cfg, int argc, char **argv, char *err,
     size_t errlen)
 {
-	const char	*type = NULL, *mode = "persist", *format = NULL;
+	const char	*type = NULL, *mode = "persist", *format = NULL,
+			*protocol = NULL;
 	int		 ch, r;
 	size_t		 i;
 
@@ -600,6 +607,16 @@ config_parse(struct config *cfg, int argc, char **argv, char *err,
 			break;
 		case OPT_FORMAT:
 			format = optarg;
+			break;
+		case OPT_PROTOCOL:
+			protocol = optarg;
+			break;
+		case OPT_POLL_INTERVAL:
+			if (parse_int(optarg, &cfg->poll_interval) == -1 ||
+			    cfg->poll_interval < 1 || cfg->poll_interval > 86400)
+				return fail(err, errlen, EX_USAGE,
+				    "--poll-interval '%s': want 1 to 86400 "
+				    "seconds", optarg);
 			break;
 		case OPT_STATUS_FILE:
 			free(cfg->status_file);
@@ -691,6 +708,17 @@ config_parse(struct config *cfg, int argc, char **argv, char *err,
 	else
 		return fail(err, errlen, EX_USAGE, "--mode '%s': want persist "
 		    "or refresh", mode);
+	if (protocol == NULL)
+		cfg->protocol = PROTOCOL_AUTO;
+	else if (strcmp(protocol, "syncrepl") == 0)
+		cfg->protocol = PROTOCOL_SYNCREPL;
+	else if (strcmp(protocol, "dirsync") == 0)
+		cfg->protocol = PROTOCOL_DIRSYNC;
+	else
+		return fail(err, errlen, EX_USAGE, "--protocol '%s': want "
+		    "syncrepl or dirsync", protocol);
+	if (cfg->poll_interval == 0)
+		cfg->poll_interval = 5;
 	/* JSON by default into a stream: any language reads it. */
 	if (format == NULL)
 		format = cfg->output_kind == OUTPUT_NATS ? "json" : "pickle";

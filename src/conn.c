@@ -147,9 +147,17 @@ conn_check_search(const struct config *cfg, LDAP *ld, char *err, size_t errlen)
 	}
 }
 
+static int
+is_oid(const struct berval *v, const char *oid)
+{
+	return v->bv_len == strlen(oid) && memcmp(v->bv_val, oid,
+	    v->bv_len) == 0;
+}
+
 /*
  * What the server says it is, from its root DSE (RFC 4512, section 5.1):
- * 389-ds has rules of its own (doc/providers.md).  A root DSE the bind
+ * 389-ds has rules of its own, and Active Directory (DirSync offered) a
+ * reader of its own (doc/providers.md).  A root DSE the bind
  * identity may not read says nothing: the OpenLDAP rules apply.
  */
 void
@@ -177,14 +185,33 @@ conn_provider(LDAP *ld, struct provider *p)
 	}
 	if ((v = ldap_get_values_len(ld, e, "supportedControl")) != NULL) {
 		p->sync_known = 1;
-		for (i = 0; v[i]; i++)
-			if (v[i]->bv_len == strlen(LDAP_CONTROL_SYNC) &&
-			    memcmp(v[i]->bv_val, LDAP_CONTROL_SYNC,
-			    v[i]->bv_len) == 0)
-				p->has_sync = 1;
+		for (i = 0; v[i]; i++) {
+			p->has_sync |= is_oid(v[i], LDAP_CONTROL_SYNC);
+			p->has_dirsync |= is_oid(v[i], LDAP_CONTROL_X_DIRSYNC);
+			p->has_notify |= is_oid(v[i],
+			    LDAP_CONTROL_X_SERVER_NOTIFICATION);
+		}
 		ldap_value_free_len(v);
 	}
+	if (p->has_dirsync)
+		p->kind = PROVIDER_AD;
 	ldap_msgfree(res);
+}
+
+/*
+ * The protocol to follow the search with (doc/providers.md): forced by
+ * --protocol, else RFC 4533 where the root DSE offers it (or says
+ * nothing), else DirSync where it offers that; PROTOCOL_AUTO when it
+ * offers neither.
+ */
+enum protocol
+conn_protocol(const struct config *cfg, const struct provider *p)
+{
+	if (cfg->protocol != PROTOCOL_AUTO)
+		return cfg->protocol;
+	if (!p->sync_known || p->has_sync)
+		return PROTOCOL_SYNCREPL;
+	return p->has_dirsync ? PROTOCOL_DIRSYNC : PROTOCOL_AUTO;
 }
 
 /*

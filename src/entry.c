@@ -98,7 +98,8 @@ uuid_parse_text(struct span s, unsigned char *out)
  * the attribute is left out of e->attrs, and with DECODE_STRIP_ACI so is
  * the aci that 389-ds's Content Synchronization adds to every search
  * (doc/providers.md); the entryCSN is noted too, and left out with
- * DECODE_STRIP_CSN.  -1 for a malformed list.
+ * DECODE_STRIP_CSN.  With DECODE_GUID the UUID is AD's binary objectGUID
+ * (msctl.c).  -1 for a malformed list.
  */
 int
 entry_decode(struct berelement *ber, int flags, const char *uuid_attr,
@@ -133,7 +134,8 @@ entry_decode(struct berelement *ber, int flags, const char *uuid_attr,
 			struct span	 peek = vals;
 
 			e->has_uuid = entry_next_value(&peek, &v) == 1 &&
-			    uuid_parse_text(v, e->uuid) == 0;
+			    ((flags & DECODE_GUID) ? guid_read(v, e->uuid) :
+			    uuid_parse_text(v, e->uuid)) == 0;
 			if (flags & DECODE_STRIP_UUID)
 				continue;
 		}

@@ -1299,10 +1299,17 @@ reader_main(const struct child_ctx *ctx)
 	    (code = conn_check_search(r.cfg, r.ld, err, sizeof(err))) != 0)
 		child_startup_failed(ctx, code, "%s", err);
 	conn_provider(r.ld, &r.provider);
-	if (r.provider.sync_known && !r.provider.has_sync)
+	switch (conn_protocol(r.cfg, &r.provider)) {
+	case PROTOCOL_DIRSYNC:
+		events_free(&r.ev);
+		return dirsync_main(ctx, r.ld, &r.provider);
+	case PROTOCOL_AUTO:
 		child_startup_failed(ctx, EX_CONFIG, "%s does not offer the "
-		    "Content Synchronization control (RFC 4533): %s",
-		    r.cfg->server_url, no_sync_remedy(&r.provider));
+		    "Content Synchronization control (RFC 4533), nor DirSync: "
+		    "%s", r.cfg->server_url, no_sync_remedy(&r.provider));
+	default:
+		break;
+	}
 	if (r.provider.kind == PROVIDER_389DS &&
 	    (code = conn_check_retro(r.ld, err, sizeof(err))) != 1) {
 		if (code == 0)

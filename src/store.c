@@ -956,3 +956,89 @@ store_task_done(struct store *s, uint64_t id)
 		return lmdb_fail("end a task", rc);
 	return 0;
 }
+
+/*
+ * The task after id `after` (0: the oldest), as store_task_first, so that
+ * a caller can look along the pending tasks without taking them.
+ */
+int
+store_task_next(struct store *s, uint64_t after, uint64_t *id, int *kind,
+    unsigned char *uuid, struct buf *dn)
+{
+	MDB_cursor	*c;
+	MDB_val		 k, v;
+	uint64_t	 from = after + 1;
+	int		 rc;
+
+	if (need_txn(s) == -1)
+		return -1;
+	if ((rc = mdb_cursor_open(s->txn, s->tasks, &c)) != 0)
+		return lmdb_fail("cursor", rc);
+	k = val(&from, sizeof(from));
+	rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+	mdb_cursor_close(c);
+	if (rc == MDB_NOTFOUND)
+		return 0;
+	if (rc != 0)
+		return lmdb_fail("tasks", rc);
+	if (k.mv_size != sizeof(*id) || v.mv_size < 17) {
+		log_warnx("store: corrupt task record");
+		return -1;
+	}
+	memcpy(id, k.mv_data, sizeof(*id));
+	*kind = ((unsigned char *)v.mv_data)[0];
+	memcpy(uuid, (unsigned char *)v.mv_data + 1, 16);
+	buf_reset(dn);
+	buf_add(dn, (unsigned char *)v.mv_data + 17, v.mv_size - 17);
+	return 1;
+}
+
+static unsigned char
+fold(unsigned char c)
+{
+	return c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c;
+}
+
+/*
+ * The stored entry whose DN is dn, A-Z folded as the DN index does: 1 and
+ * its UUID, 0 if none.  (Two entries may briefly share a DN: the first.)
+ */
+int
+store_find_dn(struct store *s, struct span dn, unsigned char *uuid)
+{
+	MDB_cursor	*c;
+	MDB_val		 k, v;
+	struct span	 sdn, attrs;
+	size_t		 i, klen;
+	int		 rc, found = 0;
+
+	if (need_txn(s) == -1)
+		return -1;
+	dn_key(&s->key, dn);
+	klen = s->key.len;
+	if ((rc = mdb_cursor_open(s->txn, s->dns, &c)) != 0)
+		return lmdb_fail("cursor", rc);
+	k = val(s->key.data, klen);
+	for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0 && !found;
+	    rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+		if (k.mv_size < klen + 16 || memcmp(k.mv_data, s->key.data,
+		    klen) != 0)
+			break;
+		/* the entries below dn share the prefix; a cut key also
+		 * holds longer DNs: compare the DN itself */
+		if (klen < DNKEY_MAX && k.mv_size != klen + 16)
+			continue;
+		memcpy(uuid, (unsigned char *)k.mv_data + k.mv_size - 16, 16);
+		if (store_get_entry(s, uuid, &sdn, &attrs) != 1 ||
+		    sdn.len != dn.len)
+			continue;
+		for (i = 0; i < dn.len; i++)
+			if (fold(sdn.p[i]) != fold(dn.p[i]))
+				break;
+		found = i == dn.len;
+	}
+	mdb_cursor_close(c);
+	if (rc != 0 && rc != MDB_NOTFOUND)
+		return lmdb_fail("dn index", rc);
+	return found;
+}
