@@ -115,7 +115,7 @@ check-valgrind: deps all $(UNIT_BINS) $(TOOL_BINS)
 
 # libFuzzer (clang) on every parser of outside bytes, FUZZ_SECS each.
 FUZZERS	= tests/fuzz/fuzz_syncrepl tests/fuzz/fuzz_config tests/fuzz/fuzz_wire \
-	tests/fuzz/fuzz_entry
+	tests/fuzz/fuzz_entry tests/fuzz/fuzz_msctl
 FUZZ_SECS ?= 60
 FUZZ_CFLAGS = -std=c11 -D_GNU_SOURCE -g -O1 -Iinclude \
 	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all

@@ -435,17 +435,14 @@ below_entry(void *arg, LDAPMessage *msg)
 
 /* A search's failure, said once; the work stays pending. */
 static int
-failed(struct resolver *r, const char *what, struct ad_search *s, int rc)
+failed(const char *what, struct ad_search *s, int rc)
 {
 	if (rc == ADS_STOP)
 		return ADS_STOP;
-	if (rc == ADS_FAIL) {
-		if (s->text[0])
-			log_warnx("%s: %s", what, s->text);
+	if (rc != ADS_FAIL || s->text[0])
+		log_warnx("%s: %s", what, s->text);
+	if (rc == ADS_FAIL)
 		return ADS_FAIL;
-	}
-	log_warnx("%s: %s", what, s->text);
-	(void)r;
 	return rc >= 0 && ad_permanent(rc) ? ADS_FAIL : ADS_LOST;
 }
 
@@ -546,7 +543,7 @@ resolve_batch(struct resolver *r)
 	rc = ad_search_run(r->ld, &s);
 	ldap_controls_free(s.done_ctrls);
 	if (rc != LDAP_SUCCESS)
-		return failed(r, "asking for changed objects", &s, rc);
+		return failed("asking for changed objects", &s, rc);
 	for (i = 0; i < r->batch_n; i++) {
 		for (j = 0; j < r->batch_n && !r->batch_seen[i]; j++)
 			if (r->batch_seen[j] && memcmp(r->batch[j],
@@ -600,7 +597,7 @@ below_one(struct resolver *r)
 		rc = ad_search_paged(r->ld, &s, NULL);
 		/* gone meanwhile: its own change is on its way */
 		if (rc != LDAP_SUCCESS && rc != LDAP_NO_SUCH_OBJECT)
-			return failed(r, "reading below an entry that came in",
+			return failed("reading below an entry that came in",
 			    &s, rc);
 	} else if (rc == -1)
 		return ADS_FAIL;
@@ -662,7 +659,7 @@ links_one(struct resolver *r)
 	rc = ad_search_paged(r->ld, &s, NULL);
 	/* gone meanwhile: its own change is on its way */
 	if (rc != LDAP_SUCCESS && rc != LDAP_NO_SUCH_OBJECT)
-		return failed(r, "reading the links of a moved object", &s, rc);
+		return failed("reading the links of a moved object", &s, rc);
 	if (store_task_done(st, id) == -1)
 		return ADS_FAIL;
 	return events_checkpoint(r->ev) == -1 ? ADS_FAIL : 1;
@@ -685,16 +682,22 @@ span_fold_cmp(const void *a, const void *b)
 static int
 names_gone(const struct gone_set *g, struct span v)
 {
-	size_t	 i;
+	size_t	 i, k;
 
 	for (;;) {
 		if (bsearch(&v, g->dns, g->n, sizeof(*g->dns),
 		    span_fold_cmp) != NULL)
 			return 1;
-		/* up one RDN: past the first comma no backslash escapes */
-		for (i = 0; i < v.len; i++)
-			if (v.p[i] == ',' && (i == 0 || v.p[i - 1] != '\\'))
+		/* up one RDN: past the first comma that an even run of
+		 * backslashes (none included) precedes */
+		for (i = 0; i < v.len; i++) {
+			if (v.p[i] != ',')
+				continue;
+			for (k = i; k > 0 && v.p[k - 1] == '\\'; k--)
+				;
+			if ((i - k) % 2 == 0)
 				break;
+		}
 		if (i >= v.len)
 			return 0;
 		v.p += i + 1;

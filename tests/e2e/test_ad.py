@@ -20,6 +20,7 @@ the same DN, with the same attributes.
 import os
 import re
 import signal
+import subprocess
 import sys
 import time
 
@@ -403,6 +404,67 @@ def clean_restart_resumes(tmp):
     # (name, distinguishedName) and the group's member; dave: delete
     assert got.get('add') == 1 and got.get('delete') == 1 and got.get('rename') == 1, got
     assert got.get('modify', 0) <= 6, got
+
+
+@test(timeout=400)
+def resume_after_many_changes(tmp):
+    # Store in sync, ldapfeed stopped; meanwhile an OU with 600 users added,
+    # 200 of them deleted, and the OU renamed: one DirSync names more
+    # objects than one resolve asks for (256).  The restart catches up: the
+    # copy equals the DC, an add for the OU and each of the 400 users under
+    # its new name, no delete (nothing deleted was ever sent), no rename.
+    dc, con, d = synced(tmp)
+    n0 = len(con.events())
+    bulk = 'OU=Bulk,' + BASE
+    ldif = ou(bulk) + b''.join(ldif_entry(*user('bulk%03d' % i, bulk)) for i in range(600))
+    dc.add(ldif)
+    for i in range(0, 600, 3):
+        dc.delete('CN=bulk%03d,%s' % (i, bulk))
+    dc.modrdn(bulk, 'OU=Heap')
+    d2 = feed(tmp, dc, con)
+    wait_run(con, 1, timeout=120)
+    m = wait_same(con, dc, d2, live=d2, timeout=60)
+    stop_clean(d2)
+    got = kinds(sorted(con.events(), key=lambda e: e['seq'])[n0:])
+    note('after 600 adds, 200 deletes and an OU rename: %r, %d entries' % (got, len(m.entries)))
+    assert got.get('add') == 401 and not got.get('delete') and not got.get('rename'), got
+
+
+def spoil_cookie(datadir, value):
+    """Write value as the stored cookie (mdb_load into the meta table of a
+    stopped store)."""
+    text = 'VERSION=3\nformat=bytevalue\ntype=btree\nHEADER=END\n %s\n %s\nDATA=END\n' % (
+        b'cookie'.hex(), value.hex())
+    r = subprocess.run(['mdb_load', '-s', 'meta', datadir], input=text.encode(), capture_output=True,
+                       timeout=30)
+    assert r.returncode == 0, r.stderr.decode()
+
+
+@test(timeout=300)
+def cookie_refused(tmp):
+    # Store in sync, ldapfeed stopped cleanly; its DirSync cookie replaced
+    # by bytes the DC cannot read, and an entry deleted meanwhile.  The DC
+    # refuses the cookie (12): ldapfeed says so and makes a full refresh
+    # against the store: no reload for the consumer, the deleted entry's
+    # delete, nothing for what did not change, a new cookie, and the next
+    # start resumes from it.
+    dc, con, d = synced(tmp)
+    n0 = len(con.events())
+    spoil_cookie(d.datadir, b'MSDS not a cookie')
+    dc.delete('CN=dave,' + PEOPLE)
+    d2 = feed(tmp, dc, con)
+    run = wait_run(con, 1, timeout=60)
+    wait_same(con, dc, d2, live=d2)
+    stop_clean(d2)
+    err = d2.stderr()
+    assert 'cookie refused' in err and started_lines(d2)[-1] == 'full refresh against the store', err[-2000:]
+    assert not any(run.reload), run.reload
+    assert events_since(con, n0) == [('delete', 'CN=dave,' + PEOPLE)], events_since(con, n0)
+    d3 = feed(tmp, dc, con)
+    wait_run(con, 2, timeout=60)
+    stop_clean(d3)
+    assert started_lines(d3) == ['resuming from the stored cookie'], started_lines(d3)
+    note('refused: %s' % [ln for ln in err.splitlines() if 'cookie refused' in ln][0].split('] ')[-1])
 
 
 @test(timeout=300)
