@@ -237,7 +237,7 @@ def hellos(msgs):
     return [m['event'] for m in msgs if m['type'] == 'hello']
 
 
-def loaded(url, epoch_count=1, workers=2):
+def loaded(url, epoch_count=1, workers=2, timeout=60):
     """Wait for every worker's refresh_done of the last run."""
     def ok(msgs):
         hs = hellos(msgs)
@@ -245,8 +245,7 @@ def loaded(url, epoch_count=1, workers=2):
             return False
         epoch = hs[-1]['epoch']
         return len(refresh_dones(msgs, epoch)) >= workers * epoch_count
-    # A three-node cluster forming on two busy CPUs can take a while.
-    return wait_stream(url, ok, 180, 'every worker\'s refresh_done')
+    return wait_stream(url, ok, timeout, 'every worker\'s refresh_done')
 
 
 class Changer(threading.Thread):

@@ -28,7 +28,7 @@ def test_kill_connected_node_and_leader(tmp):
     urls = ','.join(node.url for node in nodes)
     d = Daemon(tmp, s, None, output=urls, fmt='json', processes=4,
                extra=['--nats-replicas', '3'])
-    loaded(urls)
+    loaded(urls, timeout=180)  # a cluster forming on two busy CPUs can take a while
     by_name = {node.name: node for node in nodes}
 
     ch = Changer(s, 300, pause=0.03)
