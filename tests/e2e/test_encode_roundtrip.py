@@ -4,7 +4,7 @@ kind of value, odd DNs, boundary seqs, a 1 MiB value, a 100,000-value
 attribute) as pickle and as JSON; real Python decodes each payload with
 pickle.loads / json.loads and must get exactly the values this script
 builds on its own from the same recipe (doc/events.md, "Encoding").  The
-pickles must use protocol 3 opcodes only and no memo."""
+pickles must use the opcodes of pickle version 3 only, and no memo."""
 import base64
 import json
 import os
