@@ -917,30 +917,7 @@ int
 store_task_first(struct store *s, uint64_t *id, int *kind, unsigned char *uuid,
     struct buf *dn)
 {
-	MDB_cursor	*c;
-	MDB_val		 k, v;
-	int		 rc;
-
-	if (need_txn(s) == -1)
-		return -1;
-	if ((rc = mdb_cursor_open(s->txn, s->tasks, &c)) != 0)
-		return lmdb_fail("cursor", rc);
-	rc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
-	mdb_cursor_close(c);
-	if (rc == MDB_NOTFOUND)
-		return 0;
-	if (rc != 0)
-		return lmdb_fail("tasks", rc);
-	if (k.mv_size != sizeof(*id) || v.mv_size < 17) {
-		log_warnx("store: corrupt task record");
-		return -1;
-	}
-	memcpy(id, k.mv_data, sizeof(*id));
-	*kind = ((unsigned char *)v.mv_data)[0];
-	memcpy(uuid, (unsigned char *)v.mv_data + 1, 16);
-	buf_reset(dn);
-	buf_add(dn, (unsigned char *)v.mv_data + 17, v.mv_size - 17);
-	return 1;
+	return store_task_next(s, 0, id, kind, uuid, dn);	/* ids from 1 */
 }
 
 int
