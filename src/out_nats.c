@@ -61,6 +61,7 @@ struct nats {
 	unsigned char	 epoch[16];	/* from the hello */
 	pthread_mutex_t	 mu;		/* slot states, against the ack thread */
 	int		 wake[2];	/* the ack thread pokes the worker */
+	int		 taken;		/* events taken since the last publishing */
 	struct slot	 ring[WINDOW];
 	unsigned	 head, count;
 	size_t		 bytes;		/* payloads in the window */
@@ -414,6 +415,7 @@ nats_send(struct output *o, const struct event *ev)
 	buf_reset(&sl->data);
 	encode_event(&sl->data, ev, o->ctx->cfg->format);
 	n->bytes += sl->data.len;
+	n->taken = 1;
 	pthread_mutex_lock(&n->mu);
 	n->count++;
 	pthread_mutex_unlock(&n->mu);
@@ -504,6 +506,7 @@ publish_ready(struct nats *n)
 	unsigned	 i, count;
 	int		 first = 1, due;
 
+	n->taken = 0;
 	pthread_mutex_lock(&n->mu);
 	count = n->count;
 	for (i = 0; i < count; i++)
@@ -596,6 +599,10 @@ nats_wait(struct output *o, struct pollfd *pfd, int *timeout)
 
 	pfd->fd = n->wake[0];
 	pfd->events = POLLIN;
+	if (n->taken) {		/* new events: publish them at once */
+		*timeout = 0;
+		return;
+	}
 	pthread_mutex_lock(&n->mu);
 	for (i = 0; i < n->count; i++) {
 		sl = &n->ring[(n->head + i) % WINDOW];
