@@ -37,6 +37,7 @@ import lab  # noqa: E402
 LDAPFEED = os.path.join(TOP, 'ldapfeed')
 LAT_GAP_US = 10000
 RATE_CONNS = 4
+RATE_N = 20000
 
 
 def log(*a):
@@ -165,13 +166,15 @@ def full(n, reps, slapd, nats, work):
                 lab.READER_DN.replace(',', '%2c'), '-y', os.path.join(work, 'pw'), '-D', data,
                 '-m', data + '.marker', '-o', nats.url, '--nats-stream', 'FULL%d' % rep,
                 '--nats-subject', 'full%d' % rep, '--mode', 'refresh', '-p', '3', '-f', '-q']
-        peak, cpu = {}, {}
+        peak, cpu, role = {}, {}, {}
         s0, n0 = cpu_s(slapd.pid), cpu_s(nats.popen.pid)
         t0 = time.monotonic()
         p = subprocess.Popen(argv, stderr=open(os.path.join(work, 'full.err'), 'ab'))
         while p.poll() is None:
-            # the reader is the supervisor's first child, the worker the second
-            for i, pid in enumerate([p.pid] + children(p.pid)):
+            # the reader is the supervisor's first child, the worker the
+            # second; the reader may exit first (then the worker is alone)
+            for pid in [p.pid] + children(p.pid):
+                i = role.setdefault(pid, len(role))
                 v, c = rss_anon(pid), cpu_s(pid)
                 if v:
                     peak[i] = max(peak.get(i, 0), v)
@@ -328,7 +331,7 @@ def main():
             res['latency'] = persist(slapd, nats, work, ldmod, 500, 1, LAT_GAP_US, 'LAT')
             log('latency: %s' % res['latency'])
         if args.only in (None, 'rate'):
-            res['rate'] = persist(slapd, nats, work, ldmod, 5000, RATE_CONNS, 0, 'RATE')
+            res['rate'] = persist(slapd, nats, work, ldmod, RATE_N, RATE_CONNS, 0, 'RATE')
             log('rate: %s' % res['rate'])
         if args.only:
             return
