@@ -353,7 +353,7 @@ check_stream(struct nats *n, char *why, size_t len)
 static int
 stored(const char *data, int len)
 {
-	return len > 0 && data[0] == '{' &&
+	return data != NULL && len > 0 && data[0] == '{' &&
 	    memmem(data, (size_t)len, "\"seq\":", 6) != NULL &&
 	    memmem(data, (size_t)len, "\"error\":", 8) == NULL;
 }
