@@ -71,6 +71,8 @@ struct nats {
 	int		 woken;		/* a poke is in the pipe, unread */
 	int		 taken;		/* events taken since the last publishing */
 	struct slot	 ring[WINDOW];
+	natsMsg		*spent[WINDOW];	/* published this round, to free */
+	unsigned	 nspent;
 	unsigned	 head, count;
 	size_t		 bytes;		/* payloads in the window */
 	unsigned char	 busy[BUCKETS];	/* an entry's event is out */
@@ -525,7 +527,7 @@ publish(struct nats *n, struct slot *sl)
 	sl->state = SLOT_FLIGHT;
 	pthread_mutex_unlock(&n->mu);
 	s = natsConnection_PublishMsg(n->nc, msg);
-	natsMsg_Destroy(msg);
+	n->spent[n->nspent++] = msg;
 	if (s != NATS_OK) {
 		pthread_mutex_lock(&n->mu);
 		if (sl->try_id == try_id && sl->state == SLOT_FLIGHT) {
@@ -679,6 +681,7 @@ nats_work(struct output *o, const struct pollfd *pfd)
 {
 	struct nats	*n = (struct nats *)o;
 	char		 junk[256];
+	int		 rc;
 
 	/*
 	 * Empty the pipe, then let answers poke again, then look at the
@@ -691,7 +694,15 @@ nats_work(struct output *o, const struct pollfd *pfd)
 	n->woken = 0;
 	pthread_mutex_unlock(&n->mu);
 	take_acks(n);
-	if (publish_ready(n) == -1)
+	rc = publish_ready(n);
+	/*
+	 * libnats frees a message on its collector thread, waking it if
+	 * idle: a round's messages freed back to back wake it once, not once
+	 * per event.
+	 */
+	while (n->nspent > 0)
+		natsMsg_Destroy(n->spent[--n->nspent]);
+	if (rc == -1)
 		return -1;
 	o->ctx->stats->queue = n->bytes;
 	return 0;
