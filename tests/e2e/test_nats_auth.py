@@ -15,7 +15,8 @@ and the real daemon.
   again after a restart; a wrong token is test_nats.py's.
 * tls:// with a test CA given with --nats-ca: the feed arrives; without the
   CA the server is not trusted, and a certificate for another address is
-  refused: 69 each, one line saying why.
+  refused: 69 each, one line saying why.  A nats:// URL of that server
+  goes TLS (the server requires it) and is verified with the CA given.
 
 Each feed is read back with ldapfeed-nats-tail, logging in the same way,
 and the copy compared with ldapsearch.
@@ -112,6 +113,10 @@ def test_tls(tmp):
     other = N.NatsServer(tmp, name='n2', tls=ca.issue('127.0.0.2'))
     note('another address: %s' % refused(start(tmp, s, other.url, extra=['--nats-ca', ca.cert]), 69))
     other.stop()
+    # nats:// to a server that requires TLS: libnats goes TLS all the same,
+    # and the CA given must verify it (--check connects and changes nothing).
+    d = start(tmp, s, 'nats://127.0.0.1:%d' % n.port, extra=['--nats-ca', ca.cert, '--check'])
+    assert d.wait(30) == 0, d.stdout() + d.stderr()
 
     d = start(tmp, s, n.url, extra=['--nats-ca', ca.cert])
     feed_survives_restart(tmp, s, n, d, ca=ca.cert)
