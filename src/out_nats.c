@@ -246,9 +246,13 @@ set_options(struct nats *n, char *why, size_t len)
 	    NATS_OK ||
 	    (s = natsOptions_SetErrorHandler(n->opts, on_error, n)) != NATS_OK)
 		return failed(why, len, EX_SOFTWARE, "options", s);
-	if (tls && ((s = natsOptions_SetSecure(n->opts, true)) != NATS_OK ||
+	/*
+	 * The CA for nats:// URLs too: libnats goes TLS with a server that
+	 * requires it, and verifies it with what was loaded here.
+	 */
+	if ((tls && (s = natsOptions_SetSecure(n->opts, true)) != NATS_OK) ||
 	    (cfg->nats_ca && (s = natsOptions_LoadCATrustedCertificates(
-	    n->opts, cfg->nats_ca)) != NATS_OK)))
+	    n->opts, cfg->nats_ca)) != NATS_OK))
 		return failed(why, len, EX_CONFIG, "TLS options", s);
 	if ((code = set_credential(n, cfg, why, len)) != 0)
 		return code;
