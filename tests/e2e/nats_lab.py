@@ -121,6 +121,18 @@ class NatsServer:
             self.popen.wait(10)
             self.popen = None
 
+    def stream_last_seq(self, stream):
+        """The stream's last sequence number as this node has it (0 if unknown)."""
+        try:
+            j = self.monitor('jsz?streams=true')
+        except (OSError, ValueError):
+            return 0
+        for acc in j.get('account_details', []):
+            for st in acc.get('stream_detail', []):
+                if st.get('name') == stream:
+                    return (st.get('state') or {}).get('last_seq', 0)
+        return 0
+
 
 def cluster(tmp, n=3):
     """n nodes with routes to each other, all started."""
@@ -163,6 +175,43 @@ def tail(servers, stream='LDAPFEED', prefix='ldapfeed', durable=None, type=None,
             m['event'] = pickle.loads(base64.b64decode(m.pop('pickle')))
         out.append(m)
     return out
+
+
+class StreamReader:
+    """A reader of the stream as a consumer would have it: .messages() are
+    tail()'s dicts in stream order.  refresh() reads the stream again from
+    its start when a node says it grew (ldapfeed-nats-tail with -n, an
+    ephemeral consumer, so that nothing is left of a read a fault cut
+    short), and keeps the longest prefix read.  Also what
+    harness.Daemon takes as its consumer: .address (the servers), .keyfile
+    and .fmt."""
+
+    def __init__(self, nodes, fmt='json', stream='LDAPFEED', **kw):
+        self.nodes, self.fmt, self.stream, self.kw = list(nodes), fmt, stream, kw
+        self.address = ','.join(n.url for n in self.nodes)
+        self.keyfile = None
+        self.msgs = []
+
+    def refresh(self):
+        last = max((n.stream_last_seq(self.stream) for n in self.nodes if n.running()), default=0)
+        if last <= len(self.msgs):
+            return self.msgs
+        got = tail(self.address, stream=self.stream, count=last, idle=2, check=False, **self.kw)
+        seqs = [m['stream_seq'] for m in got]
+        if seqs != list(range(1, len(got) + 1)):
+            raise AssertionError('ldapfeed-nats-tail read the stream out of order: %s' % seqs[:50])
+        for old, new in zip(self.msgs, got):
+            if (old['msg_id'], old['subject']) != (new['msg_id'], new['subject']):
+                raise AssertionError('stream sequence %d changed: %r then %r' % (old['stream_seq'], old, new))
+        if len(got) > len(self.msgs):
+            self.msgs = got
+        return self.msgs
+
+    def messages(self):
+        return self.msgs
+
+    def events(self):
+        return events_of(self.msgs)
 
 
 def wait_stream(servers, pred, timeout=30, what='stream condition', **kw):
