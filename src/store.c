@@ -5,6 +5,7 @@
  * Writes are batched in one transaction the reader opens and commits.
  */
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 
 #include <errno.h>
 #include <lmdb.h>
@@ -36,10 +37,23 @@ struct store {
 	struct buf	 key;
 };
 
+/*
+ * A full disk or a full map ends the run like any store failure: what the
+ * failed commit held was not handed on (doc/safety.md, "A full disk").
+ */
 static int
 lmdb_fail(const char *what, int rc)
 {
-	log_warnx("store: %s: %s", what, mdb_strerror(rc));
+	if (rc == ENOSPC || rc == EDQUOT)
+		log_warnx("store: %s: %s: the disk of the data directory is "
+		    "full; nothing the store does not hold was sent, and the "
+		    "next start, with room, reloads fully", what,
+		    mdb_strerror(rc));
+	else if (rc == MDB_MAP_FULL)
+		log_warnx("store: %s: %s: the LMDB map is full; the next start "
+		    "reloads with a larger one", what, mdb_strerror(rc));
+	else
+		log_warnx("store: %s: %s", what, mdb_strerror(rc));
 	return -1;
 }
 
@@ -220,6 +234,23 @@ store_txn_bytes(const struct store *s)
 	return s->txn ? s->txn_bytes : 0;
 }
 
+/*
+ * LMDB reports a short write of its pages as EIO: a disk with no room
+ * left (under 64 KiB) says which it was.
+ */
+static int
+disk_full(struct store *s, int rc)
+{
+	struct statvfs	 vfs;
+	int		 fd;
+
+	if (rc == ENOSPC || rc == EDQUOT)
+		return 1;
+	return rc == EIO && mdb_env_get_fd(s->env, &fd) == 0 &&
+	    fstatvfs(fd, &vfs) == 0 &&
+	    (uint64_t)vfs.f_bavail * vfs.f_frsize < 65536;
+}
+
 int
 store_commit(struct store *s)
 {
@@ -230,7 +261,7 @@ store_commit(struct store *s)
 	rc = mdb_txn_commit(s->txn);
 	s->txn = NULL;
 	if (rc != 0)
-		return lmdb_fail("commit", rc);
+		return lmdb_fail("commit", disk_full(s, rc) ? ENOSPC : rc);
 	return 0;
 }
 
