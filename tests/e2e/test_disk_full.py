@@ -24,6 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import *  # noqa: E402,F403
 import harness  # noqa: E402
 from test_conformance import check_model, feed, lab, stop_clean, wait_run  # noqa: E402
+from test_health import metric, parse_metrics, read_status  # noqa: E402
 
 
 class Tmpfs:
@@ -138,19 +139,31 @@ def disk_full_during_full_load(tmp):
 
 @test(timeout=300)
 def disk_full_during_persist(tmp):
-    # Scenario: 200 people loaded with room to spare on a 4 MB tmpfs; then a file takes all but about 300 KB
-    # of it, and 400 people with 4 KB descriptions are added while ldapfeed follows: a commit fails.  ldapfeed
-    # exits 70 saying the disk is full, without the marker, and the consumer holds nothing the store does not.
-    # With the file gone and room, the next start reloads everything.
+    # Scenario: 200 people loaded with room to spare on a 4 MB tmpfs, --status-file outside it; the status
+    # shows the store's size on disk and its map.  Then a file takes all but about 300 KB of the tmpfs, and
+    # 400 people with 4 KB descriptions are added while ldapfeed follows: a commit fails.  ldapfeed exits 70
+    # saying the disk is full, without the marker, the consumer holds nothing the store does not, and the
+    # status file's last word is the reader's error.  With the file gone and room, the next start reloads
+    # everything.
     s = lab(tmp, people=())
     s.add_people(200)
     fs = Tmpfs(os.path.join(tmp, 'small'), '4m')
     con = Consumer(tmp)
-    d = feed(tmp, s, con, datadir=os.path.join(fs.path, 'data'))
+    status = os.path.join(tmp, 'ldapfeed.prom')
+    d = feed(tmp, s, con, datadir=os.path.join(fs.path, 'data'), extra=['--status-file', status])
     wait_run(con, 0)
+    st = read_status(status, lambda m: metric(m, 'ldapfeed_store_entries') >= 200)
+    used, size = metric(st, 'ldapfeed_store_map_used_bytes'), metric(st, 'ldapfeed_store_map_size_bytes')
+    on_disk = metric(st, 'ldapfeed_store_size_bytes')
+    assert 0 < used < size and 0 < on_disk <= 4 << 20, (used, size, on_disk)
+    note('before the fill: %d bytes on disk, %d of the %d-byte map used' % (on_disk, used, size))
     filler = fs.fill(leave=300 * 1024)
     s.add_people(400, start=1000, extra=lambda i: {'description': 'x' * 4096})
     full_stop(d, con)
+    with open(status) as f:
+        st = parse_metrics(f.read())
+    errors = [dict(k[1]) for k in st if k[0] == 'ldapfeed_last_error_info' and ('process', 'reader') in k[1]]
+    assert errors and 'the disk of the data directory is full' in errors[0]['message'], errors
     reload_with_room(tmp, fs, s, con, 1, filler)
 
 
