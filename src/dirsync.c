@@ -86,6 +86,7 @@ fingerprint(const struct config *cfg, struct buf *out)
 	    cfg->bindname : "", cfg->saslmech ? cfg->saslmech : "");
 }
 
+/* The figures SIGUSR1 and the status file show (doc/safety.md). */
 static void
 publish(struct dsreader *r)
 {
@@ -95,6 +96,8 @@ publish(struct dsreader *r)
 	st->queue = pipes_pending(&r->pipes);
 	st->reconnects = r->reconnects;
 	st->entries = store_count(r->store);
+	st->connected = r->ld != NULL;
+	store_figures(r->store, st);
 }
 
 static int
@@ -935,6 +938,7 @@ disconnect(struct dsreader *r)
 	r->res.ld = NULL;
 	r->notify_msgid = -1;
 	r->notify_off = 0;
+	r->ctx->stats->connected = 0;
 }
 
 /* Follow until stopped, done (refresh mode), or a permanent error. */
