@@ -26,9 +26,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import *  # noqa: E402,F403
-from test_conformance import Run, StrictModel, stop_clean, store_meta, wait_run  # noqa: E402
-from test_guard import deletes_of, entries_dump, guard_stop  # noqa: E402
-from test_health import metric, read_status  # noqa: E402
+from test_conformance import (  # noqa: E402
+    Run, StrictModel, deletes_of, entries_dump, guard_stop, metric, read_status, stop_clean, store_meta, wait_run)
 from samba_dc import BASE, SambaDC, ad_uuid  # noqa: E402
 
 PEOPLE = 'OU=People,' + BASE
