@@ -705,22 +705,31 @@ drop_tasks(struct dsreader *r)
 
 /*
  * The mass-delete guard (doc/safety.md), before a full refresh deletes
- * anything: the sweep's deletes counted first, or, after a full load into
- * a wiped store, what the consumer will drop at refresh_done.  Refused,
- * none of them is sent or stored, no cookie is written (the full refresh
- * stays owed), and the reader stops with GUARD_EXIT.
+ * anything: the sweep's deletes counted first.  Refused, none of them is
+ * sent or stored, no cookie is written (the full refresh stays owed), and
+ * the reader stops with GUARD_EXIT.
  */
 static enum outcome
-full_guard(struct dsreader *r)
+sweep_guard(struct dsreader *r)
 {
 	uint64_t	 n;
 
-	if (r->track) {
-		if (store_sweep_count(r->store, r->gen, SWEEP_UNSEEN, &n) == -1)
-			return FATAL;
-		return guard_check(r->cfg, "this full refresh", n,
-		    store_count(r->store)) == -1 ? GUARDED : GO_ON;
-	}
+	if (!r->track)
+		return GO_ON;
+	if (store_sweep_count(r->store, r->gen, SWEEP_UNSEEN, &n) == -1)
+		return FATAL;
+	return guard_check(r->cfg, "this full refresh", n,
+	    store_count(r->store)) == -1 ? GUARDED : GO_ON;
+}
+
+/*
+ * A full reload from a wiped store (even one a lost connection made a
+ * full refresh again), before its refresh_done: what the consumer will
+ * drop then, weighed as the syncrepl reader weighs it.
+ */
+static enum outcome
+reload_guard(struct dsreader *r)
+{
 	if (r->refresh_done_sent)
 		return GO_ON;
 	switch (guard_reload(r->cfg, r->store)) {
@@ -761,11 +770,13 @@ full_refresh(struct dsreader *r)
 		    &r->cookie, &more)) != GO_ON)
 			return out == RELOAD ? FATAL : out;
 	r->res.follow = 0;
-	if ((out = paged_load(r)) != GO_ON || (out = full_guard(r)) != GO_ON)
+	if ((out = paged_load(r)) != GO_ON || (out = sweep_guard(r)) != GO_ON)
 		return out;
 	if (r->track && events_sweep(&r->ev, r->gen, SWEEP_UNSEEN, &swept,
 	    &unknown, 0) == -1)
 		return FATAL;
+	if ((out = reload_guard(r)) != GO_ON)
+		return out;
 	if (store_put_meta(r->store, "cookie", buf_span(&r->cookie)) == -1 ||
 	    store_del_meta(r->store, "reload") == -1 || commit(r) == -1)
 		return FATAL;
