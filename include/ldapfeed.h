@@ -497,7 +497,9 @@ int	guard_allows(const struct config *, uint64_t, uint64_t);
 int	guard_check(const struct config *, const char *, uint64_t, uint64_t);
 void	guard_limit_text(const struct config *, char *, size_t);
 uint64_t guard_copy_size(const struct store_peek *);
+uint64_t guard_store_copy(struct store *);
 uint64_t guard_previous_copy(const char *);
+int	guard_reload(const struct config *, struct store *);
 
 /* The server's kind, from its root DSE (conn.c; doc/providers.md). */
 enum provider_kind {

@@ -218,25 +218,18 @@ refresh_deletes(struct reader *r, enum sweep_mode mode, uint64_t *swept)
 	return task_outcome(subtree_run_pending(&r->sub));
 }
 
-/*
- * A full reload from a wiped store: at its refresh_done the consumer drops
- * what it held that the snapshot did not send, at least the copy it held
- * before (the store's "previous") less what the snapshot sent.  The guard
- * weighs those drops like deletes, before refresh_done goes out.
- */
+/* A full reload from a wiped store, weighed before its refresh_done. */
 static enum outcome
 reload_guard(struct reader *r)
 {
-	uint64_t	 previous, count;
-
-	if ((previous = store_get_u64(r->store, "previous", 0)) == 0)
+	switch (guard_reload(r->cfg, r->store)) {
+	case 0:
 		return GO_ON;
-	count = store_count(r->store);
-	if (count < previous && guard_check(r->cfg, "this full reload (at "
-	    "its refresh_done, the consumer drops what it held that the "
-	    "reload did not send)", previous - count, previous) == -1)
+	case 1:
 		return GUARDED;
-	return store_del_meta(r->store, "previous") == -1 ? FATAL : GO_ON;
+	default:
+		return FATAL;
+	}
 }
 
 /* The refresh is complete: sweep if due, keep the cookie, tell everyone. */
@@ -1244,19 +1237,6 @@ distrust_reason(enum distrust d)
 	}
 }
 
-/* The copy the consumer holds, from a store about to be wiped. */
-static uint64_t
-copy_size(struct store *store)
-{
-	struct store_peek	 p;
-	struct span		 v;
-
-	p.entries = store_count(store);
-	p.previous = store_get_u64(store, "previous", 0);
-	p.snapshot = store_get_meta(store, "snapshot", &v) == 1;
-	return guard_copy_size(&p);
-}
-
 /*
  * Can the store be trusted?  Only looked at before the barrier (a read,
  * aborted): an untrusted store is wiped once startup succeeded.
@@ -1324,7 +1304,7 @@ reader_main(const struct child_ctx *ctx)
 			    "store in %s", r.cfg->data_dir);
 		distrust = store_verdict(ctx, r.store, &fp);
 		if (distrust != TRUSTED)
-			previous = copy_size(r.store);
+			previous = guard_store_copy(r.store);
 		store_abort(r.store);
 	} else
 		previous = guard_previous_copy(r.cfg->data_dir);
