@@ -104,13 +104,8 @@ publish(struct dsreader *r)
 static int
 commit(struct dsreader *r)
 {
-	if (r->ev.seq != r->committed_seq) {
-		if (store_put_u64(r->store, "seq", r->ev.seq) == -1)
-			return -1;
-		r->committed_seq = r->ev.seq;
-	}
 	r->batch = 0;
-	if (store_commit(r->store) == -1)
+	if (store_commit_seq(r->store, r->ev.seq, &r->committed_seq) == -1)
 		return -1;
 	publish(r);
 	return 0;
@@ -129,12 +124,6 @@ checkpoint(void *arg)
 	if (commit(r) == -1 || pipes_flush(&r->pipes, 0) == -1)
 		return -1;
 	return 0;
-}
-
-static double
-since(int64_t t0)
-{
-	return (clock_ms() - t0) / 1000.0;
 }
 
 /* ---- startup checks ---- */
@@ -802,7 +791,7 @@ end_refresh(struct dsreader *r)
 	r->ctx->stats->phase = PHASE_PERSIST;
 	log_info("refresh done in %.1f s: %llu adds, %llu modifies, %llu "
 	    "renames, %llu deletes, %llu entries in the store",
-	    since(r->started),
+	    seconds_since(r->started),
 	    (unsigned long long)(c[EV_ADD] - c0[EV_ADD]),
 	    (unsigned long long)(c[EV_MODIFY] - c0[EV_MODIFY]),
 	    (unsigned long long)(c[EV_RENAME] - c0[EV_RENAME]),
@@ -956,22 +945,6 @@ cycle(struct dsreader *r)
 }
 
 static void
-pause_for(int secs)
-{
-	struct pollfd	 pfd;
-	int64_t		 t0;
-	double		 left;
-
-	t0 = clock_ms();
-	while (!sig_term && (left = secs - since(t0)) > 0) {
-		pfd.fd = signals_fd();
-		pfd.events = POLLIN;
-		if (poll(&pfd, 1, (int)(left * 1000) + 1) > 0)
-			signals_drain();
-	}
-}
-
-static void
 disconnect(struct dsreader *r)
 {
 	if (r->ld)
@@ -1014,7 +987,7 @@ run(struct dsreader *r)
 				return 0;
 			out = wait_change(r);
 		}
-		if (since(t0) >= BACKOFF_MAX_SECS)
+		if (seconds_since(t0) >= BACKOFF_MAX_SECS)
 			backoff = 1;
 		if (out == LOST && sig_term)
 			out = STOP;
@@ -1041,7 +1014,7 @@ run(struct dsreader *r)
 			r->reconnects++;
 			r->in_refresh = 1;
 			log_warnx("reconnecting in %d s", backoff);
-			pause_for(backoff);
+			signals_pause(backoff);
 			backoff = backoff * 2 > BACKOFF_MAX_SECS ?
 			    BACKOFF_MAX_SECS : backoff * 2;
 			break;

@@ -287,6 +287,22 @@ store_commit(struct store *s)
 	return 0;
 }
 
+/*
+ * Commits with the sequence number of the last event queued (meta "seq"),
+ * so that a restart numbers on from what the store holds; *committed
+ * follows only a commit that succeeded.
+ */
+int
+store_commit_seq(struct store *s, uint64_t seq, uint64_t *committed)
+{
+	if (seq != *committed && store_put_u64(s, "seq", seq) == -1)
+		return -1;
+	if (store_commit(s) == -1)
+		return -1;
+	*committed = seq;
+	return 0;
+}
+
 void
 store_abort(struct store *s)
 {
