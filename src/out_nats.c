@@ -2,7 +2,10 @@
  * The NATS JetStream output (doc/outputs.md): one connection per worker,
  * one message per event, published asynchronously; an event is delivered
  * once JetStream acknowledged it, and is published again, under the same
- * Msg-Id, until it is.
+ * Msg-Id, until it is.  Each publish asks for its acknowledgement on a
+ * reply subject that names its slot and its try, so an answer finds its
+ * event at once and a late answer to an earlier try is told apart
+ * (doc/outputs.md, "Delivery").
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -25,27 +28,28 @@
 #define ACK_WAIT_MS		3000	/* then a publish is tried again */
 #define RETRY_MIN_MS		100
 #define RETRY_MAX_MS		2000
-#define WINDOW			256	/* events taken and not yet acked */
+#define WINDOW			1024	/* events taken and not yet acked */
 #define WINDOW_BYTES		(4 << 20)
-#define BUCKETS			4096	/* uuid hash -> published, unacked */
+#define BUCKETS			16384	/* uuid hash -> published, unacked */
 #define DUP_WINDOW_S		300	/* of a stream ldapfeed creates */
 #define TICK_MS			1000
 
 enum slot_state {
 	SLOT_NEW,		/* taken, never published */
 	SLOT_FLIGHT,		/* published, no answer yet */
-	SLOT_FAILED,		/* refused or timed out: publish again */
+	SLOT_FAILED,		/* refused or unanswered: publish again */
 	SLOT_ACKED
 };
 
 struct slot {
 	enum slot_state	 state;
-	natsMsg		*msg;		/* while libnats holds it: the ack's key */
+	uint64_t	 try_id;	/* its last publish: the reply subject's */
+	int64_t		 sent_at;	/* of that publish */
 	enum event_type	 type;
 	uint64_t	 seq;
 	unsigned char	 uuid[16];
 	unsigned	 bucket;
-	int		 err;		/* the last failure's natsStatus */
+	char		 why[96];	/* the last failure */
 	int		 holds;		/* it set busy[bucket] */
 	int		 tries;
 	int64_t		 retry_at;
@@ -58,11 +62,18 @@ struct nats {
 	natsOptions	*opts;
 	natsConnection	*nc;
 	jsCtx		*js;
+	natsSubscription *acks;		/* INBOX.*.*: slot and try */
+	char		 inbox[64];	/* _INBOX.<unique> */
+	uint64_t	 tries;		/* publishes so far: the next try's id */
 	struct buf	 jwt, seed;	/* a .creds file's, for every reconnect */
 	unsigned char	 epoch[16];	/* from the hello */
 	pthread_mutex_t	 mu;		/* slot states, against the ack thread */
 	int		 wake[2];	/* the ack thread pokes the worker */
+	int		 woken;		/* a poke is in the pipe, unread */
+	int		 taken;		/* events taken since the last publishing */
 	struct slot	 ring[WINDOW];
+	natsMsg		*spent[WINDOW];	/* published this round, to free */
+	unsigned	 nspent;
 	unsigned	 head, count;
 	size_t		 bytes;		/* payloads in the window */
 	unsigned char	 busy[BUCKETS];	/* an entry's event is out */
@@ -224,7 +235,10 @@ set_options(struct nats *n, char *why, size_t len)
 	/*
 	 * Reconnect for ever: an outage is backpressure, not an end
 	 * (doc/outputs.md, "Delivery").  What is published meanwhile waits
-	 * in libnats' reconnect buffer, bounded by the window.
+	 * in libnats' reconnect buffer, bounded by the window.  Each publish
+	 * is written at once, not left for libnats' flusher thread, which
+	 * waits a millisecond for more: a lone change's latency, traded for
+	 * a write per event in a full load (doc/outputs.md, "Delivery").
 	 */
 	if ((s = natsOptions_Create(&n->opts)) != NATS_OK ||
 	    (s = natsOptions_SetServers(n->opts,
@@ -232,6 +246,7 @@ set_options(struct nats *n, char *why, size_t len)
 	    (s = natsOptions_SetName(n->opts, name)) != NATS_OK ||
 	    (s = natsOptions_SetTimeout(n->opts, CONNECT_TIMEOUT_MS)) !=
 	    NATS_OK ||
+	    (s = natsOptions_SetSendAsap(n->opts, true)) != NATS_OK ||
 	    (s = natsOptions_SetAllowReconnect(n->opts, true)) != NATS_OK ||
 	    (s = natsOptions_SetMaxReconnect(n->opts, -1)) != NATS_OK ||
 	    (s = natsOptions_SetReconnectWait(n->opts, 250)) != NATS_OK ||
@@ -354,34 +369,61 @@ check_stream(struct nats *n, char *why, size_t len)
 	return 0;
 }
 
-/* libnats' thread: a publish was answered, or timed out. */
-static void
-on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *arg)
+/*
+ * libnats' thread: an answer to the publish INBOX.SLOT.TRY.  JetStream
+ * answers {"stream":...,"seq":...} once the message is stored (or known
+ * as a duplicate), {"error":{...}} when it is not; with no stream to take
+ * it, the server answers "no responders", with no payload.  An answer to
+ * an earlier try of the slot, or to a slot since reused, names another
+ * try: dropped.  The worker is poked once per batch of answers, not once
+ * per answer.
+ */
+static int
+stored(const char *data, int len)
 {
-	struct nats	*n = arg;
-	struct slot	*sl;
-	unsigned	 i;
+	return data != NULL && len > 0 && data[0] == '{' &&
+	    memmem(data, (size_t)len, "\"seq\":", 6) != NULL &&
+	    memmem(data, (size_t)len, "\"error\":", 8) == NULL;
+}
 
-	(void)js;
-	(void)pa;
+static void
+on_ack(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *arg)
+{
+	struct nats		*n = arg;
+	struct slot		*sl;
+	const char		*p, *data = natsMsg_GetData(msg);
+	char			*end;
+	unsigned long		 idx;
+	uint64_t		 try_id;
+	int			 len = natsMsg_GetDataLength(msg), poke = 0;
+
+	(void)nc;
+	(void)sub;
+	p = natsMsg_GetSubject(msg) + strlen(n->inbox) + 1;
+	idx = strtoul(p, &end, 10);
+	try_id = *end == '.' ? strtoull(end + 1, NULL, 10) : 0;
 	pthread_mutex_lock(&n->mu);
-	for (i = 0; i < n->count; i++) {
-		sl = &n->ring[(n->head + i) % WINDOW];
-		if (sl->msg != msg)
-			continue;
-		sl->msg = NULL;		/* libnats frees it after this call */
-		if (pae == NULL)
+	sl = idx < WINDOW ? &n->ring[idx] : NULL;
+	if (sl != NULL && sl->try_id == try_id && try_id != 0 &&
+	    (sl->state == SLOT_FLIGHT || sl->state == SLOT_FAILED)) {
+		if (stored(data, len))
 			sl->state = SLOT_ACKED;
 		else {
 			sl->state = SLOT_FAILED;
-			sl->err = pae->Err;
+			if (natsMsg_IsNoResponders(msg))
+				snprintf(sl->why, sizeof(sl->why), "no "
+				    "responders: the stream is unavailable");
+			else
+				snprintf(sl->why, sizeof(sl->why), "%.*s",
+				    len, data ? data : "");
 		}
-		break;
+		poke = !n->woken;
+		n->woken = 1;
 	}
 	pthread_mutex_unlock(&n->mu);
-	/* The handler owns the message (nats.h, jsPubAckHandler). */
 	natsMsg_Destroy(msg);
-	(void)write(n->wake[1], "", 1);
+	if (poke)
+		(void)write(n->wake[1], "", 1);
 }
 
 static int
@@ -390,8 +432,9 @@ nats_open(struct output *o, char *why, size_t len)
 	struct nats		*n = (struct nats *)o;
 	const struct config	*cfg = o->ctx->cfg;
 	jsOptions		 jo;
+	natsInbox		*inbox = NULL;
 	natsStatus		 s;
-	char			 url[256];
+	char			 url[256], acks[80];
 	int			 code;
 
 	if (pipe2(n->wake, O_CLOEXEC | O_NONBLOCK) == -1) {
@@ -408,11 +451,16 @@ nats_open(struct output *o, char *why, size_t len)
 		log_debug("NATS: connected to %s", url);
 	jsOptions_Init(&jo);
 	jo.Wait = API_WAIT_MS;
-	jo.PublishAsync.MaxPending = 2 * WINDOW;	/* never stalls us */
-	jo.PublishAsync.AckHandler = on_ack;
-	jo.PublishAsync.AckHandlerClosure = n;
 	if ((s = natsConnection_JetStream(&n->js, n->nc, &jo)) != NATS_OK)
 		return failed(why, len, EX_SOFTWARE, "JetStream", s);
+	if ((s = natsInbox_Create(&inbox)) != NATS_OK)
+		return failed(why, len, EX_SOFTWARE, "inbox", s);
+	snprintf(n->inbox, sizeof(n->inbox), "%s", inbox);
+	natsInbox_Destroy(inbox);
+	snprintf(acks, sizeof(acks), "%s.*.*", n->inbox);
+	if ((s = natsConnection_Subscribe(&n->acks, n->nc, acks, on_ack, n)) !=
+	    NATS_OK)
+		return failed(why, len, exit_code(s), "subscribe", s);
 	return check_stream(n, why, len);
 }
 
@@ -427,19 +475,20 @@ nats_send(struct output *o, const struct event *ev)
 	/* The ack thread looks at the first count slots only. */
 	sl = &n->ring[(n->head + n->count) % WINDOW];
 	sl->state = SLOT_NEW;
-	sl->msg = NULL;
+	sl->try_id = 0;
 	sl->type = ev->type;
 	sl->seq = ev->seq;
 	memcpy(sl->uuid, ev->uuid, 16);
 	sl->bucket = (unsigned)(shard_hash(ev->uuid, 16) % BUCKETS);
 	sl->tries = 0;
-	sl->err = 0;
+	sl->why[0] = '\0';
 	sl->holds = 0;
 	sl->retry_at = 0;
 	nats_msg_id(sl->id, sizeof(sl->id), n->epoch, ev, o->ctx->index);
 	buf_reset(&sl->data);
 	encode_event(&sl->data, ev, o->ctx->cfg->format);
 	n->bytes += sl->data.len;
+	n->taken = 1;
 	pthread_mutex_lock(&n->mu);
 	n->count++;
 	pthread_mutex_unlock(&n->mu);
@@ -465,10 +514,10 @@ static natsStatus
 publish(struct nats *n, struct slot *sl)
 {
 	const struct config	*cfg = n->out.ctx->cfg;
-	jsPubOptions		 po;
 	natsMsg			*msg = NULL;
 	natsStatus		 s;
-	char			 num[24], uuid[37];
+	uint64_t		 try_id = ++n->tries;
+	char			 num[24], uuid[37], reply[128];
 
 	buf_reset(&n->subject);
 	buf_printf(&n->subject, "%s.%s", cfg->nats_subject,
@@ -476,7 +525,9 @@ publish(struct nats *n, struct slot *sl)
 	buf_add_u8(&n->subject, '\0');
 	if (sl->data.len > INT32_MAX)
 		return NATS_MAX_PAYLOAD;
-	s = natsMsg_Create(&msg, (const char *)n->subject.data, NULL,
+	snprintf(reply, sizeof(reply), "%s.%u.%" PRIu64, n->inbox,
+	    (unsigned)(sl - n->ring), try_id);
+	s = natsMsg_Create(&msg, (const char *)n->subject.data, reply,
 	    (const char *)sl->data.data, (int)sl->data.len);
 	if (s == NATS_OK)
 		s = natsMsgHeader_Set(msg, "Nats-Msg-Id", sl->id);
@@ -495,21 +546,22 @@ publish(struct nats *n, struct slot *sl)
 		natsMsg_Destroy(msg);
 		return s;
 	}
-	jsPubOptions_Init(&po);
-	po.MaxWait = ACK_WAIT_MS;
-	/* The ack may come before we return: mark the slot first. */
+	/* The answer may come before we return: mark the slot first. */
 	pthread_mutex_lock(&n->mu);
-	sl->msg = msg;
+	sl->try_id = try_id;
+	sl->sent_at = clock_ms();
 	sl->state = SLOT_FLIGHT;
 	pthread_mutex_unlock(&n->mu);
-	s = js_PublishMsgAsync(n->js, &msg, &po);
+	s = natsConnection_PublishMsg(n->nc, msg);
+	n->spent[n->nspent++] = msg;
 	if (s != NATS_OK) {
 		pthread_mutex_lock(&n->mu);
-		sl->msg = NULL;
-		sl->state = SLOT_FAILED;
-		sl->err = s;
+		if (sl->try_id == try_id && sl->state == SLOT_FLIGHT) {
+			sl->state = SLOT_FAILED;
+			snprintf(sl->why, sizeof(sl->why), "%s",
+			    natsStatus_GetText(s));
+		}
 		pthread_mutex_unlock(&n->mu);
-		natsMsg_Destroy(msg);
 	}
 	return s;
 }
@@ -530,6 +582,7 @@ publish_ready(struct nats *n)
 	unsigned	 i, count;
 	int		 first = 1, due;
 
+	n->taken = 0;
 	pthread_mutex_lock(&n->mu);
 	count = n->count;
 	for (i = 0; i < count; i++)
@@ -573,7 +626,11 @@ publish_ready(struct nats *n)
 	return 0;
 }
 
-/* Take the answers: free what was acked from the head, schedule retries. */
+/*
+ * Take the answers: free what was acked from the head; what was refused,
+ * or has had no answer for ACK_WAIT_MS (lost with a connection, or the
+ * server's), is tried again after a backoff.
+ */
 static void
 take_acks(struct nats *n)
 {
@@ -588,6 +645,12 @@ take_acks(struct nats *n)
 			n->busy[sl->bucket] = 0;
 			sl->holds = 0;
 		}
+		if (sl->state == SLOT_FLIGHT &&
+		    now - sl->sent_at >= ACK_WAIT_MS) {
+			sl->state = SLOT_FAILED;
+			snprintf(sl->why, sizeof(sl->why), "no answer in %d ms",
+			    ACK_WAIT_MS);
+		}
 		if (sl->state == SLOT_FAILED && sl->retry_at == 0) {
 			delay = RETRY_MIN_MS << (sl->tries < 5 ? sl->tries : 5);
 			sl->retry_at = now + (delay < RETRY_MAX_MS ? delay :
@@ -596,8 +659,7 @@ take_acks(struct nats *n)
 			if (sl->tries == 1 || sl->tries % 10 == 0)
 				log_info("NATS: %s not acknowledged (%s, try "
 				    "%d): publishing it again",
-				    sl->id, natsStatus_GetText(sl->err),
-				    sl->tries);
+				    sl->id, sl->why, sl->tries);
 		}
 	}
 	while (n->count > 0 && n->ring[n->head].state == SLOT_ACKED) {
@@ -622,12 +684,19 @@ nats_wait(struct output *o, struct pollfd *pfd, int *timeout)
 
 	pfd->fd = n->wake[0];
 	pfd->events = POLLIN;
+	if (n->taken) {		/* new events: publish them at once */
+		*timeout = 0;
+		return;
+	}
 	pthread_mutex_lock(&n->mu);
 	for (i = 0; i < n->count; i++) {
 		sl = &n->ring[(n->head + i) % WINDOW];
 		if (sl->state == SLOT_FAILED && (next == -1 ||
 		    sl->retry_at < next))
 			next = sl->retry_at;	/* 0: not yet scheduled */
+		if (sl->state == SLOT_FLIGHT && (next == -1 ||
+		    sl->sent_at + ACK_WAIT_MS < next))
+			next = sl->sent_at + ACK_WAIT_MS;
 	}
 	pthread_mutex_unlock(&n->mu);
 	*timeout = next == -1 ? TICK_MS : next <= now ? 0 : (int)(next - now);
@@ -638,12 +707,28 @@ nats_work(struct output *o, const struct pollfd *pfd)
 {
 	struct nats	*n = (struct nats *)o;
 	char		 junk[256];
+	int		 rc;
 
+	/*
+	 * Empty the pipe, then let answers poke again, then look at the
+	 * states: an answer is either seen below or pokes anew.
+	 */
 	if (pfd->revents & POLLIN)
 		while (read(n->wake[0], junk, sizeof(junk)) > 0)
 			;
+	pthread_mutex_lock(&n->mu);
+	n->woken = 0;
+	pthread_mutex_unlock(&n->mu);
 	take_acks(n);
-	if (publish_ready(n) == -1)
+	rc = publish_ready(n);
+	/*
+	 * libnats frees a message on its collector thread, waking it if
+	 * idle: a round's messages freed back to back wake it once, not once
+	 * per event.
+	 */
+	while (n->nspent > 0)
+		natsMsg_Destroy(n->spent[--n->nspent]);
+	if (rc == -1)
 		return -1;
 	o->ctx->stats->queue = n->bytes;
 	return 0;
@@ -674,6 +759,7 @@ nats_close(struct output *o)
 	if (n->retries)
 		log_info("NATS: %" PRIu64 " publishes tried again", n->retries);
 	n->closing = 1;
+	natsSubscription_Destroy(n->acks);
 	jsCtx_Destroy(n->js);
 	natsConnection_Destroy(n->nc);
 	natsOptions_Destroy(n->opts);

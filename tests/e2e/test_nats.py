@@ -10,9 +10,12 @@ it checks that every message id is in the stream once, that no entry event
 entry's events come in seq order.
 """
 
+import json
 import os
 import signal
+import socket
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -154,6 +157,62 @@ def test_durable_consumer_restarts(tmp):
     seqs = [m['stream_seq'] for m in first + rest]
     assert seqs == list(range(1, total + 1)), seqs
     assert d.alive()
+    assert d.stop() == 0, d.stderr()
+
+
+class StoredEvents(threading.Thread):
+    """A JetStream push consumer of the new messages of one subject, in
+    NATS's text protocol: the arrival time and payload of each message the
+    stream delivers (it delivers what it stored)."""
+
+    def __init__(self, port, subject):
+        super().__init__(daemon=True)
+        self.sock = socket.create_connection(('127.0.0.1', port))
+        self.got = []
+        config = {'stream_name': 'LDAPFEED', 'config': {
+            'deliver_subject': 'lat.deliver', 'ack_policy': 'none', 'deliver_policy': 'new',
+            'filter_subject': subject}}
+        body = json.dumps(config).encode()
+        self.sock.sendall(b'CONNECT {"verbose":false,"headers":true}\r\nSUB lat.deliver 1\r\n'
+                          b'PUB $JS.API.CONSUMER.CREATE.LDAPFEED %d\r\n%s\r\nPING\r\n' % (len(body), body))
+        self.start()
+
+    def run(self):
+        f = self.sock.makefile('rb')
+        for line in f:
+            if line.startswith(b'PING'):
+                self.sock.sendall(b'PONG\r\n')
+            elif line.startswith((b'MSG', b'HMSG')):
+                t, parts = time.monotonic(), line.split()
+                data = f.read(int(parts[-1]) + 2)[:-2]
+                if line.startswith(b'HMSG'):
+                    data = data[int(parts[-2]):]
+                if data:
+                    self.got.append((t, json.loads(data)))
+
+
+@test(timeout=90)
+def test_persist_latency(tmp):
+    """One change at a time: each is in the stream within milliseconds of
+    the server's answer, not after the worker's next idle wake-up."""
+    s = Slapd(tmp)
+    s.add_people(20)
+    n = N.NatsServer(tmp)
+    d = start(tmp, s, n, processes=3)
+    loaded(n.url, workers=1)
+    c = StoredEvents(n.port, 'ldapfeed.modify')
+    time.sleep(0.5)
+    lat = []
+    for i in range(9):
+        s.modify_entry(person_dn(i), [('replace', 'description', ['latency %d' % i])])
+        t = time.monotonic()
+        wait_until(lambda: len(c.got) > i, 30, 'modify %d in the stream' % i, interval=0.002)
+        lat.append(c.got[i][0] - t)
+        time.sleep(0.05)
+    lat.sort()
+    # Generous for a loaded machine: a change used to wait for the worker's
+    # one-second idle poll.
+    assert lat[len(lat) // 2] < 0.5, lat
     assert d.stop() == 0, d.stderr()
 
 
