@@ -264,7 +264,7 @@ class DS389:
         # top of the default 256): entries_sent() counts what a search got.
         self.modify(ldif_modify('cn=config', [('replace', 'nsslapd-accesslog-logbuffering', 'off'),
                                               ('replace', 'nsslapd-accesslog-level', '768')]))
-        self._config = {'retro': False, 'target_unique_id': False, 'content_sync': False}
+        self._config = {'retro': False, 'target_unique_id': False, 'content_sync': False, 'sync_sessions': None}
         self.configure()            # plugins on, restart
         self.add_entry(self.services_dn, {'objectClass': ['top', 'organizationalUnit'], 'ou': 'services'})
         self.add_entry(self.feed_dn, {'objectClass': ['top', 'account', 'simpleSecurityObject'],
@@ -281,18 +281,24 @@ class DS389:
         return self
 
     # -- configuration
-    def configure(self, content_sync=True, retro=True, target_unique_id=True):
+    def configure(self, content_sync=True, retro=True, target_unique_id=True, sync_sessions=None):
         """Put the two plugins in the state asked for (the Retro Changelog's
         nsslapd-attribute: nsuniqueid:targetUniqueId with
-        target_unique_id), restarting the server when anything changed.
-        Returns True when it did."""
+        target_unique_id; the Content Synchronization plugin's limit on
+        refreshAndPersist sessions, its nsslapd-pluginarg0, with
+        sync_sessions, None for its default of 10), restarting the server
+        when anything changed.  Returns True when it did."""
         want = {'retro': retro or content_sync, 'target_unique_id': target_unique_id,
-                'content_sync': content_sync}
+                'content_sync': content_sync, 'sync_sessions': sync_sessions}
         if want == self._config:
             return False
         if want['target_unique_id'] != self._config.get('target_unique_id'):
             op = 'add' if target_unique_id else 'delete'
             self.modify(ldif_modify(RETRO, [(op, 'nsslapd-attribute', TARGET_UNIQUE_ID)]))
+        if want['sync_sessions'] != self._config.get('sync_sessions'):
+            # The plugin reads its argument when it starts: the restart below.
+            self.modify(ldif_modify(CONTENT_SYNC, [('replace', 'nsslapd-pluginarg0',
+                                                    [] if sync_sessions is None else str(sync_sessions))]))
         for dn, key in ((RETRO, 'retro'), (CONTENT_SYNC, 'content_sync')):
             if want[key] != self._config.get(key):
                 self.modify(ldif_modify(dn, [('replace', 'nsslapd-pluginEnabled', 'on' if want[key] else 'off')]))

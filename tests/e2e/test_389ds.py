@@ -31,11 +31,13 @@ test pins that shape down.
 import os
 import re
 import signal
+import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import *  # noqa: E402,F403
+import harness  # noqa: E402
 from test_conformance import Run, StrictModel, stop_clean, stored_cookie, wait_run  # noqa: E402
 from ds389 import DS389, nsuniqueid_uuid  # noqa: E402
 
@@ -443,6 +445,124 @@ def sigterm_fast(tmp):
     assert rc == 0, 'exit %s:\n%s' % (rc, d.stderr()[-3000:])
     assert d.marker_exists()
     assert took < scaled(1.0), 'SIGTERM to exit took %.2f s' % took
+
+
+BUSY = 'Too many active synchronization sessions'
+
+
+class SessionHolder:
+    """Another client's refreshAndPersist search (ldapsearch -E sync=rp as
+    cn=Directory Manager), holding one of the Content Synchronization
+    plugin's sessions until release() or the end of the test.
+
+    389-ds counts a session for about three seconds after its client
+    abandoned it or went away (its persist thread notices late): the
+    holder asks again while it is refused as busy."""
+
+    def __init__(self, tmp, ds, timeout=30):
+        self.out = os.path.join(tmp, 'holder.out')
+        self.tries = 0
+        deadline = time.monotonic() + scaled(timeout)
+        while True:
+            self.tries += 1
+            with open(self.out, 'wb') as f:
+                # line-buffered, to see "refresh done" while it persists
+                self.popen, _ = harness._spawn(['stdbuf', '-oL', 'ldapsearch', '-x', '-H', ds.url, '-D', ds.rootdn,
+                                                '-w', ds.rootpw, '-E', '!sync=rp', '-b', ds.suffix, '1.1'],
+                                               name='ldapsearch sync=rp', stdout=f, stderr=subprocess.STDOUT)
+            wait_until(lambda: 'switching to persist stage' in self.text() or self.popen.poll() is not None, 30,
+                       'the other client to reach its persist stage')
+            if self.popen.poll() is None:
+                return
+            if BUSY not in self.text() or time.monotonic() > deadline:
+                raise AssertionError('the other client ended: %s' % self.text()[-500:])
+            time.sleep(0.25)
+
+    def text(self):
+        with open(self.out, 'rb') as f:
+            return f.read().decode('utf-8', 'replace')
+
+    def release(self):
+        terminate_pid(self.popen, group=True, term_timeout=5)
+
+
+def refused_busy(d):
+    """How many of the daemon's sync searches 389-ds refused as busy."""
+    return d.stderr().count(BUSY)
+
+
+@test(timeout=300)
+def too_many_sessions(tmp):
+    # The Content Synchronization plugin's limit on refreshAndPersist
+    # sessions (nsslapd-pluginarg0 of its entry; 10 by default) set to 1,
+    # and that session held by another client.  389-ds refuses ldapfeed's
+    # persist search with 53 "Too many active synchronization sessions";
+    # ldapfeed must not exit, must send nothing meanwhile, and must retry
+    # with its backoff.  Changes made while it waits are in the full load
+    # it delivers once the other client goes; then it follows the
+    # directory as usual.
+    ds = lab(sync_sessions=1)
+    holder = SessionHolder(tmp, ds)
+    con = Consumer(tmp)
+    d = feed(tmp, ds, con)
+    wait_until(lambda: refused_busy(d) >= 2 or not d.alive(), 60, 'ldapfeed to be refused twice')
+    assert d.alive(), 'ldapfeed exited %s on a busy server:\n%s' % (d.returncode, d.stderr()[-3000:])
+    ds.add_entry(*person('frank'))
+    ds.delete('uid=dave,' + PEOPLE)
+    ds.modrdn('uid=bob,' + PEOPLE, 'uid=robert')
+    assert [m for m in con.messages() if m.get('type') != 'hello'] == [], 'events before a search was accepted'
+    note('refused %d times while the session was held; stderr: %s'
+         % (refused_busy(d), [l for l in d.stderr().splitlines() if BUSY in l][-1]))
+    t0 = time.monotonic()
+    holder.release()
+    run = wait_run(con, 0, timeout=90)
+    note('full load %.1f s after the session was released' % (time.monotonic() - t0))
+    assert all(run.reload), run.reload
+    same_as_server(con, ds, d)
+    ds.replace('uid=alice,' + PEOPLE, 'mail', 'alice@example.org')
+    ds.add_entry(*person('grace'))
+    wait_same(con, ds, d, live=d)
+    stop_clean(d)
+
+
+@test(timeout=300)
+def too_many_sessions_resume(tmp):
+    # A store in sync, the single refreshAndPersist session then held by
+    # another client while ldapfeed is stopped.  A refreshOnly run is not
+    # limited (the plugin counts persist sessions only): it delivers the
+    # changes so far and exits 0.  The persist run after it is refused
+    # with 53, keeps trying, and once the session is free resumes from its
+    # cookie: reload false, exactly the changes made since the refreshOnly
+    # run, and the server reads no more than the changed entries.
+    ds = lab(sync_sessions=1)
+    con = Consumer(tmp)
+    d = feed(tmp, ds, con)
+    wait_run(con, 0)
+    stop_clean(d)
+    holder = SessionHolder(tmp, ds)
+    note('the other client had the session at its try %d after the stop' % holder.tries)
+    ds.add_entry(*person('ivan'))
+    ds.replace('uid=carol,' + PEOPLE, 'sn', 'Danvers')
+    mark = ds.access_mark()
+    d2 = feed(tmp, ds, con, mode='refresh')
+    rc = d2.wait(60)
+    assert rc == 0, 'refreshOnly run exited %s:\n%s' % (rc, d2.stderr()[-3000:])
+    assert refused_busy(d2) == 0, d2.stderr()[-2000:]
+    check_resume(d2, Run(con, 1), ds.entries_sent(mark, scope=2), {'add': 1, 'modify': 1},
+                 'refreshOnly while the session is held')
+    ds.modrdn('uid=alice,' + PEOPLE, 'uid=alice', newsuperior=ARCHIVE)
+    ds.delete('uid=tm1,' + TEAM)
+    ds.replace('cn=staff,' + GROUPS, 'description', 'changed while ldapfeed waited')
+    d3 = feed(tmp, ds, con)
+    wait_until(lambda: refused_busy(d3) >= 2 or not d3.alive(), 60, 'ldapfeed to be refused twice')
+    assert d3.alive(), 'ldapfeed exited %s on a busy server:\n%s' % (d3.returncode, d3.stderr()[-3000:])
+    mark = ds.access_mark()
+    holder.release()
+    run = wait_run(con, 2, timeout=90)
+    sent = ds.entries_sent(mark, scope=2)
+    wait_same(con, ds, d3, live=d3)
+    stop_clean(d3)
+    check_resume(d3, run, sent, {'rename': 1, 'delete': 1, 'modify': 1}, 'persist after the session was freed')
 
 
 @test
