@@ -163,6 +163,7 @@ struct berelement;
 struct entry {
 	struct buf	 attrs;		/* the attributes kept, as a blob */
 	int		 has_subs;	/* hasSubordinates: TRUE */
+	int		 subs_known;	/* hasSubordinates came at all */
 	int		 has_uuid;	/* a well-formed entryUUID came */
 	unsigned char	 uuid[16];
 	struct span	 csn;		/* its entryCSN, into the message */
@@ -173,6 +174,7 @@ struct entry {
 #define DECODE_STRIP_CSN	8	/* leave entryCSN out */
 #define DECODE_GUID		16	/* uuid_attr holds a binary objectGUID */
 int	entry_decode(struct berelement *, int, const char *, struct entry *);
+int	entry_may_have_children(const struct entry *);
 int	uuid_parse_text(struct span, unsigned char *);
 
 /* Events, as the reader hands them to the workers (doc/events.md; the

@@ -384,10 +384,11 @@ delete(struct reader *r, const unsigned char *uuid)
 }
 
 /*
- * An entry added or changed.  When it has children and was renamed or
- * moved, or came into the search from outside, its descendants' DNs
- * changed with no message of their own: the server is asked what lies
- * below it now, and about whatever is still stored below its old DN.
+ * An entry added or changed.  When it has children (or the server did not
+ * say) and was renamed or moved, or came into the search from outside, its
+ * descendants' DNs changed with no message of their own: the server is
+ * asked what lies below it now, and about whatever is still stored below
+ * its old DN.
  * Never inferred from the stored DNs, which a refresh (entries in ID
  * order, not in the order of the operations) and a task's search (no
  * snapshot, and ahead of the messages) can leave behind or ahead of the
@@ -416,7 +417,8 @@ on_change(struct reader *r, struct span dn)
 		    -1)
 			return FATAL;
 	}
-	if (r->ent.has_subs && (what & (ENTRY_ADDED | ENTRY_RENAMED))) {
+	if (entry_may_have_children(&r->ent) &&
+	    (what & (ENTRY_ADDED | ENTRY_RENAMED))) {
 		if (store_task_add(r->store, TASK_FETCH, r->st.uuid, dn) == -1)
 			return FATAL;
 		tasks++;

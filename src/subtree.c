@@ -330,7 +330,7 @@ answered(struct subtree *t, struct span dn)
 	 * when it comes, finds it renamed and asks nothing, so the server
 	 * is asked about its descendants now, as for a message (on_change).
 	 */
-	if ((what & ENTRY_RENAMED) && t->ent.has_subs) {
+	if ((what & ENTRY_RENAMED) && entry_may_have_children(&t->ent)) {
 		buf_reset(&t->scratch);
 		buf_add(&t->scratch, t->ev->old_dn.data, t->ev->old_dn.len);
 		if (store_task_add(t->ev->store, TASK_FETCH, t->ent.uuid, dn) ==

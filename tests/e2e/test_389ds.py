@@ -349,6 +349,29 @@ def restart_nothing_changed(tmp):
 
 
 @test
+def subtree_move_in_while_stopped(tmp):
+    # Base ou=people, store in sync, ldapfeed stopped cleanly; meanwhile a
+    # subtree (ou=team with two accounts, and one more level below) moves
+    # in from ou=archive.  389-ds's refresh from the cookie sends the root
+    # alone, without the hasSubordinates it was asked for (entries of a
+    # cookie refresh come without operational attributes): ldapfeed must
+    # ask what lies below it, and the copy gains all five entries.
+    ds = lab()
+    ds.add(ou('ou=sub,' + TEAM) + account('uid=tm3,ou=sub,' + TEAM))
+    con = Consumer(tmp)
+    d = feed(tmp, ds, con, base=PEOPLE)
+    wait_run(con, 0)
+    stop_clean(d)
+    ds.modrdn(TEAM, 'ou=team', newsuperior=PEOPLE)
+    d2 = feed(tmp, ds, con, base=PEOPLE)
+    run = wait_run(con, 1)
+    m = wait_same(con, ds, d2, live=d2)
+    stop_clean(d2)
+    assert not any(run.reload), run.reload
+    assert len(m.entries) == 10, sorted(e['dn'] for e in m.entries.values())
+
+
+@test
 def server_restart_during_persist(tmp):
     # The server restarts under a running ldapfeed: it reconnects, follows
     # the changes made after the restart, and its new sync search resumes
