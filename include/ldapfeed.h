@@ -559,6 +559,7 @@ int	events_checkpoint(struct events *);
 /* subtree.c: what only the server can answer about a subtree. */
 #define TASK_FETCH	1
 #define TASK_RECONCILE	2
+#define TASK_LOOKUP	9	/* is this entry in the search, and as what */
 #define SUBTREE_BATCH	256	/* UUIDs asked about per search */
 #define SUBTREE_GUARDED	2	/* a reconcile held back by the guard */
 struct ldap;
@@ -570,6 +571,8 @@ struct subtree {
 	char	       **attrs;		/* the search's, + entryUUID */
 	int		 decode_flags;
 	uint64_t	 mark_gen;	/* mark what a fetch finds seen, or 0 */
+	int		 whole;		/* a full refresh: every entry comes */
+	uint64_t	 doomed;	/* lookups held back to the refresh's end */
 	struct entry	 ent;
 	unsigned char	 batch[SUBTREE_BATCH][16];
 	char		 batch_seen[SUBTREE_BATCH];

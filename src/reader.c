@@ -23,6 +23,7 @@
 #define SERVER_PAUSE_MS		2	/* then write what is queued */
 #define BACKOFF_MAX_SECS	60
 #define CANCEL_WAIT_SECS	5
+#define EVERYTHING		"(objectClass=*)"
 
 /* What ended a search. */
 enum outcome {
@@ -70,6 +71,8 @@ struct reader {
 	char		       **attrs_asked;	/* the search's, + hasSubordinates */
 	int			 decode_flags;	/* what we asked for ourselves */
 	struct subtree		 sub;		/* the server's answers on subtrees */
+	int			 lookup;	/* entries asked for with the filter */
+	unsigned		 lookups;	/* ... waiting to be, in a refresh */
 	struct provider		 provider;	/* what the server says it is */
 	struct buf		 below;		/* a deleted entry's DN */
 	struct sync_state	 st;
@@ -189,6 +192,25 @@ task_outcome(int rc)
 }
 
 /*
+ * Run the pending subtree tasks (doc/subtrees.md, "Tasks"): a failure of
+ * the server's is a lost connection, and the task stays pending until a
+ * later search can run it.
+ */
+static enum outcome
+run_tasks(struct reader *r)
+{
+	int	 rc;
+
+	r->sub.mark_gen = r->in_refresh && r->track ? r->gen : 0;
+	r->sub.whole = r->in_refresh && !r->had_cookie;
+	rc = subtree_run_pending(&r->sub);
+	r->doomed += r->sub.doomed;
+	r->sub.doomed = 0;
+	r->lookups = 0;
+	return task_outcome(rc);
+}
+
+/*
  * The refresh's deletes, all at once at its end: whatever the present
  * phase did not list (SWEEP_UNSEEN), or the deletes held back
  * (SWEEP_DOOMED).  They are counted first, and the mass-delete guard may
@@ -250,6 +272,8 @@ end_refresh(struct reader *r, int has, const struct buf *cookie)
 		log_warnx("the server sent a second refreshDone in one search");
 		return FATAL;
 	}
+	if (r->lookups && (out = run_tasks(r)) != GO_ON)
+		return out;
 	/* (Without tracking, every stored entry came in this search.) */
 	if ((r->present || !r->had_cookie) && r->track)
 		out = refresh_deletes(r, SWEEP_UNSEEN, &swept);
@@ -328,21 +352,6 @@ present_phase(struct reader *r)
 	r->present = 1;
 }
 
-/*
- * Run the pending subtree tasks (doc/subtrees.md, "Tasks"): a failure of
- * the server's is a lost connection, and the task stays pending until a
- * later search can run it.
- */
-static enum outcome
-run_tasks(struct reader *r)
-{
-	int	 rc;
-
-	r->sub.mark_gen = r->in_refresh && r->track ? r->gen : 0;
-	rc = subtree_run_pending(&r->sub);
-	return task_outcome(rc);
-}
-
 /* Record one task and run it. */
 static enum outcome
 subtree(struct reader *r, int kind, const unsigned char *uuid,
@@ -399,6 +408,18 @@ on_change(struct reader *r, struct span dn)
 {
 	int	 what, tasks = 0, below = 0;
 
+	/*
+	 * The filter left to the server's answer (doc/providers.md, 389-ds):
+	 * the message only names an entry that changed in the search's scope.
+	 * In a refresh the lookups wait for a batch, or for the refresh's end.
+	 */
+	if (r->lookup) {
+		if (store_task_add(r->store, TASK_LOOKUP, r->st.uuid, dn) == -1)
+			return FATAL;
+		if (r->in_refresh && ++r->lookups < SUBTREE_BATCH)
+			return GO_ON;
+		return run_tasks(r);
+	}
 	/* In a full refresh every entry comes: none is older than the store. */
 	what = events_entry(&r->ev, r->st.uuid, dn, buf_span(&r->ent.attrs),
 	    r->ent.csn, !r->in_refresh || r->had_cookie);
@@ -852,6 +873,7 @@ start_search(struct reader *r)
 	r->present_unknown = 0;
 	r->with_children = 0;
 	r->doomed = 0;
+	r->lookups = 0;
 	r->has_cand = 0;
 	r->started = clock_ms();
 	memcpy(r->counts_at_start, r->ev.counts, sizeof(r->counts_at_start));
@@ -865,8 +887,9 @@ start_search(struct reader *r)
 	ctrl.ldctl_iscritical = 1;	/* no syncprov: fail, not a plain search */
 	ctrls[0] = &ctrl;
 	ctrls[1] = NULL;
-	rc = ldap_search_ext(r->ld, r->cfg->base, r->cfg->scope, r->cfg->filter,
-	    r->attrs_asked, 0, ctrls, NULL, NULL, LDAP_NO_LIMIT, &r->msgid);
+	rc = ldap_search_ext(r->ld, r->cfg->base, r->cfg->scope, r->lookup ?
+	    EVERYTHING : r->cfg->filter, r->attrs_asked, 0, ctrls, NULL, NULL,
+	    LDAP_NO_LIMIT, &r->msgid);
 	buf_free(&value);
 	if (rc != LDAP_SUCCESS) {
 		log_warnx("search: %s", ldap_err2string(rc));
@@ -1312,6 +1335,15 @@ reader_main(const struct child_ctx *ctx)
 	default:
 		break;
 	}
+	/*
+	 * 389-ds follows a filter only part of the way: it sends nothing for
+	 * an entry that a rename takes out of it, nor, refreshing from a
+	 * cookie, for one that left it.  So it is searched without the
+	 * filter, and each entry it names is asked for with the filter
+	 * (doc/providers.md).
+	 */
+	r.lookup = r.provider.kind == PROVIDER_389DS &&
+	    strcasecmp(r.cfg->filter, EVERYTHING) != 0;
 	if (r.provider.kind == PROVIDER_389DS &&
 	    (code = conn_check_retro(r.ld, err, sizeof(err))) != 1) {
 		if (code == 0)

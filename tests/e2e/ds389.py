@@ -388,6 +388,22 @@ class DS389:
                                  % (self.port, harness._tail(self.error_log, 30)))
             time.sleep(0.05)
 
+    def _clear_stale_locks(self):
+        """ns-slapd refuses to start while its lock directory names a pid
+        that exists.  One that crashed stays a zombie here (nothing reaps
+        orphans promptly), holding its lock for ever: its lock file goes."""
+        d = os.path.join(self.root, 'lock/slapd-%s/server' % self.name)
+        try:
+            names = os.listdir(d)
+        except OSError:
+            return
+        for name in names:
+            if name.isdigit() and not harness.pid_alive(int(name)):
+                try:
+                    os.unlink(os.path.join(d, name))
+                except OSError:
+                    pass
+
     def start(self, timeout=60):
         """ns-slapd -D CONFIG_DIR -i PIDFILE, and wait until it answers."""
         if self.running:
@@ -396,6 +412,7 @@ class DS389:
             os.unlink(self.pidfile)
         except FileNotFoundError:
             pass
+        self._clear_stale_locks()
         self._pid = None
         deadline = time.monotonic() + scaled(timeout)
         with open(self.stderr_path, 'ab') as err:
@@ -463,11 +480,13 @@ class DS389:
         except OSError:
             return 0
 
-    def entries_sent(self, mark=0, scope=None):
+    def entries_sent(self, mark=0, scope=None, base=None):
         """[(conn, op, dn)] of the entries the server sent since mark, from
         the access log's ENTRY lines, optionally only for searches of that
-        scope (0 base, 1 one level, 2 subtree).  An ldapfeed's sync search
-        is a subtree search; its start-up check of the base a base one."""
+        scope (0 base, 1 one level, 2 subtree) and that base (compared
+        case-insensitively).  An ldapfeed's sync search is a subtree search
+        of its base; its start-up check of the base a base one; its subtree
+        tasks search below an entry (fetch) or the base by nsUniqueId."""
         import re
         try:
             with open(self.access_log, 'rb') as f:
@@ -477,12 +496,13 @@ class DS389:
             return []
         scopes, out = {}, []
         for line in text.splitlines():
-            m = re.search(r' conn=(\d+) op=(\d+) SRCH base=".*" scope=(\d+) ', line)
+            m = re.search(r' conn=(\d+) op=(\d+) SRCH base="(.*)" scope=(\d+) filter="(.*)" ', line)
             if m:
-                scopes[m.group(1), m.group(2)] = int(m.group(3))
+                scopes[m.group(1), m.group(2)] = (int(m.group(4)), m.group(3).lower())
                 continue
             m = re.search(r' conn=(\d+) op=(\d+) ENTRY dn="(.*)"', line)
-            if m and (scope is None or scopes.get((m.group(1), m.group(2))) == scope):
+            sc, b = scopes.get((m.group(1), m.group(2)), (None, None)) if m else (None, None)
+            if m and (scope is None or sc == scope) and (base is None or b == base.lower()):
                 out.append((int(m.group(1)), int(m.group(2)), m.group(3)))
         return out
 

@@ -84,9 +84,9 @@ def lab(**conf):
     return ds
 
 
-def feed(tmp, ds, con, base=SUFFIX, processes=3, mode='persist', **kw):
-    """ldapfeed on ds bound as the feed identity, following base."""
-    url = ldap_url(ds.url, base, exts=['bindname=' + ds.feed_dn])
+def feed(tmp, ds, con, base=SUFFIX, processes=3, mode='persist', filt=None, **kw):
+    """ldapfeed on ds bound as the feed identity, following base (and filt)."""
+    url = ldap_url(ds.url, base, filt=filt, exts=['bindname=' + ds.feed_dn])
     d = Daemon(tmp, ds, con, url=url, password=ds.feed_pw, processes=processes, mode=mode, bind='feed', **kw)
     d.search = {'base': base, 'attrs': None, 'filt': '(objectClass=*)'}
     return d
@@ -116,13 +116,13 @@ def same_as_server(con, ds, d, strict_aci=False):
     the aci values an ordinary search hides: left out of the comparison
     unless strict_aci (the unrequested_aci test is about that alone)."""
     m = StrictModel.from_consumer(con)
-    base = d.search['base']
+    base, filt = d.search['base'], d.search['filt']
     if strict_aci:
-        assert_model_equals_server(m, ds, base, bind='feed', fold_dn=True)
+        assert_model_equals_server(m, ds, base, filt, bind='feed', fold_dn=True)
     else:
         mine = {dn: {n: v for n, v in a.items() if n.lower() != 'aci'} for dn, a in m.as_dict().items()}
-        assert_model_equals_server(mine, _Without(ds, ['aci']), base, bind='feed', fold_dn=True)
-    real = {dn.lower(): u for dn, u in ds.uuids(base).items()}
+        assert_model_equals_server(mine, _Without(ds, ['aci']), base, filt, bind='feed', fold_dn=True)
+    real = {dn.lower(): u for dn, u in ds.uuids(base, filt=filt).items()}
     wrong = ['%s: uuid %s, nsUniqueId gives %s' % (e['dn'], u, real.get(e['dn'].lower()))
              for u, e in m.entries.items() if real.get(e['dn'].lower()) != u]
     assert not wrong, 'the copy holds entries under another uuid than the server:\n  ' + '\n  '.join(wrong)
@@ -327,7 +327,7 @@ def clean_restart_resumes(tmp):
     mark = ds.access_mark()
     d2 = feed(tmp, ds, con)
     run = wait_run(con, 1)
-    sent = ds.entries_sent(mark, scope=2)
+    sent = ds.entries_sent(mark, scope=2, base=SUFFIX)
     stop_clean(d2)
     same_as_server(con, ds, d2)
     note('stored cookie before the restart: %r' % cookie)
@@ -342,7 +342,7 @@ def restart_nothing_changed(tmp):
     mark = ds.access_mark()
     d2 = feed(tmp, ds, con)
     run = wait_run(con, 1)
-    sent = ds.entries_sent(mark, scope=2)
+    sent = ds.entries_sent(mark, scope=2, base=SUFFIX)
     stop_clean(d2)
     same_as_server(con, ds, d2)
     check_resume(d2, run, sent, {}, 'restart with nothing changed')
@@ -371,6 +371,66 @@ def subtree_move_in_while_stopped(tmp):
     assert len(m.entries) == 10, sorted(e['dn'] for e in m.entries.values())
 
 
+# The OUs named team*, and the accounts without `description: gone`: a
+# rename or a modify takes an entry out of this filter, or back in.
+TEAM_FILTER = '(|(&(objectClass=account)(!(description=gone)))(ou=team*))'
+
+
+def filtered_feed(tmp, ds, con, **kw):
+    d = feed(tmp, ds, con, base=ARCHIVE, filt=TEAM_FILTER, **kw)
+    d.search['filt'] = TEAM_FILTER
+    return d
+
+
+@test
+def filter_exits_persist(tmp):
+    # Base ou=archive, filter TEAM_FILTER, persist: ou=team renamed to
+    # ou=squad leaves the filter (its accounts stay, under the new DN); an
+    # account modified to description: gone leaves it; ou=squad renamed to
+    # ou=team2 comes back.  389-ds sends nothing for an entry a rename
+    # takes out of the filter (its persist thread tests the filter on the
+    # renamed entry): ldapfeed must not keep it.
+    ds = lab()
+    con = Consumer(tmp)
+    d = filtered_feed(tmp, ds, con)
+    wait_run(con, 0)
+    m = wait_same(con, ds, d, live=d)
+    assert len(m.entries) == 3, sorted(e['dn'] for e in m.entries.values())
+    ds.modrdn(TEAM, 'ou=squad')
+    m = wait_same(con, ds, d, live=d)
+    assert len(m.entries) == 2, sorted(e['dn'] for e in m.entries.values())
+    ds.replace('uid=tm2,ou=squad,' + ARCHIVE, 'description', 'gone')
+    m = wait_same(con, ds, d, live=d)
+    assert len(m.entries) == 1, sorted(e['dn'] for e in m.entries.values())
+    ds.modrdn('ou=squad,' + ARCHIVE, 'ou=team2')
+    m = wait_same(con, ds, d, live=d)
+    assert len(m.entries) == 2, sorted(e['dn'] for e in m.entries.values())
+    stop_clean(d)
+
+
+@test
+def filter_exits_while_stopped(tmp):
+    # The same changes while ldapfeed is stopped, then a resume from the
+    # cookie.  389-ds's refresh from a cookie sends an entry changed since
+    # only when it matches the filter now, and no delete when it does not:
+    # ldapfeed must still drop what left the filter, and rename the
+    # accounts below the renamed OU.
+    ds = lab()
+    con = Consumer(tmp)
+    d = filtered_feed(tmp, ds, con)
+    wait_run(con, 0)
+    stop_clean(d)
+    ds.modrdn(TEAM, 'ou=squad')
+    ds.replace('uid=tm2,ou=squad,' + ARCHIVE, 'description', 'gone')
+    ds.add(account('uid=tm3,ou=squad,' + ARCHIVE))
+    d2 = filtered_feed(tmp, ds, con)
+    run = wait_run(con, 1)
+    m = wait_same(con, ds, d2, live=d2)
+    stop_clean(d2)
+    assert not any(run.reload), run.reload
+    assert len(m.entries) == 2, sorted(e['dn'] for e in m.entries.values())
+
+
 @test
 def server_restart_during_persist(tmp):
     # The server restarts under a running ldapfeed: it reconnects, follows
@@ -386,7 +446,7 @@ def server_restart_during_persist(tmp):
     note('389-ds restart took %.1f s' % (time.monotonic() - t0))
     wait_until(lambda: len(sync_searches(d)) >= 2 and d.stderr().count('refresh done') >= 2, 30,
                'ldapfeed to search again after the server restart')
-    sent = ds.entries_sent(mark, scope=2)
+    sent = ds.entries_sent(mark, scope=2, base=SUFFIX)
     ds.replace('uid=carol,' + PEOPLE, 'mail', 'carol@example.org')
     ds.add_entry(*person('henry'))
     ds.delete('uid=dave,' + PEOPLE)
@@ -416,7 +476,7 @@ def refresh_only_twice(tmp):
     d2 = feed(tmp, ds, con, mode='refresh')
     rc = d2.wait(60)
     assert rc == 0, 'second refresh exited %s:\n%s' % (rc, d2.stderr()[-3000:])
-    sent = ds.entries_sent(mark, scope=2)
+    sent = ds.entries_sent(mark, scope=2, base=SUFFIX)
     run = Run(con, 1)
     same_as_server(con, ds, d2)
     check_resume(d2, run, sent, {'add': 1, 'modify': 2, 'rename': 1, 'delete': 1}, 'second refresh')
@@ -571,7 +631,7 @@ def too_many_sessions_resume(tmp):
     rc = d2.wait(60)
     assert rc == 0, 'refreshOnly run exited %s:\n%s' % (rc, d2.stderr()[-3000:])
     assert refused_busy(d2) == 0, d2.stderr()[-2000:]
-    check_resume(d2, Run(con, 1), ds.entries_sent(mark, scope=2), {'add': 1, 'modify': 1},
+    check_resume(d2, Run(con, 1), ds.entries_sent(mark, scope=2, base=SUFFIX), {'add': 1, 'modify': 1},
                  'refreshOnly while the session is held')
     ds.modrdn('uid=alice,' + PEOPLE, 'uid=alice', newsuperior=ARCHIVE)
     ds.delete('uid=tm1,' + TEAM)
@@ -582,7 +642,7 @@ def too_many_sessions_resume(tmp):
     mark = ds.access_mark()
     holder.release()
     run = wait_run(con, 2, timeout=90)
-    sent = ds.entries_sent(mark, scope=2)
+    sent = ds.entries_sent(mark, scope=2, base=SUFFIX)
     wait_same(con, ds, d3, live=d3)
     stop_clean(d3)
     check_resume(d3, run, sent, {'rename': 1, 'delete': 1, 'modify': 1}, 'persist after the session was freed')
