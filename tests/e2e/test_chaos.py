@@ -912,17 +912,42 @@ def chain(w, parent, depth):
     return recs
 
 
+# ---------------------------------------------------------------- the server
+
+class SlapdServer:
+    """What a trial needs of its server, for slapd: a fresh lab slapd in the
+    variant the trial drew (with the suffix, ou=people and ou=groups), and
+    which attribute holds the uuid ldapfeed gives an entry (entryUUID).
+    test_389ds_chaos.py passes another server to _make_trial."""
+    name = 'slapd'
+    uuid_attr = 'entryUUID'
+
+    def start(self, trial):
+        return Slapd(trial.tmp, variant=trial.variant, sessionlog=trial.sessionlog)
+
+    def uuid(self, value):
+        """The event's uuid of an entry whose uuid_attr is value."""
+        return value
+
+    def label(self, trial):
+        return trial.variant + (' (sessionlog %d)' % trial.sessionlog if trial.variant == 'V1' else '')
+
+
+SLAPD = SlapdServer()
+
+
 # ---------------------------------------------------------------- comparing
 
-def server_view(slapd, base, filt):
+def server_view(slapd, base, filt, server=SLAPD):
     """{uuid: (dn lower-cased, attrs)} of the daemon's search, as its identity sees it."""
-    res = slapd.search(base, 'sub', filt, attrs=['*', 'entryUUID'], bind='reader')
+    res = slapd.search(base, 'sub', filt, attrs=['*', server.uuid_attr], bind='reader')
+    key = server.uuid_attr.lower()
     out = {}
     for dn, attrs in res.items():
         attrs = dict(attrs)
-        uu = [v for k, v in attrs.items() if k.lower() == 'entryuuid']
-        attrs = {k: v for k, v in attrs.items() if k.lower() != 'entryuuid'}
-        out[uu[0][0].decode()] = (dn.lower(), normalize_attrs(attrs, fold_names=True))
+        uu = [v for k, v in attrs.items() if k.lower() == key]
+        attrs = {k: v for k, v in attrs.items() if k.lower() != key}
+        out[server.uuid(uu[0][0].decode())] = (dn.lower(), normalize_attrs(attrs, fold_names=True))
     return out
 
 
@@ -985,12 +1010,12 @@ class Diff:
     view, by entryUUID (DNs compared case-insensitively); wrong also counts
     anomalies and lost events (replay())."""
 
-    def __init__(self, con, slapd, base, filt, crashed=()):
+    def __init__(self, con, slapd, base, filt, crashed=(), server=SLAPD):
         m, self.anomalies, excused, self.gaps = replay(con, crashed)
         self.excused = len(excused)
         self.mine = {u: (e['dn'].lower(), normalize_attrs(e['attrs'], fold_names=True))
                      for u, e in m.entries.items()}
-        self.theirs = server_view(slapd, base, filt)
+        self.theirs = server_view(slapd, base, filt, server)
         mine, theirs = self.mine, self.theirs
         self.lost_u = sorted(set(theirs) - set(mine))
         self.phantom_u = sorted(set(mine) - set(theirs))
@@ -1122,8 +1147,8 @@ def caught_up(con, token):
 # ---------------------------------------------------------------- one trial
 
 class Trial:
-    def __init__(self, tmp, n, seed):
-        self.tmp, self.n, self.seed = tmp, n, seed
+    def __init__(self, tmp, n, seed, server=SLAPD):
+        self.tmp, self.n, self.seed, self.server = tmp, n, seed, server
         r = self.r = random.Random(seed)
         self.wseed = r.randrange(1, 2 ** 31)
         self.variant = ONLY_VARIANT or r.choice(VARIANTS)
@@ -1167,10 +1192,9 @@ class Trial:
         self.blamed = []
 
     def describe(self):
-        return ('trial %d seed %d: %s%s, base %r%s, filter %s, %s, --processes %d, %s, %d initial people; '
+        return ('trial %d seed %d: %s, base %r%s, filter %s, %s, --processes %d, %s, %d initial people; '
                 'phases: %s' % (
-                    self.n, self.seed, self.variant,
-                    ' (sessionlog %d)' % self.sessionlog if self.variant == 'V1' else '',
+                    self.n, self.seed, self.server.label(self),
                     self.base_form, '' if self.base_form == self.base else ' (the server writes %s)' % self.base,
                     self.fkind, 'fault ' + self.fault, self.procs, self.fmt, self.initial,
                     ', '.join('%s %d ops%s' % (p['kind'], p['ops'],
@@ -1216,11 +1240,11 @@ class Trial:
         if not d.alive():
             self.problems.append('%s: ldapfeed exited (%s) while catching up' % (label, d.returncode))
         took = time.monotonic() - t0
-        diff = Diff(self.con, self.s, self.base, self.filt, self.crashed)
+        diff = Diff(self.con, self.s, self.base, self.filt, self.crashed, self.server)
         end = time.monotonic() + scaled(3)
         while not diff.clean and time.monotonic() < end:
             time.sleep(0.5)
-            diff = Diff(self.con, self.s, self.base, self.filt, self.crashed)
+            diff = Diff(self.con, self.s, self.base, self.filt, self.crashed, self.server)
         bad = diff.bad()
         new = {u: v for u, v in bad.items() if u not in self.diverged}
         note('%s: caught up in %.1fs, %d entries; lost %d, phantom %d, wrong %d%s' % (
@@ -1319,7 +1343,7 @@ class Trial:
     # -- the whole
     def run(self):
         note(self.describe())
-        s = self.s = Slapd(self.tmp, variant=self.variant, sessionlog=self.sessionlog)
+        s = self.s = self.server.start(self)
         self.sentinel = '%s,%s' % (SENTINEL, self.base)
         ldif = b''.join(ldif_entry(dn, {'objectClass': 'organizationalUnit', 'ou': dn.split(',')[0][3:]})
                         for dn in (STAFF, OUTSIDE))
@@ -1374,7 +1398,7 @@ class Trial:
             rc = d.stop(60)
             if rc != 0 or not d.marker_exists():
                 self.problems.append('final SIGTERM: exit %s, marker %s' % (rc, d.marker_exists()))
-        final = Diff(self.con, s, self.base, self.filt, self.crashed)
+        final = Diff(self.con, s, self.base, self.filt, self.crashed, self.server)
         for x in self.daemons:
             bad = [ln for ln in x.stderr().splitlines() if any(wd in ln for wd in CRASH_WORDS)]
             if bad:
@@ -1399,8 +1423,8 @@ class Trial:
         return final
 
 
-def run_trial(tmp, n, seed):
-    t = Trial(tmp, n, seed)
+def run_trial(tmp, n, seed, server=SLAPD):
+    t = Trial(tmp, n, seed, server)
     final = t.run()
     tally['trials'] += 1
     for k in ('lost', 'phantom', 'wrong'):
@@ -1412,22 +1436,23 @@ def run_trial(tmp, n, seed):
         phase = label.split('(')[-1].rstrip(')') if '(' in label else label
         for k in kinds:
             tally['blame'].setdefault('%s in a %s phase' % (k, phase), []).append(
-                '%d (%s, %s)' % (n, t.variant, t.fkind))
+                '%d (%s, %s)' % (n, t.server.label(t), t.fkind))
     if t.problems or any(t.counts.values()):
-        tally['failed'].append('%d (seed %d, %s, %s, %s)' % (n, seed, t.variant, t.fkind, t.fault))
+        tally['failed'].append('%d (seed %d, %s, %s, %s)' % (n, seed, t.server.label(t), t.fkind, t.fault))
         raise AssertionError('%s\nlost %d, phantom %d, wrong %d\n%s\n%s' % (
             t.describe(), t.counts['lost'], t.counts['phantom'], t.counts['wrong'], '\n'.join(t.problems),
             '\n'.join(final.details())))
 
 
-def _make_trial(n, seed):
+def _make_trial(n, seed, server=SLAPD):
     def trial(tmp):
-        # Scenario: one chaos trial (see the module docstring): a fresh slapd (V0, V1 or V2) with a random
-        # tree of OUs, a consumer, ldapfeed on a base and filter drawn from `seed`, live and stopped phases of
-        # random tree operations, one fault, a check of the model against the server after every phase.
+        # Scenario: one chaos trial (see the module docstring): a fresh slapd (V0, V1 or V2; or the server
+        # given) with a random tree of OUs, a consumer, ldapfeed on a base and filter drawn from `seed`, live
+        # and stopped phases of random tree operations, one fault, a check of the model against the server
+        # after every phase.
         tally['started'] += 1
         try:
-            run_trial(tmp, n, seed)
+            run_trial(tmp, n, seed, server)
         except BaseException:
             if not any(f.startswith('%d ' % n) for f in tally['failed']):
                 tally['failed'].append('%d (seed %d, aborted)' % (n, seed))
@@ -1435,12 +1460,19 @@ def _make_trial(n, seed):
     return trial
 
 
+# Run as a script, this file registers its trials; imported by
+# test_389ds_chaos.py for the machinery, it must not.
+def _unregistered(arg=None, **kw):
+    return arg if callable(arg) else (lambda fn: fn)
+
+
+register = test if __name__ == '__main__' else _unregistered
 _master = random.Random(SEED)
 for _n in range(1, TRIALS + 1):
-    test(name='trial_%d' % _n, timeout=(900 if LONG else 240))(_make_trial(_n, _master.randrange(1, 2 ** 31)))
+    register(name='trial_%d' % _n, timeout=(900 if LONG else 240))(_make_trial(_n, _master.randrange(1, 2 ** 31)))
 
 
-@test
+@register
 def summary():
     # Scenario: the trials above, summed: `chaos: K trials, L lost, P phantom, D wrong`; fails if any count
     # is non-zero, a trial failed, or a fault ended in an undocumented way.
