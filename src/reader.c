@@ -1145,6 +1145,7 @@ search_again(struct reader *r)
 		r->ctx->stats->connected = 1;
 	}
 	r->sub.mark_gen = 0;
+	r->sub.whole = 0;
 	if ((rc = subtree_run_pending(&r->sub)) != 0)
 		return task_outcome(rc);
 	if (commit(r) == -1)
