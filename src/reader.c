@@ -71,8 +71,9 @@ struct reader {
 	char		       **attrs_asked;	/* the search's, + hasSubordinates */
 	int			 decode_flags;	/* what we asked for ourselves */
 	struct subtree		 sub;		/* the server's answers on subtrees */
-	int			 lookup;	/* entries asked for with the filter */
-	unsigned		 lookups;	/* ... waiting to be, in a refresh */
+	int			 lookup;	/* messages name entries to ask for */
+	int			 unfiltered;	/* ... and the search has no filter */
+	unsigned		 lookups;	/* lookups waiting, in a refresh */
 	struct provider		 provider;	/* what the server says it is */
 	struct buf		 below;		/* a deleted entry's DN */
 	struct sync_state	 st;
@@ -409,11 +410,13 @@ on_change(struct reader *r, struct span dn)
 	int	 what, tasks = 0, below = 0;
 
 	/*
-	 * The filter left to the server's answer (doc/providers.md, 389-ds):
-	 * the message only names an entry that changed in the search's scope.
-	 * In a refresh the lookups wait for a batch, or for the refresh's end.
+	 * 389-ds (doc/providers.md): the message only names an entry that
+	 * changed, whose present state the server is asked for.  In a full
+	 * refresh every entry comes, and is taken as it comes, unless the
+	 * filter is the server's to apply.  In a refresh the lookups wait for
+	 * a batch, or for the refresh's end.
 	 */
-	if (r->lookup) {
+	if (r->lookup && (r->unfiltered || !r->in_refresh || r->had_cookie)) {
 		if (store_task_add(r->store, TASK_LOOKUP, r->st.uuid, dn) == -1)
 			return FATAL;
 		if (r->in_refresh && ++r->lookups < SUBTREE_BATCH)
@@ -887,7 +890,7 @@ start_search(struct reader *r)
 	ctrl.ldctl_iscritical = 1;	/* no syncprov: fail, not a plain search */
 	ctrls[0] = &ctrl;
 	ctrls[1] = NULL;
-	rc = ldap_search_ext(r->ld, r->cfg->base, r->cfg->scope, r->lookup ?
+	rc = ldap_search_ext(r->ld, r->cfg->base, r->cfg->scope, r->unfiltered ?
 	    EVERYTHING : r->cfg->filter, r->attrs_asked, 0, ctrls, NULL, NULL,
 	    LDAP_NO_LIMIT, &r->msgid);
 	buf_free(&value);
@@ -1337,14 +1340,15 @@ reader_main(const struct child_ctx *ctx)
 		break;
 	}
 	/*
-	 * 389-ds follows a filter only part of the way: it sends nothing for
-	 * an entry that a rename takes out of it, nor, refreshing from a
-	 * cookie, for one that left it.  So it is searched without the
-	 * filter, and each entry it names is asked for with the filter
-	 * (doc/providers.md).
+	 * 389-ds has no entryCSN to tell a message older than what a subtree
+	 * task applied, and follows a filter only part of the way: it sends
+	 * nothing for an entry that a rename takes out of it, nor, refreshing
+	 * from a cookie, for one that left it.  So its messages only name
+	 * entries, each asked for with the search's filter, and a search with
+	 * a filter runs without it (doc/providers.md).
 	 */
-	r.lookup = r.provider.kind == PROVIDER_389DS &&
-	    strcasecmp(r.cfg->filter, EVERYTHING) != 0;
+	r.lookup = r.provider.kind == PROVIDER_389DS;
+	r.unfiltered = r.lookup && strcasecmp(r.cfg->filter, EVERYTHING) != 0;
 	if (r.provider.kind == PROVIDER_389DS &&
 	    (code = conn_check_retro(r.ld, err, sizeof(err))) != 1) {
 		if (code == 0)

@@ -480,13 +480,14 @@ class DS389:
         except OSError:
             return 0
 
-    def entries_sent(self, mark=0, scope=None, base=None):
+    def entries_sent(self, mark=0, scope=None, base=None, filt=None):
         """[(conn, op, dn)] of the entries the server sent since mark, from
         the access log's ENTRY lines, optionally only for searches of that
-        scope (0 base, 1 one level, 2 subtree) and that base (compared
+        scope (0 base, 1 one level, 2 subtree), base and filter (compared
         case-insensitively).  An ldapfeed's sync search is a subtree search
-        of its base; its start-up check of the base a base one; its subtree
-        tasks search below an entry (fetch) or the base by nsUniqueId."""
+        of its base with its filter; its start-up check of the base a base
+        one; its lookups and subtree tasks search the base by nsUniqueId,
+        or below an entry."""
         import re
         try:
             with open(self.access_log, 'rb') as f:
@@ -498,11 +499,12 @@ class DS389:
         for line in text.splitlines():
             m = re.search(r' conn=(\d+) op=(\d+) SRCH base="(.*)" scope=(\d+) filter="(.*)" ', line)
             if m:
-                scopes[m.group(1), m.group(2)] = (int(m.group(4)), m.group(3).lower())
+                scopes[m.group(1), m.group(2)] = (int(m.group(4)), m.group(3).lower(), m.group(5).lower())
                 continue
             m = re.search(r' conn=(\d+) op=(\d+) ENTRY dn="(.*)"', line)
-            sc, b = scopes.get((m.group(1), m.group(2)), (None, None)) if m else (None, None)
-            if m and (scope is None or sc == scope) and (base is None or b == base.lower()):
+            sc, b, f = scopes.get((m.group(1), m.group(2)), (None, None, None)) if m else (None, None, None)
+            if m and (scope is None or sc == scope) and (base is None or b == base.lower()) and \
+                    (filt is None or f == filt.lower()):
                 out.append((int(m.group(1)), int(m.group(2)), m.group(3)))
         return out
 

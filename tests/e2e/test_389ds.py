@@ -38,7 +38,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import *  # noqa: E402,F403
 import harness  # noqa: E402
-from test_conformance import Run, StrictModel, stop_clean, stored_cookie, wait_run  # noqa: E402
+from test_conformance import Run, StrictModel, reader_pid, stop_clean, stored_cookie, wait_run  # noqa: E402
 from ds389 import DS389, nsuniqueid_uuid  # noqa: E402
 
 SUFFIX = 'dc=example,dc=com'
@@ -64,6 +64,11 @@ def person(name, ou=PEOPLE, **extra):
 
 def ou(dn):
     return ldif_entry(dn, {'objectClass': ['top', 'organizationalUnit'], 'ou': dn.split(',')[0].split('=')[1]})
+
+
+def ldif_modrdn(dn, newrdn):
+    """An LDIF modrdn record (deleteoldrdn 1), for several changes in one ldapmodify."""
+    return ('dn: %s\nchangetype: modrdn\nnewrdn: %s\ndeleteoldrdn: 1\n\n' % (dn, newrdn)).encode()
 
 
 def account(dn):
@@ -327,7 +332,7 @@ def clean_restart_resumes(tmp):
     mark = ds.access_mark()
     d2 = feed(tmp, ds, con)
     run = wait_run(con, 1)
-    sent = ds.entries_sent(mark, scope=2, base=SUFFIX)
+    sent = ds.entries_sent(mark, scope=2, base=SUFFIX, filt='(objectClass=*)')
     stop_clean(d2)
     same_as_server(con, ds, d2)
     note('stored cookie before the restart: %r' % cookie)
@@ -342,7 +347,7 @@ def restart_nothing_changed(tmp):
     mark = ds.access_mark()
     d2 = feed(tmp, ds, con)
     run = wait_run(con, 1)
-    sent = ds.entries_sent(mark, scope=2, base=SUFFIX)
+    sent = ds.entries_sent(mark, scope=2, base=SUFFIX, filt='(objectClass=*)')
     stop_clean(d2)
     same_as_server(con, ds, d2)
     check_resume(d2, run, sent, {}, 'restart with nothing changed')
@@ -432,6 +437,34 @@ def filter_exits_while_stopped(tmp):
 
 
 @test
+def stale_message_after_fetch(tmp):
+    # Persist, the reader stopped (SIGSTOP) while three changes queue up in
+    # its socket: ou=archive renamed to ou=former (the reader will fetch
+    # what lies below it, and see the server as it is after all three), an
+    # account below modified (its message carries its DN of that moment,
+    # under ou=former,...,ou=team), then ou=team renamed to ou=squad.  The
+    # account's message is older than what the fetch applied, and 389-ds
+    # has no entryCSN to tell: applied as it came, it would put the
+    # account back under ou=team, and ou=team's own message, finding it
+    # renamed by the fetch already, would change nothing.
+    ds = lab()
+    con = Consumer(tmp)
+    d = feed(tmp, ds, con)
+    wait_run(con, 0)
+    pid = reader_pid(d)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        ds.modify(ldif_modrdn(ARCHIVE, 'ou=former') +
+                  ldif_modify('uid=tm1,ou=team,ou=former,' + SUFFIX, [('replace', 'description', 'moved twice')]) +
+                  ldif_modrdn('ou=team,ou=former,' + SUFFIX, 'ou=squad'))
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    m = wait_same(con, ds, d, live=d)
+    assert m.uuid_of('uid=tm1,ou=squad,ou=former,' + SUFFIX), sorted(e['dn'] for e in m.entries.values())
+    stop_clean(d)
+
+
+@test
 def server_restart_during_persist(tmp):
     # The server restarts under a running ldapfeed: it reconnects, follows
     # the changes made after the restart, and its new sync search resumes
@@ -446,7 +479,7 @@ def server_restart_during_persist(tmp):
     note('389-ds restart took %.1f s' % (time.monotonic() - t0))
     wait_until(lambda: len(sync_searches(d)) >= 2 and d.stderr().count('refresh done') >= 2, 30,
                'ldapfeed to search again after the server restart')
-    sent = ds.entries_sent(mark, scope=2, base=SUFFIX)
+    sent = ds.entries_sent(mark, scope=2, base=SUFFIX, filt='(objectClass=*)')
     ds.replace('uid=carol,' + PEOPLE, 'mail', 'carol@example.org')
     ds.add_entry(*person('henry'))
     ds.delete('uid=dave,' + PEOPLE)
@@ -476,7 +509,7 @@ def refresh_only_twice(tmp):
     d2 = feed(tmp, ds, con, mode='refresh')
     rc = d2.wait(60)
     assert rc == 0, 'second refresh exited %s:\n%s' % (rc, d2.stderr()[-3000:])
-    sent = ds.entries_sent(mark, scope=2, base=SUFFIX)
+    sent = ds.entries_sent(mark, scope=2, base=SUFFIX, filt='(objectClass=*)')
     run = Run(con, 1)
     same_as_server(con, ds, d2)
     check_resume(d2, run, sent, {'add': 1, 'modify': 2, 'rename': 1, 'delete': 1}, 'second refresh')
@@ -631,7 +664,7 @@ def too_many_sessions_resume(tmp):
     rc = d2.wait(60)
     assert rc == 0, 'refreshOnly run exited %s:\n%s' % (rc, d2.stderr()[-3000:])
     assert refused_busy(d2) == 0, d2.stderr()[-2000:]
-    check_resume(d2, Run(con, 1), ds.entries_sent(mark, scope=2, base=SUFFIX), {'add': 1, 'modify': 1},
+    check_resume(d2, Run(con, 1), ds.entries_sent(mark, scope=2, base=SUFFIX, filt='(objectClass=*)'), {'add': 1, 'modify': 1},
                  'refreshOnly while the session is held')
     ds.modrdn('uid=alice,' + PEOPLE, 'uid=alice', newsuperior=ARCHIVE)
     ds.delete('uid=tm1,' + TEAM)
@@ -642,7 +675,7 @@ def too_many_sessions_resume(tmp):
     mark = ds.access_mark()
     holder.release()
     run = wait_run(con, 2, timeout=90)
-    sent = ds.entries_sent(mark, scope=2, base=SUFFIX)
+    sent = ds.entries_sent(mark, scope=2, base=SUFFIX, filt='(objectClass=*)')
     wait_same(con, ds, d3, live=d3)
     stop_clean(d3)
     check_resume(d3, run, sent, {'rename': 1, 'delete': 1, 'modify': 1}, 'persist after the session was freed')
