@@ -149,6 +149,13 @@ class DS389:
         self._pid = None
         self._watched = set()
         self._config = {}            # what cn=config holds now (see configure())
+        self._paths()
+        harness._register(self)
+        if not lazy:
+            self.create()
+
+    def _paths(self):
+        """A temp dir of its own, and the paths under it."""
         self.dir = tempfile.mkdtemp(prefix='e2e-389ds-')
         os.chmod(self.dir, 0o755)   # ns-slapd (user dirsrv) must reach the prefix
         self.root = os.path.join(self.dir, 'root')
@@ -158,9 +165,17 @@ class DS389:
         self.error_log = os.path.join(self.root, 'log/slapd-%s/errors' % self.name)
         self.stderr_path = os.path.join(self.dir, 'ns-slapd.stderr')
         harness._watchdog_send('d+ ' + self.dir)
-        harness._register(self)
-        if not lazy:
-            self.create()
+
+    def recreate(self):
+        """remove() and create() again, under another name and temp dir: for
+        a server whose database a crash left damaged (ns-slapd recovers it
+        at its next start, but an entry can keep children that no search
+        shows, and the suffix can no longer be emptied)."""
+        self.remove()
+        self.name = 'lf%d%s' % (os.getpid(), secrets.token_hex(2))
+        self._config = {}
+        self._paths()
+        return self.create()
 
     # -- properties
     @property
