@@ -435,8 +435,9 @@ class Writer:
     starts a new ldapmodify.  drain() (between jobs) lets ldapmodify apply
     everything and checks its copy of the tree against the server."""
 
-    def __init__(self, slapd, tree, rng, caps):
+    def __init__(self, slapd, tree, rng, caps, server=None):
         self.s, self.t, self.rng, self.caps = slapd, tree, rng, caps
+        self.server = server or SLAPD
         self.proc = None
         self.ops = self.errors = self.starts = 0
         self.error_lines = []
@@ -532,7 +533,8 @@ class Writer:
             # nor ldapfeed's: the server's state stands, the writer's copy
             # is resynced below, and the requests of the phase that built
             # on the failed one are refused in turn.
-            theirs_fault = [ln for ln in self.error_lines if ln.startswith('ldap_') and '(80)' in ln]
+            theirs_fault = [ln for ln in self.error_lines if ln.startswith('ldap_') and
+                            any(code in ln for code in self.server.own_failures)]
             if theirs_fault:
                 note('slapd failed a valid request itself; %d refused in this phase: %s'
                      % (self.errors, ' | '.join(self.error_lines[:4])))
@@ -922,6 +924,7 @@ class SlapdServer:
     name = 'slapd'
     uuid_attr = 'entryUUID'
     unsent = ()             # attributes the server shows that ldapfeed leaves out (lower case)
+    own_failures = ('(80)',)    # result codes of a valid request the server fails itself (Writer.drain)
 
     def start(self, trial):
         return Slapd(trial.tmp, variant=trial.variant, sessionlog=trial.sessionlog)
@@ -1353,7 +1356,7 @@ class Trial:
                                            'description': 'start'})
         s.add(ldif)
         tree = Tree(self.base, self.fkind)
-        w = self.w = Writer(s, tree, random.Random(self.wseed), self.caps)
+        w = self.w = Writer(s, tree, random.Random(self.wseed), self.caps, self.server)
         s.tool('ldapmodify', ['-c'], input=initial_tree(w, self.initial))
         self.problems += w.drain()
         self.con = Consumer(self.tmp, fmt=self.fmt)
