@@ -93,10 +93,11 @@ uuid_parse_text(struct span s, unsigned char *out)
 /*
  * The attribute list of a SearchResultEntry, from a BerElement that libldap
  * bounded to it (ldap_get_dn_ber), into e->attrs.  hasSubordinates (TRUE,
- * and whether it came at all) and a well-formed UUID in the attribute uuid_attr (entryUUID, or 389-ds's
- * nsUniqueId) are noted in e; with DECODE_STRIP_SUBS or DECODE_STRIP_UUID
- * the attribute is left out of e->attrs, and with DECODE_STRIP_ACI so is
- * the aci that 389-ds's Content Synchronization adds to every search
+ * and whether it came at all) and a well-formed UUID in the attribute
+ * uuid_attr (entryUUID, or 389-ds's nsUniqueId) are noted in e; with
+ * DECODE_STRIP_SUBS or DECODE_STRIP_UUID the attribute is left out of
+ * e->attrs, and with DECODE_STRIP_ACI so is the aci that 389-ds's Content
+ * Synchronization adds to every search
  * (doc/providers.md); the entryCSN is noted too, and left out with
  * DECODE_STRIP_CSN.  With DECODE_GUID the UUID is AD's binary objectGUID
  * (msctl.c).  -1 for a malformed list.

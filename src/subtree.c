@@ -451,7 +451,7 @@ reconcile_guard(struct subtree *t, const char *root)
 	    TASK_GUARDED : TASK_OK;
 }
 
-/* ---- lookup: an entry the sync search named, asked for with the filter ---- */
+/* ---- lookup: an entry the sync search named, asked for with the filter */
 
 /*
  * The server's answer for one entry of the batch: the entry as the search
