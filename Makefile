@@ -61,7 +61,8 @@ tests/tools/%: tests/tools/%.c libldapfeed.a $(FLAGS_STAMP)
 deps:
 	@sh scripts/deps
 
-check: deps
+check:
+	@sh scripts/deps promtool
 	$(MAKE) all $(UNIT_BINS) $(TOOL_BINS)
 	python3 tests/run
 
@@ -73,7 +74,8 @@ test: all $(UNIT_BINS) $(TOOL_BINS)
 # (a separate build; the next plain `make` rebuilds without them).
 ASAN_FLAGS = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
 	-fno-sanitize-recover=all
-check-asan: deps
+check-asan:
+	@sh scripts/deps promtool
 	$(MAKE) all $(UNIT_BINS) $(TOOL_BINS) CFLAGS="$(ASAN_FLAGS)" \
 	    LDFLAGS="-fsanitize=address,undefined"
 	ASAN_OPTIONS=abort_on_error=0:detect_leaks=1:exitcode=86:fast_unwind_on_malloc=0:disable_coredump=0 \

@@ -22,9 +22,9 @@ What a consumer has to get right, and how this one does it:
   from an empty store and sends every entry as an add.  Entries the snapshot
   does not send are dropped once it is complete, that is once every worker
   of a run has sent refresh_done.  Until then COPY keeps the previous state.
-  A snapshot cut short by a crash is followed by another reload; one cut
-  short by a clean stop is completed by the next run, which resumes: if this
-  consumer stops meanwhile, COPY.snapshot keeps what the snapshot has sent.
+  A snapshot cut short (a crash, a clean stop, this consumer stopping) is
+  sent again whole by ldapfeed's next run, which says "reload" again: a
+  snapshot is only ever completed by the run that began it.
 * Order across connections.  The events of one DN arrive in order on one
   connection, but an entry changes connection when it is renamed (events go
   by DN hash).  So each entry remembers the seq of the last event that set
@@ -45,7 +45,6 @@ key.  SIGTERM or SIGINT: stop accepting, write COPY, exit 0.
 
 import argparse
 import base64
-import hashlib
 import json
 import os
 import pickle
@@ -91,10 +90,6 @@ def show_value(v, limit=60):
 
 def show_values(vals):
     return ', '.join(show_value(v) for v in vals) if vals else '(none)'
-
-
-def digest(text):
-    return hashlib.sha256(text.encode('utf-8')).hexdigest()
 
 
 def replace(path, lines):
@@ -156,16 +151,6 @@ class Directory:
                 except (ValueError, KeyError, TypeError) as err:
                     raise SystemExit('consumer: %s line %d: %s' % (self.path, n, err))
         log('loaded %d entries from %s' % (len(self.entries), self.path))
-        try:
-            with open(self.path + '.snapshot', encoding='utf-8') as f:
-                snap = json.load(f)
-        except FileNotFoundError:
-            return
-        if snap.get('copy') != digest(text):
-            log('ignoring %s.snapshot: it belongs to another version of the copy' % self.path)
-            return
-        self.snapshot = {'run': None, 'seen': set(snap['seen'])}
-        log('an unfinished snapshot: %d entries received so far' % len(snap['seen']))
 
     def _lines(self):
         """COPY's lines (called under the lock; the attrs dicts are replaced,
@@ -174,33 +159,21 @@ class Directory:
         # on another connection waits for it.
         return [(e['dn'], u, e['attrs']) for u, e in self.entries.items() if e['attrs'] is not None]
 
-    def write(self, final=False):
+    def write(self):
         """Replace COPY if it changed.  Not while a snapshot is open, so that
-        COPY is always a whole state; but when the consumer stops (final)
-        during one, COPY gets what it holds so far, and COPY.snapshot the
-        uuids the snapshot has sent, so that a restarted consumer finishes
-        it (ldapfeed stopped cleanly mid-snapshot resumes, it does not
-        start again)."""
+        COPY is always a whole state: one this consumer stops in is sent
+        again whole by ldapfeed's next run (see the docstring)."""
         with self.write_lock:
             with self.lock:
-                if not self.path:
-                    return
-                snap = self.snapshot
-                if (snap is not None and not final) or (not self.dirty and snap is None):
+                if not self.path or self.snapshot is not None or not self.dirty:
                     return
                 rows = self._lines()
-                seen = sorted(snap['seen']) if snap is not None else None
                 self.dirty = False
                 self._prune()
             rows.sort(key=lambda r: (r[0].count(','), r[0].lower()))
             text = ''.join(json.dumps({'dn': dn, 'uuid': u, 'attrs': attrs}, ensure_ascii=False) + '\n'
                            for dn, u, attrs in rows)
-            if seen is not None:
-                # It names the COPY it goes with: a stale one is ignored.
-                replace(self.path + '.snapshot', [json.dumps({'copy': digest(text), 'seen': seen}) + '\n'])
             replace(self.path, [text])
-            if seen is None and os.path.exists(self.path + '.snapshot'):
-                os.unlink(self.path + '.snapshot')
             self.written += 1
             if self.verbose:
                 log('wrote %d entries to %s' % (len(rows), self.path))
@@ -574,10 +547,10 @@ def main(argv=None):
         pass
     directory.stop()
     writer.join(5)
-    directory.write(final=True)
+    directory.write()
     with directory.lock:
         if directory.snapshot is not None and args.output:
-            log('stopping during a snapshot: %s.snapshot says how far it got' % args.output)
+            log('stopping during a snapshot: %s keeps the state before it' % args.output)
     with directory.lock:
         partial = sum(1 for e in directory.entries.values() if e['attrs'] is None)
     if partial:

@@ -113,6 +113,7 @@ uint32_t get_u32(const unsigned char *);
 uint64_t get_u64(const unsigned char *);
 int	hex_digit(int);
 int64_t	clock_ms(void);
+double	seconds_since(int64_t);
 void	*xmalloc(size_t);
 void	*xcalloc(size_t, size_t);
 void	*xrealloc(void *, size_t);
@@ -438,6 +439,7 @@ int	store_sync(struct store *);
 void	store_figures(struct store *, struct proc_stats *);
 int	store_begin(struct store *);
 int	store_commit(struct store *);
+int	store_commit_seq(struct store *, uint64_t, uint64_t *);
 size_t	store_txn_bytes(const struct store *);
 void	store_abort(struct store *);
 int	store_get_meta(struct store *, const char *, struct span *);
@@ -499,7 +501,9 @@ int	guard_allows(const struct config *, uint64_t, uint64_t);
 int	guard_check(const struct config *, const char *, uint64_t, uint64_t);
 void	guard_limit_text(const struct config *, char *, size_t);
 uint64_t guard_copy_size(const struct store_peek *);
+uint64_t guard_store_copy(struct store *);
 uint64_t guard_previous_copy(const char *);
+int	guard_reload(const struct config *, struct store *);
 
 /* The server's kind, from its root DSE (conn.c; doc/providers.md). */
 enum provider_kind {
@@ -717,6 +721,7 @@ void	signals_handled(sigset_t *);
 int	signals_init(void);
 int	signals_fd(void);
 void	signals_drain(void);
+void	signals_pause(int);
 
 /* conn.c: the reader's LDAP connection (an LDAP * from <ldap.h>). */
 struct ldap;

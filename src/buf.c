@@ -185,3 +185,10 @@ clock_ms(void)
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
+
+/* Seconds since t0, a clock_ms() reading. */
+double
+seconds_since(int64_t t0)
+{
+	return (clock_ms() - t0) / 1000.0;
+}

@@ -31,6 +31,7 @@ enum outcome {
 	STOP,		/* a shutdown was asked */
 	LOST,		/* connection lost or transient error: reconnect */
 	RELOAD,		/* the server does not take the cookie */
+	GUARDED,	/* the mass-delete guard held deletes back: stop */
 	FATAL		/* a permanent error */
 };
 
@@ -86,6 +87,7 @@ fingerprint(const struct config *cfg, struct buf *out)
 	    cfg->bindname : "", cfg->saslmech ? cfg->saslmech : "");
 }
 
+/* The figures SIGUSR1 and the status file show (doc/safety.md). */
 static void
 publish(struct dsreader *r)
 {
@@ -95,18 +97,15 @@ publish(struct dsreader *r)
 	st->queue = pipes_pending(&r->pipes);
 	st->reconnects = r->reconnects;
 	st->entries = store_count(r->store);
+	st->connected = r->ld != NULL;
+	store_figures(r->store, st);
 }
 
 static int
 commit(struct dsreader *r)
 {
-	if (r->ev.seq != r->committed_seq) {
-		if (store_put_u64(r->store, "seq", r->ev.seq) == -1)
-			return -1;
-		r->committed_seq = r->ev.seq;
-	}
 	r->batch = 0;
-	if (store_commit(r->store) == -1)
+	if (store_commit_seq(r->store, r->ev.seq, &r->committed_seq) == -1)
 		return -1;
 	publish(r);
 	return 0;
@@ -125,12 +124,6 @@ checkpoint(void *arg)
 	if (commit(r) == -1 || pipes_flush(&r->pipes, 0) == -1)
 		return -1;
 	return 0;
-}
-
-static double
-since(int64_t t0)
-{
-	return (clock_ms() - t0) / 1000.0;
 }
 
 /* ---- startup checks ---- */
@@ -700,6 +693,45 @@ drop_tasks(struct dsreader *r)
 }
 
 /*
+ * The mass-delete guard (doc/safety.md), before a full refresh deletes
+ * anything: the sweep's deletes counted first.  Refused, none of them is
+ * sent or stored, no cookie is written (the full refresh stays owed), and
+ * the reader stops with GUARD_EXIT.
+ */
+static enum outcome
+sweep_guard(struct dsreader *r)
+{
+	uint64_t	 n;
+
+	if (!r->track)
+		return GO_ON;
+	if (store_sweep_count(r->store, r->gen, SWEEP_UNSEEN, &n) == -1)
+		return FATAL;
+	return guard_check(r->cfg, "this full refresh", n,
+	    store_count(r->store)) == -1 ? GUARDED : GO_ON;
+}
+
+/*
+ * A full reload from a wiped store (even one a lost connection made a
+ * full refresh again), before its refresh_done: what the consumer will
+ * drop then, weighed as the syncrepl reader weighs it.
+ */
+static enum outcome
+reload_guard(struct dsreader *r)
+{
+	if (r->refresh_done_sent)
+		return GO_ON;
+	switch (guard_reload(r->cfg, r->store)) {
+	case 0:
+		return GO_ON;
+	case 1:
+		return GUARDED;
+	default:
+		return FATAL;
+	}
+}
+
+/*
  * No cookie (a first start, or one the server refused): the cookie of
  * now first (a DirSync that matches nothing), then the search read whole,
  * as ldapsearch would.  What changes meanwhile, DirSync names from that
@@ -727,11 +759,13 @@ full_refresh(struct dsreader *r)
 		    &r->cookie, &more)) != GO_ON)
 			return out == RELOAD ? FATAL : out;
 	r->res.follow = 0;
-	if ((out = paged_load(r)) != GO_ON)
+	if ((out = paged_load(r)) != GO_ON || (out = sweep_guard(r)) != GO_ON)
 		return out;
 	if (r->track && events_sweep(&r->ev, r->gen, SWEEP_UNSEEN, &swept,
 	    &unknown, 0) == -1)
 		return FATAL;
+	if ((out = reload_guard(r)) != GO_ON)
+		return out;
 	if (store_put_meta(r->store, "cookie", buf_span(&r->cookie)) == -1 ||
 	    store_del_meta(r->store, "reload") == -1 || commit(r) == -1)
 		return FATAL;
@@ -757,7 +791,7 @@ end_refresh(struct dsreader *r)
 	r->ctx->stats->phase = PHASE_PERSIST;
 	log_info("refresh done in %.1f s: %llu adds, %llu modifies, %llu "
 	    "renames, %llu deletes, %llu entries in the store",
-	    since(r->started),
+	    seconds_since(r->started),
 	    (unsigned long long)(c[EV_ADD] - c0[EV_ADD]),
 	    (unsigned long long)(c[EV_MODIFY] - c0[EV_MODIFY]),
 	    (unsigned long long)(c[EV_RENAME] - c0[EV_RENAME]),
@@ -911,22 +945,6 @@ cycle(struct dsreader *r)
 }
 
 static void
-pause_for(int secs)
-{
-	struct pollfd	 pfd;
-	int64_t		 t0;
-	double		 left;
-
-	t0 = clock_ms();
-	while (!sig_term && (left = secs - since(t0)) > 0) {
-		pfd.fd = signals_fd();
-		pfd.events = POLLIN;
-		if (poll(&pfd, 1, (int)(left * 1000) + 1) > 0)
-			signals_drain();
-	}
-}
-
-static void
 disconnect(struct dsreader *r)
 {
 	if (r->ld)
@@ -935,6 +953,7 @@ disconnect(struct dsreader *r)
 	r->res.ld = NULL;
 	r->notify_msgid = -1;
 	r->notify_off = 0;
+	r->ctx->stats->connected = 0;
 }
 
 /* Follow until stopped, done (refresh mode), or a permanent error. */
@@ -968,7 +987,7 @@ run(struct dsreader *r)
 				return 0;
 			out = wait_change(r);
 		}
-		if (since(t0) >= BACKOFF_MAX_SECS)
+		if (seconds_since(t0) >= BACKOFF_MAX_SECS)
 			backoff = 1;
 		if (out == LOST && sig_term)
 			out = STOP;
@@ -977,6 +996,9 @@ run(struct dsreader *r)
 			break;
 		case STOP:
 			return 0;
+		case GUARDED:
+			/* A clean stop, without what the guard held back. */
+			return GUARD_EXIT;
 		case RELOAD:
 			if (store_del_meta(r->store, "cookie") == -1 ||
 			    store_put_meta(r->store, "reload", (struct span){
@@ -992,7 +1014,7 @@ run(struct dsreader *r)
 			r->reconnects++;
 			r->in_refresh = 1;
 			log_warnx("reconnecting in %d s", backoff);
-			pause_for(backoff);
+			signals_pause(backoff);
 			backoff = backoff * 2 > BACKOFF_MAX_SECS ?
 			    BACKOFF_MAX_SECS : backoff * 2;
 			break;
@@ -1063,6 +1085,7 @@ dirsync_main(const struct child_ctx *ctx, LDAP *ld, const struct provider *p)
 	struct buf	 fp = { 0 };
 	const char	*why = "no clean-shutdown marker";
 	char		 err[512];
+	uint64_t	 previous = 0;
 	size_t		 i;
 	int		 code;
 
@@ -1090,8 +1113,11 @@ dirsync_main(const struct child_ctx *ctx, LDAP *ld, const struct provider *p)
 			child_startup_failed(ctx, EX_CONFIG, "cannot open the "
 			    "store in %s", r.cfg->data_dir);
 		why = distrust(ctx, r.store, &fp);
+		if (why != NULL)
+			previous = guard_store_copy(r.store);
 		store_abort(r.store);
-	}
+	} else
+		previous = guard_previous_copy(r.cfg->data_dir);
 	if (barrier_wait(ctx->barrier, &sig_term, ctx->supervisor) == -1)
 		exit(EX_SOFTWARE);
 
@@ -1102,6 +1128,10 @@ dirsync_main(const struct child_ctx *ctx, LDAP *ld, const struct provider *p)
 		if (store_open(&r.store, r.cfg->data_dir, 1, 0) == -1)
 			fatalx(EX_SOFTWARE, "cannot create the store in %s",
 			    r.cfg->data_dir);
+		/* What the consumer may drop at refresh_done: guarded. */
+		if (previous > 0 && store_put_u64(r.store, "previous",
+		    previous) == -1)
+			fatalx(EX_SOFTWARE, "cannot write the store");
 	}
 	ask_attrs(&r);
 	pipes_init(&r.pipes, ctx->pipes, ctx->workers);
@@ -1137,7 +1167,9 @@ dirsync_main(const struct child_ctx *ctx, LDAP *ld, const struct provider *p)
 		child_ask_shutdown(ctx);
 	if (commit(&r) == -1 || store_sync(r.store) == -1)
 		code = EX_SOFTWARE;
-	if (code == 0 && pipes_flush(&r.pipes, 1) == -1)
+	/* Everything applied must reach the workers before a clean exit. */
+	if ((code == 0 || code == GUARD_EXIT) && pipes_flush(&r.pipes, 1) ==
+	    -1)
 		code = EX_SOFTWARE;
 	log_info("reader done: %llu adds, %llu modifies, %llu renames, %llu "
 	    "deletes, %u reconnects",

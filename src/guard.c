@@ -82,6 +82,41 @@ guard_copy_size(const struct store_peek *p)
 	return p->entries;
 }
 
+/* The copy a consumer holds, from a store about to be wiped. */
+uint64_t
+guard_store_copy(struct store *store)
+{
+	struct store_peek	 p;
+	struct span		 v;
+
+	p.entries = store_count(store);
+	p.previous = store_get_u64(store, "previous", 0);
+	p.snapshot = store_get_meta(store, "snapshot", &v) == 1;
+	return guard_copy_size(&p);
+}
+
+/*
+ * A full reload from a wiped store: at its refresh_done the consumer drops
+ * what it held that the snapshot did not send, at least the copy it held
+ * before (the store's "previous") less what the snapshot sent.  Weighed
+ * like deletes, before refresh_done goes out: 0 when allowed ("previous"
+ * then forgotten), 1 when refused (logged), -1 on a store error.
+ */
+int
+guard_reload(const struct config *cfg, struct store *store)
+{
+	uint64_t	 previous, count;
+
+	if ((previous = store_get_u64(store, "previous", 0)) == 0)
+		return 0;
+	count = store_count(store);
+	if (count < previous && guard_check(cfg, "this full reload (at its "
+	    "refresh_done, the consumer drops what it held that the reload "
+	    "did not send)", previous - count, previous) == -1)
+		return 1;
+	return store_del_meta(store, "previous") == -1 ? -1 : 0;
+}
+
 /*
  * The copy size from the store in dir, about to be wiped because it is
  * not trusted: a machine crash may have left it half written, so it is

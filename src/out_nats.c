@@ -21,6 +21,7 @@
 
 #define CONNECT_TIMEOUT_MS	10000
 #define API_WAIT_MS		10000	/* stream lookups and creation */
+#define API_ASK_MS		60000	/* then JetStream "did not answer" */
 #define ACK_WAIT_MS		3000	/* then a publish is tried again */
 #define RETRY_MIN_MS		100
 #define RETRY_MAX_MS		2000
@@ -246,13 +247,33 @@ set_options(struct nats *n, char *why, size_t len)
 	    NATS_OK ||
 	    (s = natsOptions_SetErrorHandler(n->opts, on_error, n)) != NATS_OK)
 		return failed(why, len, EX_SOFTWARE, "options", s);
-	if (tls && ((s = natsOptions_SetSecure(n->opts, true)) != NATS_OK ||
+	/*
+	 * The CA for nats:// URLs too: libnats goes TLS with a server that
+	 * requires it, and verifies it with what was loaded here.
+	 */
+	if ((tls && (s = natsOptions_SetSecure(n->opts, true)) != NATS_OK) ||
 	    (cfg->nats_ca && (s = natsOptions_LoadCATrustedCertificates(
-	    n->opts, cfg->nats_ca)) != NATS_OK)))
+	    n->opts, cfg->nats_ca)) != NATS_OK))
 		return failed(why, len, EX_CONFIG, "TLS options", s);
 	if ((code = set_credential(n, cfg, why, len)) != 0)
 		return code;
 	return 0;
+}
+
+/*
+ * A replicated stream without a leader (electing one, or just created by
+ * another worker) answers nothing, or "temporarily unavailable", until it
+ * has one: ask again, until a minute is over.
+ */
+static int
+ask_again(natsStatus s, jsErrCode jerr, int64_t until)
+{
+	if ((s != NATS_TIMEOUT && jerr != JSClusterNotAvailErr) ||
+	    clock_ms() >= until)
+		return 0;
+	log_info("NATS: JetStream did not answer yet: asking again");
+	nats_Sleep(RETRY_MIN_MS);
+	return 1;
 }
 
 /*
@@ -267,13 +288,17 @@ check_stream(struct nats *n, char *why, size_t len)
 	jsStreamInfo		*si = NULL;
 	jsStreamConfig		 sc;
 	jsErrCode		 jerr = 0;
-	natsStatus		 s;
+	natsStatus		 s = NATS_OK;
 	const char		*subjects[1];
 	char			 all[512];
 	int			 tries;
+	int64_t			 until = clock_ms() + API_ASK_MS;
 
-	for (tries = 0; tries < 2; tries++) {
+	for (tries = 0; tries < 2;) {
+		jerr = 0;
 		s = js_GetStreamInfo(&si, n->js, cfg->nats_stream, NULL, &jerr);
+		if (ask_again(s, jerr, until))
+			continue;
 		if (s != NATS_NOT_FOUND)
 			break;
 		if (cfg->check) {	/* --check changes nothing */
@@ -297,9 +322,10 @@ check_stream(struct nats *n, char *why, size_t len)
 			    cfg->nats_stream, all);
 			break;
 		}
-		/* Another worker made it first: look again. */
-		if (jerr != JSStreamNameExistErr)
+		/* Another worker made it first, or the answer is lost: look. */
+		if (jerr != JSStreamNameExistErr && !ask_again(s, jerr, until))
 			break;
+		tries++;
 	}
 	if (s != NATS_OK) {
 		if (s == NATS_TIMEOUT)

@@ -116,13 +116,8 @@ publish(struct reader *r)
 static int
 commit(struct reader *r)
 {
-	if (r->ev.seq != r->committed_seq) {
-		if (store_put_u64(r->store, "seq", r->ev.seq) == -1)
-			return -1;
-		r->committed_seq = r->ev.seq;
-	}
 	r->batch = 0;
-	if (store_commit(r->store) == -1)
+	if (store_commit_seq(r->store, r->ev.seq, &r->committed_seq) == -1)
 		return -1;
 	publish(r);
 	return 0;
@@ -172,13 +167,6 @@ take_cookie(struct reader *r, int has, const struct buf *cookie)
 		return 0;
 	}
 	return save_cookie(r, buf_span(cookie));
-}
-
-/* Seconds since t0, a clock_ms() reading. */
-static double
-since(int64_t t0)
-{
-	return (clock_ms() - t0) / 1000.0;
 }
 
 /* What a subtree task's result means for the search. */
@@ -241,25 +229,18 @@ refresh_deletes(struct reader *r, enum sweep_mode mode, uint64_t *swept)
 	return task_outcome(subtree_run_pending(&r->sub));
 }
 
-/*
- * A full reload from a wiped store: at its refresh_done the consumer drops
- * what it held that the snapshot did not send, at least the copy it held
- * before (the store's "previous") less what the snapshot sent.  The guard
- * weighs those drops like deletes, before refresh_done goes out.
- */
+/* A full reload from a wiped store, weighed before its refresh_done. */
 static enum outcome
 reload_guard(struct reader *r)
 {
-	uint64_t	 previous, count;
-
-	if ((previous = store_get_u64(r->store, "previous", 0)) == 0)
+	switch (guard_reload(r->cfg, r->store)) {
+	case 0:
 		return GO_ON;
-	count = store_count(r->store);
-	if (count < previous && guard_check(r->cfg, "this full reload (at "
-	    "its refresh_done, the consumer drops what it held that the "
-	    "reload did not send)", previous - count, previous) == -1)
+	case 1:
 		return GUARDED;
-	return store_del_meta(r->store, "previous") == -1 ? FATAL : GO_ON;
+	default:
+		return FATAL;
+	}
 }
 
 /* The refresh is complete: sweep if due, keep the cookie, tell everyone. */
@@ -308,7 +289,7 @@ end_refresh(struct reader *r, int has, const struct buf *cookie)
 		    r->present_unknown);
 	log_info("refresh done in %.1f s: %llu adds, %llu modifies, %llu "
 	    "renames, %llu deletes (%llu swept), %llu entries in the store",
-	    since(r->started),
+	    seconds_since(r->started),
 	    (unsigned long long)(c[EV_ADD] - c0[EV_ADD]),
 	    (unsigned long long)(c[EV_MODIFY] - c0[EV_MODIFY]),
 	    (unsigned long long)(c[EV_RENAME] - c0[EV_RENAME]),
@@ -1032,7 +1013,7 @@ cancel(struct reader *r)
 	    LDAP_SUCCESS)
 		return;
 	t0 = clock_ms();
-	while (!(got_done && got_ext) && since(t0) < CANCEL_WAIT_SECS) {
+	while (!(got_done && got_ext) && seconds_since(t0) < CANCEL_WAIT_SECS) {
 		tv.tv_sec = 0;
 		tv.tv_usec = 200000;
 		rc = ldap_result(r->ld, LDAP_RES_ANY, LDAP_MSG_ONE, &tv, &msg);
@@ -1059,23 +1040,6 @@ cancel(struct reader *r)
 		ldap_msgfree(msg);
 	}
 	r->msgid = -1;
-}
-
-/* Sleep up to secs, but wake for a stop. */
-static void
-pause_for(int secs)
-{
-	struct pollfd	 pfd;
-	int64_t		 t0;
-	double		 left;
-
-	t0 = clock_ms();
-	while (!sig_term && (left = secs - since(t0)) > 0) {
-		pfd.fd = signals_fd();
-		pfd.events = POLLIN;
-		if (poll(&pfd, 1, (int)(left * 1000) + 1) > 0)
-			signals_drain();
-	}
 }
 
 static void
@@ -1118,7 +1082,7 @@ refresh_required(struct reader *r, int *backoff)
 	if (r->refresh_required++ > 0) {
 		log_warnx("the server asked for a refresh again; next search "
 		    "in %d s", *backoff);
-		pause_for(*backoff);
+		signals_pause(*backoff);
 		*backoff = *backoff * 2 > BACKOFF_MAX_SECS ? BACKOFF_MAX_SECS :
 		    *backoff * 2;
 	}
@@ -1171,7 +1135,7 @@ run(struct reader *r)
 			out = follow(r);
 		/* A search that lived a while resets the backoff; one that a
 		 * server drops at once, refresh done or not, does not. */
-		if (since(r->started) >= BACKOFF_MAX_SECS)
+		if (seconds_since(r->started) >= BACKOFF_MAX_SECS)
 			backoff = 1;
 		if (out == LOST && sig_term)
 			out = STOP;	/* a task stopped for it: no reconnect */
@@ -1198,7 +1162,7 @@ run(struct reader *r)
 			disconnect(r);
 			r->reconnects++;
 			log_warnx("reconnecting in %d s", backoff);
-			pause_for(backoff);
+			signals_pause(backoff);
 			backoff = backoff * 2 > BACKOFF_MAX_SECS ?
 			    BACKOFF_MAX_SECS : backoff * 2;
 			break;
@@ -1271,19 +1235,6 @@ distrust_reason(enum distrust d)
 	default:
 		return "no clean-shutdown marker";
 	}
-}
-
-/* The copy the consumer holds, from a store about to be wiped. */
-static uint64_t
-copy_size(struct store *store)
-{
-	struct store_peek	 p;
-	struct span		 v;
-
-	p.entries = store_count(store);
-	p.previous = store_get_u64(store, "previous", 0);
-	p.snapshot = store_get_meta(store, "snapshot", &v) == 1;
-	return guard_copy_size(&p);
 }
 
 /*
@@ -1363,7 +1314,7 @@ reader_main(const struct child_ctx *ctx)
 			    "store in %s", r.cfg->data_dir);
 		distrust = store_verdict(ctx, r.store, &fp);
 		if (distrust != TRUSTED)
-			previous = copy_size(r.store);
+			previous = guard_store_copy(r.store);
 		store_abort(r.store);
 	} else
 		previous = guard_previous_copy(r.cfg->data_dir);

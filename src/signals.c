@@ -4,6 +4,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <string.h>
 #include <unistd.h>
@@ -121,4 +122,21 @@ signals_drain(void)
 
 	while (read(self_pipe[0], junk, sizeof(junk)) > 0)
 		;
+}
+
+/* Sleep up to secs, but wake for a stop (sig_term). */
+void
+signals_pause(int secs)
+{
+	struct pollfd	 pfd;
+	int64_t		 t0;
+	double		 left;
+
+	t0 = clock_ms();
+	while (!sig_term && (left = secs - seconds_since(t0)) > 0) {
+		pfd.fd = signals_fd();
+		pfd.events = POLLIN;
+		if (poll(&pfd, 1, (int)(left * 1000) + 1) > 0)
+			signals_drain();
+	}
 }

@@ -5,6 +5,7 @@
  * Writes are batched in one transaction the reader opens and commits.
  */
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 
 #include <errno.h>
 #include <lmdb.h>
@@ -32,14 +33,34 @@ struct store {
 	size_t		 mapsize;
 	uint64_t	 grows;		/* times the map was doubled */
 	size_t		 txn_bytes;	/* written in the open batch */
+	int		 failed;	/* see lmdb_fail() */
 	struct buf	 scratch;
 	struct buf	 key;
 };
 
+/*
+ * Any failure fails the store for the rest of the run: nothing more is
+ * committed and LMDB is not touched again but to close it.  The events made
+ * from the lost batch are queued already, and a later commit that
+ * succeeded would let the reader hand them on (doc/safety.md, "A full
+ * disk"); after a growth that failed, LMDB holds no map at all.
+ */
 static int
-lmdb_fail(const char *what, int rc)
+lmdb_fail(struct store *s, const char *what, int rc)
 {
-	log_warnx("store: %s: %s", what, mdb_strerror(rc));
+	s->failed = 1;
+	if (rc == ENOSPC || rc == EDQUOT)
+		log_warnx("store: %s: %s: the disk of the data directory is "
+		    "full; nothing the store does not hold was sent, and the "
+		    "next start, with room, reloads fully", what,
+		    mdb_strerror(rc));
+	else if (rc == MDB_MAP_FULL)
+		log_warnx("store: %s: %s: the LMDB map of %zu MiB is full; "
+		    "nothing the store does not hold was sent, and the next "
+		    "start reloads fully", what, mdb_strerror(rc),
+		    s->mapsize >> 20);
+	else
+		log_warnx("store: %s: %s", what, mdb_strerror(rc));
 	return -1;
 }
 
@@ -50,7 +71,7 @@ open_dbs(struct store *s)
 	int	 rc;
 
 	if ((rc = mdb_txn_begin(s->env, NULL, 0, &txn)) != 0)
-		return lmdb_fail("begin", rc);
+		return lmdb_fail(s, "begin", rc);
 	if ((rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &s->meta)) != 0 ||
 	    (rc = mdb_dbi_open(txn, "entries", MDB_CREATE, &s->entries)) != 0 ||
 	    (rc = mdb_dbi_open(txn, "dns", MDB_CREATE, &s->dns)) != 0 ||
@@ -59,10 +80,10 @@ open_dbs(struct store *s)
 	    &s->tasks)) != 0 ||
 	    (rc = mdb_dbi_open(txn, "csns", MDB_CREATE, &s->csns)) != 0) {
 		mdb_txn_abort(txn);
-		return lmdb_fail("open tables", rc);
+		return lmdb_fail(s, "open tables", rc);
 	}
 	if ((rc = mdb_txn_commit(txn)) != 0)
-		return lmdb_fail("commit", rc);
+		return lmdb_fail(s, "commit", rc);
 	return 0;
 }
 
@@ -101,8 +122,9 @@ store_open(struct store **sp, const char *dir, int do_wipe, size_t map)
 		while (s->mapsize < 2 * (size_t)st.st_size)
 			s->mapsize *= 2;
 	if ((rc = mdb_env_create(&s->env)) != 0) {
+		lmdb_fail(s, "create", rc);
 		free(s);
-		return lmdb_fail("create", rc);
+		return -1;
 	}
 	/*
 	 * No fsync per commit (doc/store.md, "Durability"): the supervisor
@@ -112,7 +134,7 @@ store_open(struct store **sp, const char *dir, int do_wipe, size_t map)
 	if ((rc = mdb_env_set_maxdbs(s->env, 8)) != 0 ||
 	    (rc = mdb_env_set_mapsize(s->env, s->mapsize)) != 0 ||
 	    (rc = mdb_env_open(s->env, dir, MDB_NOSYNC | MDB_NOTLS, 0600)) != 0) {
-		lmdb_fail(dir, rc);
+		lmdb_fail(s, dir, rc);
 		mdb_env_close(s->env);
 		free(s);
 		return -1;
@@ -146,7 +168,7 @@ store_sync(struct store *s)
 	int	 rc;
 
 	if ((rc = mdb_env_sync(s->env, 1)) != 0)
-		return lmdb_fail("sync", rc);
+		return lmdb_fail(s, "sync", rc);
 	return 0;
 }
 
@@ -164,6 +186,8 @@ store_figures(struct store *s, struct proc_stats *st)
 
 	st->map_bytes = s->mapsize;
 	st->map_grows = s->grows;
+	if (s->failed)
+		return;
 	if (mdb_env_info(s->env, &info) == 0 && mdb_env_stat(s->env, &ms) == 0)
 		st->map_used = (info.me_last_pgno + 1) * (uint64_t)ms.ms_psize;
 	if (mdb_env_get_fd(s->env, &fd) == 0 && fstat(fd, &sb) == 0)
@@ -180,6 +204,7 @@ grow(struct store *s)
 	MDB_envinfo	 info;
 	MDB_stat	 st;
 	size_t		 used;
+	char		 what[64];
 	int		 rc;
 
 	if (mdb_env_info(s->env, &info) != 0 || mdb_env_stat(s->env, &st) != 0)
@@ -189,8 +214,13 @@ grow(struct store *s)
 		return 0;
 	while (used >= s->mapsize / 2)
 		s->mapsize *= 2;
-	if ((rc = mdb_env_set_mapsize(s->env, s->mapsize)) != 0)
-		return lmdb_fail("grow the map", rc);
+	/* A refused mmap (an address-space limit, ulimit -v) leaves LMDB
+	 * without a map: lmdb_fail() keeps the store from touching it. */
+	if ((rc = mdb_env_set_mapsize(s->env, s->mapsize)) != 0) {
+		snprintf(what, sizeof(what), "grow the map to %zu MiB "
+		    "(ulimit -v?)", s->mapsize >> 20);
+		return lmdb_fail(s, what, rc);
+	}
 	s->grows++;
 	log_debug("store: map grown to %zu MiB", s->mapsize >> 20);
 	return 0;
@@ -203,11 +233,13 @@ store_begin(struct store *s)
 
 	if (s->txn)
 		return 0;
+	if (s->failed)
+		return -1;
 	if (grow(s) == -1)
 		return -1;
 	if ((rc = mdb_txn_begin(s->env, NULL, 0, &s->txn)) != 0) {
 		s->txn = NULL;
-		return lmdb_fail("begin", rc);
+		return lmdb_fail(s, "begin", rc);
 	}
 	s->txn_bytes = 0;
 	return 0;
@@ -220,17 +252,54 @@ store_txn_bytes(const struct store *s)
 	return s->txn ? s->txn_bytes : 0;
 }
 
+/*
+ * LMDB reports a short write of its pages as EIO: a disk with no room
+ * left (under 64 KiB) says which it was.
+ */
+static int
+disk_full(struct store *s, int rc)
+{
+	struct statvfs	 vfs;
+	int		 fd;
+
+	if (rc == ENOSPC || rc == EDQUOT)
+		return 1;
+	return rc == EIO && mdb_env_get_fd(s->env, &fd) == 0 &&
+	    fstatvfs(fd, &vfs) == 0 &&
+	    (uint64_t)vfs.f_bavail * vfs.f_frsize < 65536;
+}
+
 int
 store_commit(struct store *s)
 {
 	int	 rc;
 
+	if (s->failed) {
+		store_abort(s);
+		return -1;
+	}
 	if (s->txn == NULL)
 		return 0;
 	rc = mdb_txn_commit(s->txn);
 	s->txn = NULL;
 	if (rc != 0)
-		return lmdb_fail("commit", rc);
+		return lmdb_fail(s, "commit", disk_full(s, rc) ? ENOSPC : rc);
+	return 0;
+}
+
+/*
+ * Commits with the sequence number of the last event queued (meta "seq"),
+ * so that a restart numbers on from what the store holds; *committed
+ * follows only a commit that succeeded.
+ */
+int
+store_commit_seq(struct store *s, uint64_t seq, uint64_t *committed)
+{
+	if (seq != *committed && store_put_u64(s, "seq", seq) == -1)
+		return -1;
+	if (store_commit(s) == -1)
+		return -1;
+	*committed = seq;
 	return 0;
 }
 
@@ -255,7 +324,7 @@ val(const void *p, size_t len)
 static int
 need_txn(struct store *s)
 {
-	if (s->txn == NULL && store_begin(s) == -1)
+	if (s->failed || (s->txn == NULL && store_begin(s) == -1))
 		return -1;
 	return 0;
 }
@@ -271,7 +340,7 @@ store_get_meta(struct store *s, const char *name, struct span *out)
 	if ((rc = mdb_get(s->txn, s->meta, &k, &v)) == MDB_NOTFOUND)
 		return 0;
 	if (rc != 0)
-		return lmdb_fail("get meta", rc);
+		return lmdb_fail(s, "get meta", rc);
 	out->p = v.mv_data;
 	out->len = v.mv_size;
 	return 1;
@@ -286,7 +355,7 @@ store_put_meta(struct store *s, const char *name, struct span value)
 	if (need_txn(s) == -1)
 		return -1;
 	if ((rc = mdb_put(s->txn, s->meta, &k, &v, 0)) != 0)
-		return lmdb_fail("put meta", rc);
+		return lmdb_fail(s, "put meta", rc);
 	return 0;
 }
 
@@ -300,7 +369,7 @@ store_del_meta(struct store *s, const char *name)
 		return -1;
 	rc = mdb_del(s->txn, s->meta, &k, NULL);
 	if (rc != 0 && rc != MDB_NOTFOUND)
-		return lmdb_fail("del meta", rc);
+		return lmdb_fail(s, "del meta", rc);
 	return 0;
 }
 
@@ -361,7 +430,7 @@ store_get_entry(struct store *s, const unsigned char *uuid,
 	if ((rc = mdb_get(s->txn, s->entries, &k, &v)) == MDB_NOTFOUND)
 		return 0;
 	if (rc != 0)
-		return lmdb_fail("get entry", rc);
+		return lmdb_fail(s, "get entry", rc);
 	if (v.mv_size < 4 || (len = get_u32(v.mv_data)) > v.mv_size - 4) {
 		log_warnx("store: corrupt entry record");
 		return -1;
@@ -405,7 +474,7 @@ dn_index(struct store *s, const unsigned char *uuid, struct span dn,
 	else
 		rc = mdb_del(s->txn, s->dns, &k, NULL);
 	if (rc != 0 && !(rc == MDB_NOTFOUND && !add))
-		return lmdb_fail("dn index", rc);
+		return lmdb_fail(s, "dn index", rc);
 	return 0;
 }
 
@@ -436,7 +505,7 @@ store_put_entry(struct store *s, const unsigned char *uuid,
 	rc = was_new ? put_append(s, s->entries, &k, &v, MDB_RESERVE) :
 	    mdb_put(s->txn, s->entries, &k, &v, MDB_RESERVE);
 	if (rc != 0)
-		return lmdb_fail("put entry", rc);
+		return lmdb_fail(s, "put entry", rc);
 	put_le(v.mv_data, dn.len, 4);
 	memcpy((unsigned char *)v.mv_data + 4, dn.p, dn.len);
 	if (attrs.len)
@@ -461,13 +530,13 @@ store_del_entry(struct store *s, const unsigned char *uuid)
 	if (dn_index(s, uuid, buf_span(&s->scratch), 0) == -1)
 		return -1;
 	if ((rc = mdb_del(s->txn, s->entries, &k, NULL)) != 0)
-		return lmdb_fail("del entry", rc);
+		return lmdb_fail(s, "del entry", rc);
 	rc = mdb_del(s->txn, s->seen, &k, NULL);
 	if (rc != 0 && rc != MDB_NOTFOUND)
-		return lmdb_fail("del seen", rc);
+		return lmdb_fail(s, "del seen", rc);
 	rc = mdb_del(s->txn, s->csns, &k, NULL);
 	if (rc != 0 && rc != MDB_NOTFOUND)
-		return lmdb_fail("del csn", rc);
+		return lmdb_fail(s, "del csn", rc);
 	return 1;
 }
 
@@ -486,7 +555,7 @@ store_get_csn(struct store *s, const unsigned char *uuid, struct span *csn)
 	if ((rc = mdb_get(s->txn, s->csns, &k, &v)) == MDB_NOTFOUND)
 		return 0;
 	if (rc != 0)
-		return lmdb_fail("get csn", rc);
+		return lmdb_fail(s, "get csn", rc);
 	csn->p = v.mv_data;
 	csn->len = v.mv_size;
 	return 1;
@@ -503,7 +572,7 @@ store_put_csn(struct store *s, const unsigned char *uuid, struct span csn)
 	if (csn.len == 0 || csn.len > 256)
 		return 0;
 	if ((rc = mdb_put(s->txn, s->csns, &k, &v, 0)) != 0)
-		return lmdb_fail("put csn", rc);
+		return lmdb_fail(s, "put csn", rc);
 	return 0;
 }
 
@@ -518,7 +587,7 @@ store_mark_seen(struct store *s, const unsigned char *uuid, uint64_t gen)
 		return -1;
 	put_le(le, gen, 8);
 	if ((rc = mdb_put(s->txn, s->seen, &k, &v, 0)) != 0)
-		return lmdb_fail("mark seen", rc);
+		return lmdb_fail(s, "mark seen", rc);
 	return 0;
 }
 
@@ -529,6 +598,8 @@ store_count(struct store *s)
 	MDB_txn		*txn = s->txn;
 	uint64_t	 n = 0;
 
+	if (s->failed)
+		return 0;
 	/* Outside a batch, a read transaction: no writer lock, no growth. */
 	if (txn == NULL && mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn) != 0)
 		return 0;
@@ -566,7 +637,7 @@ visit_chunks(struct store *s, MDB_dbi dbi, struct span prefix,
 			break;
 		}
 		if ((rc = mdb_cursor_open(s->txn, dbi, &c)) != 0) {
-			r = lmdb_fail("cursor", rc);
+			r = lmdb_fail(s, "cursor", rc);
 			break;
 		}
 		buf_reset(&uuids);
@@ -594,7 +665,7 @@ visit_chunks(struct store *s, MDB_dbi dbi, struct span prefix,
 		}
 		mdb_cursor_close(c);
 		if (rc != 0 && rc != MDB_NOTFOUND) {
-			r = lmdb_fail("scan", rc);
+			r = lmdb_fail(s, "scan", rc);
 			break;
 		}
 		for (i = 0; i < uuids.len && r == 0; i += 16) {
@@ -656,7 +727,7 @@ walk_chunk(struct store *s, struct walk *w, struct buf *resume,
 	    (re = mdb_cursor_open(s->txn, s->seen, &cs)) != 0) {
 		if (ce)
 			mdb_cursor_close(ce);
-		return lmdb_fail("cursor", re);
+		return lmdb_fail(s, "cursor", re);
 	}
 	op = resume->len ? MDB_SET_RANGE : MDB_FIRST;
 	ke.mv_data = ks.mv_data = resume->data;
@@ -692,7 +763,7 @@ walk_chunk(struct store *s, struct walk *w, struct buf *resume,
 	mdb_cursor_close(ce);
 	mdb_cursor_close(cs);
 	if ((re != 0 && re != MDB_NOTFOUND) || (rs != 0 && rs != MDB_NOTFOUND))
-		return lmdb_fail("sweep", re && re != MDB_NOTFOUND ? re : rs);
+		return lmdb_fail(s, "sweep", re && re != MDB_NOTFOUND ? re : rs);
 	w->n += n;
 	return more;
 }
@@ -891,7 +962,7 @@ store_task_add(struct store *s, int kind, const unsigned char *uuid,
 	if (need_txn(s) == -1)
 		return -1;
 	if ((rc = mdb_cursor_open(s->txn, s->tasks, &c)) != 0)
-		return lmdb_fail("cursor", rc);
+		return lmdb_fail(s, "cursor", rc);
 	if ((rc = mdb_cursor_get(c, &k, &v, MDB_LAST)) == 0 &&
 	    k.mv_size == sizeof(id)) {
 		memcpy(&id, k.mv_data, sizeof(id));
@@ -899,7 +970,7 @@ store_task_add(struct store *s, int kind, const unsigned char *uuid,
 	}
 	mdb_cursor_close(c);
 	if (rc != 0 && rc != MDB_NOTFOUND)
-		return lmdb_fail("tasks", rc);
+		return lmdb_fail(s, "tasks", rc);
 	buf_reset(&s->scratch);
 	buf_add_u8(&s->scratch, (uint8_t)kind);
 	buf_add(&s->scratch, uuid, 16);
@@ -907,7 +978,7 @@ store_task_add(struct store *s, int kind, const unsigned char *uuid,
 	k = val(&id, sizeof(id));
 	v = val(s->scratch.data, s->scratch.len);
 	if ((rc = mdb_put(s->txn, s->tasks, &k, &v, 0)) != 0)
-		return lmdb_fail("add a task", rc);
+		return lmdb_fail(s, "add a task", rc);
 	return 0;
 }
 
@@ -930,7 +1001,7 @@ store_task_done(struct store *s, uint64_t id)
 		return -1;
 	rc = mdb_del(s->txn, s->tasks, &k, NULL);
 	if (rc != 0 && rc != MDB_NOTFOUND)
-		return lmdb_fail("end a task", rc);
+		return lmdb_fail(s, "end a task", rc);
 	return 0;
 }
 
@@ -950,14 +1021,14 @@ store_task_next(struct store *s, uint64_t after, uint64_t *id, int *kind,
 	if (need_txn(s) == -1)
 		return -1;
 	if ((rc = mdb_cursor_open(s->txn, s->tasks, &c)) != 0)
-		return lmdb_fail("cursor", rc);
+		return lmdb_fail(s, "cursor", rc);
 	k = val(&from, sizeof(from));
 	rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
 	mdb_cursor_close(c);
 	if (rc == MDB_NOTFOUND)
 		return 0;
 	if (rc != 0)
-		return lmdb_fail("tasks", rc);
+		return lmdb_fail(s, "tasks", rc);
 	if (k.mv_size != sizeof(*id) || v.mv_size < 17) {
 		log_warnx("store: corrupt task record");
 		return -1;
@@ -994,7 +1065,7 @@ store_find_dn(struct store *s, struct span dn, unsigned char *uuid)
 	dn_key(&s->key, dn);
 	klen = s->key.len;
 	if ((rc = mdb_cursor_open(s->txn, s->dns, &c)) != 0)
-		return lmdb_fail("cursor", rc);
+		return lmdb_fail(s, "cursor", rc);
 	k = val(s->key.data, klen);
 	for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0 && !found;
 	    rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
@@ -1016,6 +1087,6 @@ store_find_dn(struct store *s, struct span dn, unsigned char *uuid)
 	}
 	mdb_cursor_close(c);
 	if (rc != 0 && rc != MDB_NOTFOUND)
-		return lmdb_fail("dn index", rc);
+		return lmdb_fail(s, "dn index", rc);
 	return found;
 }

@@ -337,8 +337,13 @@ spawn(struct supervisor *sv, struct child_ctx *ctx, unsigned slot)
 		sv->alive++;
 		return pid;
 	}
-	drop = xcalloc(3 + sv->npipes, sizeof(int));
-	drop[n++] = sv->lock_fd;
+	/*
+	 * The child keeps the data directory's lock (the same open file, so
+	 * the same flock): should the supervisor die first, the directory is
+	 * in use until the last process of this instance has exited, and a
+	 * new ldapfeed cannot wipe the store under a reader still finishing.
+	 */
+	drop = xcalloc(2 + sv->npipes, sizeof(int));
 	drop[n++] = sv->pid_fd;
 	drop[n++] = sv->report_fd;
 	for (i = 0; i < sv->npipes; i++)

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sysexits.h>
 #include <time.h>
 
@@ -31,9 +32,9 @@ static void
 usage(void)
 {
 	fprintf(stderr, "usage: ldapfeed-nats-tail [-s URL[,URL...]] "
-	    "[-k TOKENFILE] [-S STREAM] [-p PREFIX]\n"
-	    "                          [-d DURABLE] [-t TYPE] [-n COUNT] "
-	    "[-i IDLESECS]\n");
+	    "[-k CREDFILE] [-C CAFILE] [-S STREAM]\n"
+	    "                          [-p PREFIX] [-d DURABLE] [-t TYPE] "
+	    "[-n COUNT] [-i IDLESECS]\n");
 	exit(EX_USAGE);
 }
 
@@ -54,6 +55,28 @@ read_token(const char *path)
 	n = strcspn(line, "\r\n");
 	line[n] = '\0';
 	return strdup(line);
+}
+
+/*
+ * -k names a .creds file when it holds a "BEGIN NATS USER JWT" block (libnats
+ * reads the JWT and the NKey seed from it at every connect), else a token:
+ * told apart as ldapfeed.8 says for its own -k.
+ */
+static int
+is_creds(const char *path)
+{
+	char	 line[4096];
+	FILE	*fp;
+	int	 found = 0;
+
+	if ((fp = fopen(path, "r")) == NULL) {
+		perror(path);
+		exit(EX_NOINPUT);
+	}
+	while (!found && fgets(line, sizeof(line), fp) != NULL)
+		found = strstr(line, "BEGIN NATS USER JWT") != NULL;
+	fclose(fp);
+	return found;
 }
 
 /* A header's value, JSON-escaped well enough for ids, types and numbers. */
@@ -112,6 +135,7 @@ main(int argc, char *argv[])
 	static const struct option longopts[] = {
 		{ "server",	required_argument, NULL, 's' },
 		{ "token",	required_argument, NULL, 'k' },
+		{ "ca",		required_argument, NULL, 'C' },
 		{ "stream",	required_argument, NULL, 'S' },
 		{ "prefix",	required_argument, NULL, 'p' },
 		{ "durable",	required_argument, NULL, 'd' },
@@ -123,6 +147,7 @@ main(int argc, char *argv[])
 	const char		*servers = "nats://127.0.0.1:4222";
 	const char		*stream = "LDAPFEED", *prefix = "ldapfeed";
 	const char		*durable = NULL, *type = NULL;
+	const char		*cred = NULL, *ca = NULL;
 	const char		*urls[16];
 	char			*token = NULL, *list, *tok, subject[512];
 	natsOptions		*opts = NULL;
@@ -135,13 +160,14 @@ main(int argc, char *argv[])
 	natsStatus		 s;
 	long			 count = -1, idle = -1, got = 0;
 	time_t			 last;
-	int			 ch, nurls = 0, i;
+	int			 ch, nurls = 0, i, tls = 0;
 
-	while ((ch = getopt_long(argc, argv, "s:k:S:p:d:t:n:i:", longopts,
+	while ((ch = getopt_long(argc, argv, "s:k:C:S:p:d:t:n:i:", longopts,
 	    NULL)) != -1) {
 		switch (ch) {
 		case 's': servers = optarg; break;
-		case 'k': token = read_token(optarg); break;
+		case 'k': cred = optarg; break;
+		case 'C': ca = optarg; break;
 		case 'S': stream = optarg; break;
 		case 'p': prefix = optarg; break;
 		case 'd': durable = optarg; break;
@@ -154,8 +180,12 @@ main(int argc, char *argv[])
 	if (optind != argc)
 		usage();
 	list = strdup(servers);
-	for (tok = strtok(list, ","); tok && nurls < 16; tok = strtok(NULL, ","))
+	for (tok = strtok(list, ","); tok && nurls < 16; tok = strtok(NULL, ",")) {
 		urls[nurls++] = tok;
+		tls |= strncasecmp(tok, "tls://", 6) == 0;
+	}
+	if (cred && !is_creds(cred))
+		token = read_token(cred);
 	snprintf(subject, sizeof(subject), "%s.%s", prefix, type ? type : ">");
 	signal(SIGINT, on_signal);
 	signal(SIGTERM, on_signal);
@@ -167,6 +197,12 @@ main(int argc, char *argv[])
 		s = natsOptions_SetMaxReconnect(opts, -1);
 	if (s == NATS_OK && token)
 		s = natsOptions_SetToken(opts, token);
+	else if (s == NATS_OK && cred)
+		s = natsOptions_SetUserCredentialsFromFiles(opts, cred, NULL);
+	if (s == NATS_OK && (tls || ca))
+		s = natsOptions_SetSecure(opts, true);
+	if (s == NATS_OK && ca)
+		s = natsOptions_LoadCATrustedCertificates(opts, ca);
 	if (s == NATS_OK)
 		s = natsConnection_Connect(&nc, opts);
 	if (s != NATS_OK) {

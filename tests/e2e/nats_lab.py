@@ -23,9 +23,11 @@ TAIL = os.path.join(TOP, 'ldapfeed-nats-tail')
 
 
 class NatsServer:
-    """One nats-server with JetStream, file storage under tmp/name."""
+    """One nats-server with JetStream, file storage under tmp/name; conf:
+    more lines for its configuration (nats_jwt.server_conf()); tls: (cert,
+    key) of the certificate it serves on its client port, tls:// only."""
 
-    def __init__(self, tmp, name='n1', token=None, cluster=None, routes=(), start=True):
+    def __init__(self, tmp, name='n1', token=None, cluster=None, routes=(), start=True, conf=(), tls=None):
         if not os.access(NATS_SERVER, os.X_OK):
             raise Skip('nats-server not installed')
         self.name = name
@@ -37,13 +39,14 @@ class NatsServer:
         self.token = token
         self.cluster = cluster
         self.routes = list(routes)
+        self.conf, self.tls = list(conf), tls
         self.popen = None
         if start:
             self.start()
 
     @property
     def url(self):
-        return 'nats://127.0.0.1:%d' % self.port
+        return '%s://127.0.0.1:%d' % ('tls' if self.tls else 'nats', self.port)
 
     def write_conf(self):
         lines = ['server_name: %s' % self.name, 'listen: 127.0.0.1:%d' % self.port,
@@ -51,6 +54,9 @@ class NatsServer:
                  'jetstream { store_dir: "%s" }' % os.path.join(self.dir, 'js')]
         if self.token:
             lines.append('authorization { token: "%s" }' % self.token)
+        if self.tls:
+            lines.append('tls { cert_file: "%s", key_file: "%s" }' % self.tls)
+        lines += self.conf
         if self.cluster:
             lines.append('cluster { name: %s, listen: 127.0.0.1:%d, routes: [%s] }' % (
                 self.cluster, self.cport, ', '.join('nats-route://127.0.0.1:%d' % p for p in self.routes)))
@@ -115,6 +121,18 @@ class NatsServer:
             self.popen.wait(10)
             self.popen = None
 
+    def stream_last_seq(self, stream):
+        """The stream's last sequence number as this node has it (0 if unknown)."""
+        try:
+            j = self.monitor('jsz?streams=true')
+        except (OSError, ValueError):
+            return 0
+        for acc in j.get('account_details', []):
+            for st in acc.get('stream_detail', []):
+                if st.get('name') == stream:
+                    return (st.get('state') or {}).get('last_seq', 0)
+        return 0
+
 
 def cluster(tmp, n=3):
     """n nodes with routes to each other, all started."""
@@ -129,7 +147,7 @@ def cluster(tmp, n=3):
 
 
 def tail(servers, stream='LDAPFEED', prefix='ldapfeed', durable=None, type=None, count=None,
-         idle=1, token_file=None, check=True):
+         idle=1, token_file=None, check=True, ca=None):
     """The stream's messages as dicts: stream_seq, subject, msg_id, type, seq,
     uuid and the event (JSON decoded, or a pickle loaded)."""
     if not os.access(TAIL, os.X_OK):
@@ -143,6 +161,8 @@ def tail(servers, stream='LDAPFEED', prefix='ldapfeed', durable=None, type=None,
         argv += ['-n', str(count)]
     if token_file:
         argv += ['-k', token_file]
+    if ca:
+        argv += ['-C', ca]
     p = subprocess.run(argv, capture_output=True, timeout=scaled(120))
     if check:
         assert p.returncode == 0, 'ldapfeed-nats-tail exit %d: %s' % (p.returncode, p.stderr.decode())
@@ -155,6 +175,43 @@ def tail(servers, stream='LDAPFEED', prefix='ldapfeed', durable=None, type=None,
             m['event'] = pickle.loads(base64.b64decode(m.pop('pickle')))
         out.append(m)
     return out
+
+
+class StreamReader:
+    """A reader of the stream as a consumer would have it: .messages() are
+    tail()'s dicts in stream order.  refresh() reads the stream again from
+    its start when a node says it grew (ldapfeed-nats-tail with -n, an
+    ephemeral consumer, so that nothing is left of a read a fault cut
+    short), and keeps the longest prefix read.  Also what
+    harness.Daemon takes as its consumer: .address (the servers), .keyfile
+    and .fmt."""
+
+    def __init__(self, nodes, fmt='json', stream='LDAPFEED', **kw):
+        self.nodes, self.fmt, self.stream, self.kw = list(nodes), fmt, stream, kw
+        self.address = ','.join(n.url for n in self.nodes)
+        self.keyfile = None
+        self.msgs = []
+
+    def refresh(self):
+        last = max((n.stream_last_seq(self.stream) for n in self.nodes if n.running()), default=0)
+        if last <= len(self.msgs):
+            return self.msgs
+        got = tail(self.address, stream=self.stream, count=last, idle=2, check=False, **self.kw)
+        seqs = [m['stream_seq'] for m in got]
+        if seqs != list(range(1, len(got) + 1)):
+            raise AssertionError('ldapfeed-nats-tail read the stream out of order: %s' % seqs[:50])
+        for old, new in zip(self.msgs, got):
+            if (old['msg_id'], old['subject']) != (new['msg_id'], new['subject']):
+                raise AssertionError('stream sequence %d changed: %r then %r' % (old['stream_seq'], old, new))
+        if len(got) > len(self.msgs):
+            self.msgs = got
+        return self.msgs
+
+    def messages(self):
+        return self.msgs
+
+    def events(self):
+        return events_of(self.msgs)
 
 
 def wait_stream(servers, pred, timeout=30, what='stream condition', **kw):
@@ -237,7 +294,7 @@ def hellos(msgs):
     return [m['event'] for m in msgs if m['type'] == 'hello']
 
 
-def loaded(url, epoch_count=1, workers=2, timeout=60):
+def loaded(url, epoch_count=1, workers=2, timeout=60, **kw):
     """Wait for every worker's refresh_done of the last run."""
     def ok(msgs):
         hs = hellos(msgs)
@@ -245,7 +302,7 @@ def loaded(url, epoch_count=1, workers=2, timeout=60):
             return False
         epoch = hs[-1]['epoch']
         return len(refresh_dones(msgs, epoch)) >= workers * epoch_count
-    return wait_stream(url, ok, timeout, 'every worker\'s refresh_done')
+    return wait_stream(url, ok, timeout, 'every worker\'s refresh_done', **kw)
 
 
 class Changer(threading.Thread):
@@ -265,7 +322,7 @@ class Changer(threading.Thread):
             self.error = e
 
 
-def settled(url, s):
+def settled(url, s, **kw):
     """The stream's copy equals the server's, with nothing twice."""
     def ok(msgs):
         try:
@@ -273,5 +330,5 @@ def settled(url, s):
             return True
         except AssertionError:
             return False
-    msgs = wait_stream(url, ok, 60, 'the stream to catch up with the server')
+    msgs = wait_stream(url, ok, 60, 'the stream to catch up with the server', **kw)
     return check_stream(msgs)

@@ -98,12 +98,15 @@ class DS389Server:
         return self.name
 
 
-SERVER = DS389Server()
+class DS389Trial(test_chaos.Trial):
+    server = DS389Server()
+
+
 spoiled = []            # trials ns-slapd's own crash cut short
 
 
 def _make_trial(n, seed):
-    inner = test_chaos._make_trial(n, seed, SERVER)
+    inner = test_chaos._make_trial(n, seed, DS389Trial)
 
     def trial(tmp):
         # Scenario: test_chaos.py's trial `n` against the shared 389-ds.  When ns-slapd itself dies

@@ -26,7 +26,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import *  # noqa: E402,F403
-from test_conformance import Run, StrictModel, stop_clean, wait_run  # noqa: E402
+from test_conformance import (  # noqa: E402
+    Run, StrictModel, deletes_of, entries_dump, guard_stop, metric, read_status, stop_clean, store_meta, wait_run)
 from samba_dc import BASE, SambaDC, ad_uuid  # noqa: E402
 
 PEOPLE = 'OU=People,' + BASE
@@ -618,6 +619,118 @@ def notification_latency(tmp):
     note('SIGTERM to exit: %.2f s' % took)
     assert rc == 0 and d.marker_exists(), (rc, d.stderr()[-2000:])
     assert took < scaled(3), took
+
+
+# ---------------------------------------------------------------- the mass-delete guard
+
+BULK = 'OU=Bulk,' + BASE
+
+
+def bulk_synced(tmp, n=300):
+    """A DC with OU=Bulk holding n users, and a store of ldapfeed following
+    OU=Bulk in sync with it, stopped cleanly."""
+    dc = DC.reset()
+    dc.add(ou(BULK) + b''.join(ldif_entry(*user('bulk%03d' % i, BULK)) for i in range(n)))
+    con = Consumer(tmp)
+    d = feed(tmp, dc, con, base=BULK)
+    wait_run(con, 0, timeout=120)
+    stop_clean(d)
+    return dc, con, d
+
+
+def delete_bulk(dc, numbers):
+    """Delete CN=bulkNNN for those numbers, one ldapdelete; their uuids."""
+    dns = ['CN=bulk%03d,%s' % (i, BULK) for i in numbers]
+    uuids = dc.guids(BULK)
+    dc.tool('ldapdelete', dns)
+    return sorted(uuids[dn] for dn in dns)
+
+
+@test(timeout=600)
+def guard_full_refresh(tmp):
+    # The mass-delete guard (doc/safety.md) on DirSync's full refresh against the store: ldapfeed follows OU=Bulk
+    # (300 users), store in sync, stopped cleanly.  While it is down 200 users are deleted and the stored cookie
+    # replaced by bytes the DC cannot read: the DC refuses it, and the full refresh against the store would sweep
+    # 200 of the 301 entries the consumer holds.  Refused (65, the marker written), no delete sent, the store's
+    # entries unchanged, no cookie written (the full refresh is still owed); the same start again stops the same
+    # way; --max-delete 200 lets exactly the 200 deletes through, once; the next start resumes from its cookie
+    # and sends nothing.
+    dc, con, d = bulk_synced(tmp)
+    gone = delete_bulk(dc, range(200))
+    spoil_cookie(d.datadir, b'MSDS not a cookie')
+    dump = entries_dump(d.datadir)
+
+    d1 = feed(tmp, dc, con, base=BULK)
+    guard_stop(d1, 200, 301, 'this full refresh')
+    assert 'cookie refused' in d1.stderr(), d1.stderr()[-2000:]
+    assert deletes_of(con, 1) == [], 'deletes reached the consumer: %r' % deletes_of(con, 1)[:5]
+    assert entries_dump(d.datadir) == dump, 'the store\'s entries changed'
+    meta = store_meta(d.datadir)
+    assert b'cookie' not in meta and meta.get(b'reload') == b'1', meta
+
+    d2 = feed(tmp, dc, con, base=BULK)
+    guard_stop(d2, 200, 301, 'this full refresh')
+    assert started_lines(d2) == ['full refresh against the store'], started_lines(d2)
+    assert deletes_of(con, 2) == [] and entries_dump(d.datadir) == dump
+
+    d3 = feed(tmp, dc, con, base=BULK, extra=['--max-delete', '200'])
+    wait_run(con, 3, timeout=120)
+    stop_clean(d3)
+    assert deletes_of(con, 3) == gone, 'run 3 deleted %d, not the 200' % len(deletes_of(con, 3))
+    assert kinds(Run(con, 3).events) == {'delete': 200}, kinds(Run(con, 3).events)
+    d4 = feed(tmp, dc, con, base=BULK)
+    wait_run(con, 4, timeout=120)
+    stop_clean(d4)
+    assert started_lines(d4) == ['resuming from the stored cookie'], started_lines(d4)
+    assert kinds(Run(con, 4).events) == {}, Run(con, 4).timeline[:5]
+    same_as_server(con, dc, d4)
+
+
+@test(timeout=600)
+def guard_full_reload(tmp):
+    # The guard on a full reload from a wiped store: OU=Bulk (300 users) in sync, ldapfeed stopped cleanly; while
+    # it is down 200 users are deleted and the marker removed, so the next start wipes the store and loads OU=Bulk
+    # again.  At that load's refresh_done the consumer would drop the 200 entries the load did not send, of the
+    # 301 it held: refused (65) before refresh_done, the snapshot left unfinished; the same start again (the store
+    # wiped again, the copy size carried over) stops the same way; --max-delete 200 lets the refresh_done through
+    # and the consumer's copy equals the DC.
+    dc, con, d = bulk_synced(tmp)
+    delete_bulk(dc, range(200))
+    os.unlink(d.marker)
+
+    d1 = feed(tmp, dc, con, base=BULK)
+    guard_stop(d1, 200, 301, 'this full reload')
+    assert Run(con, 1).rd_count == 0, 'refresh_done sent'
+    assert store_meta(d.datadir).get(b'snapshot') == b'1'
+
+    d2 = feed(tmp, dc, con, base=BULK)
+    guard_stop(d2, 200, 301, 'this full reload')
+    assert 'the last full reload did not finish' in d2.stderr(), d2.stderr()[-2000:]
+
+    d3 = feed(tmp, dc, con, base=BULK, extra=['--max-delete', '200'])
+    wait_run(con, 3, timeout=120)
+    stop_clean(d3)
+    assert b'previous' not in store_meta(d.datadir) and b'snapshot' not in store_meta(d.datadir)
+    same_as_server(con, dc, d3)
+
+
+@test(timeout=300)
+def status_figures(tmp):
+    # --status-file under DirSync (doc/safety.md, "Health figures"): the reader's figures are those of the syncrepl
+    # reader: the LDAP connection, the store's entries and size on disk, the LMDB map and the pages in use.
+    dc = lab()
+    con = Consumer(tmp)
+    status = os.path.join(tmp, 'ldapfeed.prom')
+    d = feed(tmp, dc, con, extra=['--status-file', status])
+    wait_run(con, 0, timeout=60)
+    n = len(view(dc, d))
+    st = read_status(status, lambda m: metric(m, 'ldapfeed_store_entries') == n, timeout=30)
+    used, size = metric(st, 'ldapfeed_store_map_used_bytes'), metric(st, 'ldapfeed_store_map_size_bytes')
+    assert metric(st, 'ldapfeed_ldap_connected') == 1, st
+    assert metric(st, 'ldapfeed_store_size_bytes') > 0 and 0 < used < size, (used, size)
+    assert metric(st, 'ldapfeed_store_map_grows_total') == 0
+    note('DirSync: %d entries, %d of a %d-byte map used' % (n, used, size))
+    stop_clean(d)
 
 
 if __name__ == '__main__':

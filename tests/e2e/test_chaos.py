@@ -920,7 +920,7 @@ class SlapdServer:
     """What a trial needs of its server, for slapd: a fresh lab slapd in the
     variant the trial drew (with the suffix, ou=people and ou=groups), and
     which attribute holds the uuid ldapfeed gives an entry (entryUUID).
-    test_389ds_chaos.py passes another server to _make_trial."""
+    test_389ds_chaos.py's Trial subclass names another."""
     name = 'slapd'
     uuid_attr = 'entryUUID'
     unsent = ()             # attributes the server shows that ldapfeed leaves out (lower case)
@@ -1014,7 +1014,7 @@ class Diff:
     view, by entryUUID (DNs compared case-insensitively); wrong also counts
     anomalies and lost events (replay())."""
 
-    def __init__(self, con, slapd, base, filt, crashed=(), server=SLAPD):
+    def __init__(self, con, slapd, base, filt, crashed=(), replay=replay, server=SLAPD):
         m, self.anomalies, excused, self.gaps = replay(con, crashed)
         self.excused = len(excused)
         self.mine = {u: (e['dn'].lower(), normalize_attrs(e['attrs'], fold_names=True))
@@ -1151,8 +1151,12 @@ def caught_up(con, token):
 # ---------------------------------------------------------------- one trial
 
 class Trial:
-    def __init__(self, tmp, n, seed, server=SLAPD):
-        self.tmp, self.n, self.seed, self.server = tmp, n, seed, server
+    faults, only_fault = FAULTS, ONLY_FAULT
+    daemon_flags = ()           # more flags for ldapfeed
+    server = SLAPD              # the server's part (SlapdServer)
+
+    def __init__(self, tmp, n, seed):
+        self.tmp, self.n, self.seed = tmp, n, seed
         r = self.r = random.Random(seed)
         self.wseed = r.randrange(1, 2 ** 31)
         self.variant = ONLY_VARIANT or r.choice(VARIANTS)
@@ -1161,7 +1165,7 @@ class Trial:
         self.base_form = r.choice(BASE_FORMS[self.base]) if r.random() < 0.5 else self.base
         self.fkind = r.choice(sorted(FILTERS))
         self.filt = FILTERS[self.fkind]
-        self.fault = ONLY_FAULT or r.choice(FAULTS)
+        self.fault = self.only_fault or r.choice(self.faults)
         self.procs = r.choice([3, 4])
         self.fmt = r.choice(['pickle', 'json'])
         self.initial = r.randint(600, 1500) if r.random() < 0.1 else r.randint(20, 200)
@@ -1207,6 +1211,19 @@ class Trial:
                                                            if p['fault'] else '')
                               for p in self.phases)))
 
+    # -- the consumer: a Listener (test_nats_chaos.py reads a NATS stream instead)
+    def new_consumer(self):
+        return Consumer(self.tmp, fmt=self.fmt)
+
+    def caught_up(self, token):
+        return caught_up(self.con, token)
+
+    def diff(self):
+        return Diff(self.con, self.s, self.base, self.filt, self.crashed, server=self.server)
+
+    def runs(self):
+        return harness._group_runs(self.con.records())
+
     # -- ldapfeed
     def start_daemon(self):
         s = self.s
@@ -1214,7 +1231,7 @@ class Trial:
         # A trial moves whole subtrees out of view at once: the mass-delete
         # guard (tested in test_guard.py) stands aside here.
         d = Daemon(self.tmp, s, self.con, url=url, password=s.reader_pw, processes=self.procs, bind='reader',
-                   extra=['--max-delete', '100%'])
+                   extra=['--max-delete', '100%'] + list(self.daemon_flags))
         self.daemons.append(d)
         self.d = d
         return d
@@ -1237,18 +1254,18 @@ class Trial:
         t0 = time.monotonic()
         d = self.d
         try:
-            wait_until(lambda: caught_up(self.con, token) or not d.alive(), CATCH_UP_SECS,
+            wait_until(lambda: self.caught_up(token) or not d.alive(), CATCH_UP_SECS,
                        'the consumer to catch up', interval=0.1)
         except AssertionError as e:
             self.problems.append('%s: %s' % (label, e))
         if not d.alive():
             self.problems.append('%s: ldapfeed exited (%s) while catching up' % (label, d.returncode))
         took = time.monotonic() - t0
-        diff = Diff(self.con, self.s, self.base, self.filt, self.crashed, self.server)
+        diff = self.diff()
         end = time.monotonic() + scaled(3)
         while not diff.clean and time.monotonic() < end:
             time.sleep(0.5)
-            diff = Diff(self.con, self.s, self.base, self.filt, self.crashed, self.server)
+            diff = self.diff()
         bad = diff.bad()
         new = {u: v for u, v in bad.items() if u not in self.diverged}
         note('%s: caught up in %.1fs, %d entries; lost %d, phantom %d, wrong %d%s' % (
@@ -1359,7 +1376,7 @@ class Trial:
         w = self.w = Writer(s, tree, random.Random(self.wseed), self.caps, self.server)
         s.tool('ldapmodify', ['-c'], input=initial_tree(w, self.initial))
         self.problems += w.drain()
-        self.con = Consumer(self.tmp, fmt=self.fmt)
+        self.con = self.new_consumer()
         self.start_daemon()
         t_start = time.monotonic()
         self.check('initial load', [])
@@ -1402,12 +1419,12 @@ class Trial:
             rc = d.stop(60)
             if rc != 0 or not d.marker_exists():
                 self.problems.append('final SIGTERM: exit %s, marker %s' % (rc, d.marker_exists()))
-        final = Diff(self.con, s, self.base, self.filt, self.crashed, self.server)
+        final = self.diff()
         for x in self.daemons:
             bad = [ln for ln in x.stderr().splitlines() if any(wd in ln for wd in CRASH_WORDS)]
             if bad:
                 self.problems.append('ldapfeed crashed: %s' % ' | '.join(bad[:3]))
-        runs = harness._group_runs(self.con.records())
+        runs = self.runs()
         if len(runs) != len(self.daemons):
             note('%d runs seen for %d ldapfeed starts' % (len(runs), len(self.daemons)))
         # an entry that went wrong after a phase counts even if something later (a full reload
@@ -1427,8 +1444,8 @@ class Trial:
         return final
 
 
-def run_trial(tmp, n, seed, server=SLAPD):
-    t = Trial(tmp, n, seed, server)
+def run_trial(tmp, n, seed, cls=Trial):
+    t = cls(tmp, n, seed)
     final = t.run()
     tally['trials'] += 1
     for k in ('lost', 'phantom', 'wrong'):
@@ -1448,15 +1465,15 @@ def run_trial(tmp, n, seed, server=SLAPD):
             '\n'.join(final.details())))
 
 
-def _make_trial(n, seed, server=SLAPD):
+def _make_trial(n, seed, cls=Trial):
     def trial(tmp):
         # Scenario: one chaos trial (see the module docstring): a fresh slapd (V0, V1 or V2; or the server
-        # given) with a random tree of OUs, a consumer, ldapfeed on a base and filter drawn from `seed`, live
+        # of cls) with a random tree of OUs, a consumer, ldapfeed on a base and filter drawn from `seed`, live
         # and stopped phases of random tree operations, one fault, a check of the model against the server
         # after every phase.
         tally['started'] += 1
         try:
-            run_trial(tmp, n, seed, server)
+            run_trial(tmp, n, seed, cls)
         except BaseException:
             if not any(f.startswith('%d ' % n) for f in tally['failed']):
                 tally['failed'].append('%d (seed %d, aborted)' % (n, seed))
@@ -1464,8 +1481,8 @@ def _make_trial(n, seed, server=SLAPD):
     return trial
 
 
-# Run as a script, this file registers its trials; imported by
-# test_389ds_chaos.py for the machinery, it must not.
+# Run as a script, this file registers its trials; imported for the
+# machinery (test_389ds_chaos.py, test_nats_chaos.py), it must not.
 def _unregistered(arg=None, **kw):
     return arg if callable(arg) else (lambda fn: fn)
 

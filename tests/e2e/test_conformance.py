@@ -17,7 +17,11 @@ Helpers that the harness (tests/e2e/harness/) lacks live here: LdapProxy
 (a TCP proxy that reads the LDAP messages both ways, can rewrite the Sync
 Request's reloadHint and can hold the stream mid-refresh), store_meta
 (mdb_dump of the store's meta table), StrictModel (a Model that also flags
-re-adds and empty modifies), Run (one daemon run's events in seq order).
+re-adds and empty modifies), Run (one daemon run's events in seq order),
+parse_metrics/read_status (the status file, checked for its format) and
+guard_stop/entries_dump/deletes_of (what a refusal of the mass-delete guard
+leaves), shared with test_health.py, test_guard.py, test_disk_full.py and
+test_ad.py.
 """
 
 import os
@@ -697,6 +701,100 @@ class LdapProxy:
 def hexuuid(u):
     return u.replace('-', '')
 
+
+
+# ---------------------------------------------------------------- the status file
+
+METRIC = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)$')
+LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\.)*)"(,|$)')
+
+
+def parse_metrics(text):
+    """{(name, frozenset(labels)): float}; asserts the text format: every
+    sample's family has one HELP and one TYPE line before it, counters end
+    in _total, label values are well escaped."""
+    samples, types, helps = {}, {}, set()
+    for line in text.splitlines():
+        if line.startswith('# HELP '):
+            name = line.split()[2]
+            assert name not in helps, 'two HELP lines for %s' % name
+            helps.add(name)
+            continue
+        if line.startswith('# TYPE '):
+            _, _, name, typ = line.split()
+            assert name not in types and name in helps, 'TYPE of %s without its HELP first' % name
+            types[name] = typ
+            continue
+        m = METRIC.match(line)
+        assert m, 'not a sample line: %r' % line
+        name, labels = m.group(1), {}
+        assert name in types, '%s without its TYPE line' % name
+        if types[name] == 'counter':
+            assert name.endswith('_total'), 'counter %s without _total' % name
+        if m.group(3):
+            rest = m.group(3)
+            while rest:
+                lm = LABEL.match(rest)
+                assert lm, 'bad labels in %r' % line
+                labels[lm.group(1)] = lm.group(2)
+                rest = rest[lm.end():]
+        samples[(name, frozenset(labels.items()))] = float(m.group(4))
+    return samples
+
+
+def metric(samples, name, **labels):
+    key = (name, frozenset(labels.items()))
+    assert key in samples, '%s%r not in the status file' % (name, labels)
+    return samples[key]
+
+
+def read_status(path, pred, timeout=20):
+    """Wait until the status file parses and pred(samples) holds."""
+    box = {}
+
+    def ok():
+        try:
+            with open(path) as f:
+                box['s'] = parse_metrics(f.read())
+        except FileNotFoundError:
+            return False
+        return pred(box['s'])
+    wait_until(ok, timeout, 'the status file to show it', interval=0.5)
+    return box['s']
+
+
+# ---------------------------------------------------------------- the mass-delete guard
+
+GUARD_EXIT = 65
+
+
+def entries_dump(datadir):
+    """The store's entries table (mdb_dump, read-only), as bytes."""
+    r = subprocess.run(['mdb_dump', '-s', 'entries', datadir], capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def deletes_of(con, k):
+    r = Run(con, k)
+    return sorted(m['uuid'] for m in r.events if m.get('type') == 'delete')
+
+
+def guard_stop(d, n, stored, what):
+    """d exits GUARD_EXIT with one guard message naming n, stored and the
+    limit, and writes the marker (a clean stop)."""
+    rc = d.wait(60)
+    err = d.stderr()
+    assert rc == GUARD_EXIT, 'ldapfeed exited %s, expected %d:\n%s' % (rc, GUARD_EXIT, err[-3000:])
+    lines = [ln for ln in err.splitlines() if 'mass-delete guard:' in ln]
+    assert len(lines) == 1, 'guard lines: %r' % lines
+    m = re.search(r'(.*) would delete (\d+) of the (\d+) entries .* \(([^)]*)\)', lines[0])
+    assert m, lines[0]
+    assert what in m.group(1), (what, lines[0])
+    assert (int(m.group(2)), int(m.group(3))) == (n, stored), (n, stored, lines[0])
+    assert d.marker_exists(), 'no marker after the guard stopped the run'
+    note(lines[0].split(': ', 1)[1][:300])
+    return lines[0]
 
 
 # ---------------------------------------------------------------- common steps

@@ -432,6 +432,40 @@ def sigkill_supervisor(tmp):
     assert d2.stop() == 0
 
 
+@test
+def sigkill_supervisor_datadir_busy_while_a_child_lives(tmp):
+    # Scenario: SIGKILL of the supervisor while its reader cannot finish (SIGSTOPped: a reader slow to
+    # shut down): a second ldapfeed on the same data dir is refused (78, "in use") as long as the old
+    # reader lives, store and marker untouched; once the reader has exited, the next start reloads.
+    s = Slapd(tmp)
+    s.add_people(5)
+    con = Consumer(tmp, name='c1')
+    d = Daemon(tmp, s, con, processes=3)
+    check_hellos(con, 1, 'pickle', True, 'first run')
+    con.wait_refresh_done()
+    reader = reader_pid(d, con)
+    os.kill(reader, signal.SIGSTOP)
+    try:
+        os.kill(d.pid, signal.SIGKILL)
+        assert d.wait(5) == -signal.SIGKILL
+        before = store_snapshot(d.datadir, d.marker)
+        con2 = Consumer(tmp, name='c2')
+        d2 = Daemon(tmp, s, con2, processes=3, datadir=d.datadir, marker=d.marker)
+        rc = d2.wait(15)
+        assert rc == 78 and 'in use' in d2.stderr(), (rc, d2.stderr())
+        assert store_snapshot(d.datadir, d.marker) == before
+        assert con2.hellos() == []
+    finally:
+        os.kill(reader, signal.SIGCONT)
+    wait_until(lambda: not pid_alive(reader), 10, 'the old reader to exit')
+    con3 = Consumer(tmp, name='c3')
+    d3 = Daemon(tmp, s, con3, processes=3, datadir=d.datadir, marker=d.marker)
+    check_hellos(con3, 1, 'pickle', True, 'run after the old reader exited')
+    con3.wait_refresh_done()
+    assert len(con3.messages('add')) == len(s.search())
+    assert d3.stop() == 0
+
+
 class GatedListener:
     """multiprocessing.connection.Listener (default backlog 1) that accepts
     nothing until .gate is set: a consumer busy elsewhere."""

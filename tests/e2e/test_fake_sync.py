@@ -14,7 +14,6 @@ the fake server (entries one and two, PREP_COOKIE, the marker).
 
 import os
 import shutil
-import subprocess
 import sys
 import time
 
@@ -34,8 +33,6 @@ PREP_COOKIE = b'rid=000,csn=20240101000000.000000Z#000000#000#000000'
 NEXT_COOKIE = b'rid=000,csn=20240101000001.000000Z#000000#000#000000'
 RESUME_COOKIE = b'rid=000,csn=20240101000001.500000Z#000000#000#000000'
 LATER_COOKIE = b'rid=000,csn=20240101000002.000000Z#000000#000#000000'
-CRASH_WORDS = ('Segmentation', 'AddressSanitizer', 'runtime error:', 'LeakSanitizer', 'Aborted',
-               'stack smashing', 'double free', 'corrupted')
 
 
 # ---------------------------------------------------------------- helpers
@@ -56,53 +53,6 @@ def _present(msgid, cn, uuid):
 def _end_refresh(s, req, cookie=None):
     """refreshDelete{cookie, refreshDone TRUE}: the refresh of a persist search ends."""
     s.send(F.intermediate(req.msgid, value=F.info_refresh('delete', cookie)))
-
-
-def crash_lines(text):
-    return [ln for ln in text.splitlines() if any(w in ln for w in CRASH_WORDS)]
-
-
-def _unescape_mdb(text):
-    out, i = bytearray(), 0
-    raw = text.encode('latin-1')
-    while i < len(raw):
-        if raw[i:i + 1] == b'\\':
-            if raw[i + 1:i + 2] == b'\\':
-                out.append(0x5c)
-                i += 2
-            elif all(c in b'0123456789abcdefABCDEF' for c in raw[i + 1:i + 3]) and i + 3 <= len(raw):
-                out.append(int(raw[i + 1:i + 3], 16))
-                i += 3
-            else:   # a lone backslash (the random epoch can hold one)
-                out.append(0x5c)
-                i += 1
-        else:
-            out.append(raw[i])
-            i += 1
-    return bytes(out)
-
-
-def store_info(datadir):
-    """{'entries': N, 'cookie': bytes or None} of a stopped instance's store
-    (mdb_stat / mdb_dump from lmdb-utils); None when they are missing."""
-    if not shutil.which('mdb_stat') or not shutil.which('mdb_dump'):
-        return None
-    st = subprocess.run(['mdb_stat', '-s', 'entries', datadir], capture_output=True, text=True, timeout=30)
-    entries = None
-    for ln in st.stdout.splitlines():
-        if ln.strip().startswith('Entries:'):
-            entries = int(ln.split(':')[1])
-    dump = subprocess.run(['mdb_dump', '-p', '-s', 'meta', datadir], capture_output=True, text=True,
-                          timeout=30, encoding='latin-1')
-    lines = dump.stdout.split('\n')
-    try:
-        body = lines[lines.index('HEADER=END') + 1:lines.index('DATA=END')]
-    except ValueError:
-        body = []
-    meta = {}
-    for k, v in zip(body[0::2], body[1::2]):
-        meta[_unescape_mdb(k[1:])] = _unescape_mdb(v[1:])
-    return {'entries': entries, 'cookie': meta.get(b'cookie')}
 
 
 class _Closer:

@@ -14,18 +14,15 @@ once.  And a small delete passes under the default.
 """
 
 import os
-import re
-import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import *  # noqa: E402,F403
 from test_conformance import (  # noqa: E402
-    PEOPLE, SUFFIX, Run, StrictModel, check_model, feed, lab, person, stop_clean, store_meta,
-    stored_cookie, wait_cookie_current, wait_run)
+    PEOPLE, SUFFIX, Run, StrictModel, check_model, deletes_of, entries_dump, feed,
+    guard_stop, lab, person, stop_clean, store_meta, stored_cookie, wait_cookie_current, wait_run)
 
 READER = 'cn=reader,' + SUFFIX
-GUARD_EXIT = 65
 CORP = 'ou=corp,' + SUFFIX
 STAFF = 'ou=staff,' + CORP
 ELSEWHERE = 'ou=elsewhere,' + SUFFIX
@@ -36,35 +33,6 @@ def hide_people():
     numbers) from cn=reader."""
     return ('access to dn.regex="^uid=user00(0[5-9][0-9]|1[0-9][0-9]|2[0-4][0-9]),ou=people,dc=example,dc=com$" '
             'by dn.exact="%s" none by * read' % READER)
-
-
-def entries_dump(datadir):
-    """The store's entries table (mdb_dump, read-only), as bytes."""
-    r = subprocess.run(['mdb_dump', '-s', 'entries', datadir], capture_output=True, timeout=60)
-    assert r.returncode == 0, r.stderr
-    return r.stdout
-
-
-def deletes_of(con, k):
-    r = Run(con, k)
-    return sorted(m['uuid'] for m in r.events if m.get('type') == 'delete')
-
-
-def guard_stop(d, n, stored, what):
-    """d exits GUARD_EXIT with one guard message naming n, stored and the
-    limit, and writes the marker (a clean stop)."""
-    rc = d.wait(60)
-    err = d.stderr()
-    assert rc == GUARD_EXIT, 'ldapfeed exited %s, expected %d:\n%s' % (rc, GUARD_EXIT, err[-3000:])
-    lines = [ln for ln in err.splitlines() if 'mass-delete guard:' in ln]
-    assert len(lines) == 1, 'guard lines: %r' % lines
-    m = re.search(r'(.*) would delete (\d+) of the (\d+) entries .* \(([^)]*)\)', lines[0])
-    assert m, lines[0]
-    assert what in m.group(1), (what, lines[0])
-    assert (int(m.group(2)), int(m.group(3))) == (n, stored), (n, stored, lines[0])
-    assert d.marker_exists(), 'no marker after the guard stopped the run'
-    note(lines[0].split(': ', 1)[1][:300])
-    return lines[0]
 
 
 def people_lab(tmp, n, variant='V0', **kw):

@@ -20,71 +20,18 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import *  # noqa: E402,F403
 from test_conformance import (  # noqa: E402
-    PEOPLE, GROUPS, SUFFIX, csn_time, feed, lab, stop_clean, wait_cookie_current, wait_run)
-
-METRIC = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)$')
-LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\.)*)"(,|$)')
-
-
-def parse_metrics(text):
-    """{(name, frozenset(labels)): float}; asserts the text format: every
-    sample's family has one HELP and one TYPE line before it, counters end
-    in _total, label values are well escaped."""
-    samples, types, helps = {}, {}, set()
-    for line in text.splitlines():
-        if line.startswith('# HELP '):
-            name = line.split()[2]
-            assert name not in helps, 'two HELP lines for %s' % name
-            helps.add(name)
-            continue
-        if line.startswith('# TYPE '):
-            _, _, name, typ = line.split()
-            assert name not in types and name in helps, 'TYPE of %s without its HELP first' % name
-            types[name] = typ
-            continue
-        m = METRIC.match(line)
-        assert m, 'not a sample line: %r' % line
-        name, labels = m.group(1), {}
-        assert name in types, '%s without its TYPE line' % name
-        if types[name] == 'counter':
-            assert name.endswith('_total'), 'counter %s without _total' % name
-        if m.group(3):
-            rest = m.group(3)
-            while rest:
-                lm = LABEL.match(rest)
-                assert lm, 'bad labels in %r' % line
-                labels[lm.group(1)] = lm.group(2)
-                rest = rest[lm.end():]
-        samples[(name, frozenset(labels.items()))] = float(m.group(4))
-    return samples
-
-
-def metric(samples, name, **labels):
-    key = (name, frozenset(labels.items()))
-    assert key in samples, '%s%r not in the status file' % (name, labels)
-    return samples[key]
-
-
-def read_status(path, pred, timeout=20):
-    """Wait until the status file parses and pred(samples) holds."""
-    box = {}
-
-    def ok():
-        try:
-            with open(path) as f:
-                box['s'] = parse_metrics(f.read())
-        except FileNotFoundError:
-            return False
-        return pred(box['s'])
-    wait_until(ok, timeout, 'the status file to show it', interval=0.5)
-    return box['s']
-
+    PEOPLE, GROUPS, SUFFIX, csn_time, feed, lab, metric, parse_metrics, read_status, stop_clean,
+    wait_cookie_current, wait_run)
 
 def promtool(path):
-    if shutil.which('promtool') is None:
-        note('promtool not installed: the format check above stands alone')
+    # make check puts Debian's promtool into tests/tools/ (scripts/deps, fetch_promtool)
+    tool = os.path.join(TOP, 'tests/tools/promtool')
+    if not os.access(tool, os.X_OK):
+        tool = shutil.which('promtool')
+    if tool is None:
+        note('promtool not found: the format check above stands alone')
         return
-    r = subprocess.run(['promtool', 'check', 'metrics'], stdin=open(path, 'rb'), capture_output=True)
+    r = subprocess.run([tool, 'check', 'metrics'], stdin=open(path, 'rb'), capture_output=True)
     assert r.returncode == 0 and not r.stdout.strip() and not r.stderr.strip(), \
         'promtool check metrics:\n%s%s' % (r.stdout.decode(), r.stderr.decode())
 

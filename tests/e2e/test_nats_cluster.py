@@ -66,5 +66,37 @@ def test_kill_connected_node_and_leader(tmp):
     assert model.entries
 
 
+@test(timeout=240)
+def test_start_while_the_stream_has_no_leader(tmp):
+    # Scenario: ldapfeed starts while its replicated stream has no leader:
+    # two of the three nodes are down, and come back 3 s later.  The
+    # stream's lookup gets no answer, or "temporarily unavailable", until
+    # the stream elects a leader: ldapfeed asks again rather than exit (a
+    # first start's workers meet the same while one of them creates the
+    # stream and the others look it up).
+    s = Slapd(tmp)
+    s.add_people(10)
+    nodes = N.cluster(tmp)
+    wait_until(lambda: N.meta_leader(nodes), 30, 'a JetStream meta leader')
+    urls = ','.join(node.url for node in nodes)
+    d = Daemon(tmp, s, None, output=urls, fmt='json', processes=4, extra=['--nats-replicas', '3'])
+    loaded(urls, timeout=180)
+    assert d.stop() == 0, d.stderr()
+    for node in nodes[1:]:
+        node.kill()
+    s.modify_entry(N.person_dn(3), [('replace', 'description', ['while the stream had no leader'])])
+    d = Daemon(tmp, s, None, output=urls, fmt='json', processes=4, extra=['--nats-replicas', '3'])
+    time.sleep(3)
+    assert d.alive(), d.stderr()
+    for node in nodes[1:]:
+        node.start(wait=False)
+    for node in nodes[1:]:
+        node.wait_ready(30)
+    wait_until(lambda: 'supervisor: started' in d.stderr() or not d.alive(), 120, 'ldapfeed to start')
+    assert d.alive(), d.stderr()
+    settled(urls, s)
+    assert d.stop() == 0, d.stderr()
+
+
 if __name__ == '__main__':
     main()

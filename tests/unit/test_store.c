@@ -1,9 +1,11 @@
 /*
  * src/store.c: the LMDB store.  Meta values, entries, the DN index with
  * subtree scans, present-phase sweeps (also one that deletes as it goes),
- * map growth, reopening and wiping.  The events derived on top of it are
- * tested in test_events.c, the DN rules in test_dn.c.
+ * map growth, reopening and wiping, and a store that failed (a full map,
+ * a map that cannot grow) committing nothing more.  The events derived on
+ * top of it are tested in test_events.c, the DN rules in test_dn.c.
  */
+#include <sys/resource.h>
 #include <sys/stat.h>
 
 #include <stdio.h>
@@ -28,6 +30,132 @@ delete_it(void *arg, const unsigned char *uuid, struct span dn,
 	(void)attrs;
 	(*(int *)arg)++;
 	return store_del_entry(sweep_store, uuid) == 1 ? 0 : -1;
+}
+
+/* One 64 KiB entry numbered n into the open batch. */
+static int
+put_big(struct store *st, struct buf *b, int n)
+{
+	struct attrs_writer	 w;
+	static char		 value[64 * 1024];
+	char			 dn[64];
+	unsigned char		 u[16];
+
+	memset(value, 'v', sizeof(value));
+	buf_reset(b);
+	attrs_writer_init(&w, b);
+	attrs_writer_attr(&w, "photo", 5);
+	attrs_writer_value(&w, value, sizeof(value));
+	attrs_writer_finish(&w);
+	snprintf(dn, sizeof(dn), "cn=big%d,dc=x", n);
+	uuid_of(u, 5000 + n);
+	return store_put_entry(st, u, S(dn), (struct span){ b->data, b->len },
+	    NULL);
+}
+
+/* The process's address space in use, from /proc/self/status. */
+static rlim_t
+vm_size(void)
+{
+	char	 line[256];
+	FILE	*f;
+	rlim_t	 kb = 0;
+
+	if ((f = fopen("/proc/self/status", "r")) == NULL)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "VmSize: %llu kB", (unsigned long long *)&kb) ==
+		    1)
+			break;
+	fclose(f);
+	return kb * 1024;
+}
+
+/*
+ * A full map: one batch bigger than the map (growth happens only between
+ * batches) fails, and so does every later commit: the events made from
+ * the lost batch were queued already, and a later commit that succeeded
+ * would let the reader hand them on (doc/safety.md, "A full disk").
+ */
+static void
+full_map(const char *top)
+{
+	struct store	*st;
+	struct proc_stats ps;
+	struct buf	 b = { 0 };
+	char		 dir[256];
+	int		 i, failed_at = -1;
+
+	snprintf(dir, sizeof(dir), "%s/full", top);
+	mkdir(dir, 0700);
+	ok(store_open(&st, dir, 0, 1 << 20) == 0 &&
+	    store_put_u64(st, "seq", 1) == 0 && store_commit(st) == 0,
+	    "a store with a 1 MiB map, seq 1 committed");
+	for (i = 0; i < 40 && failed_at == -1; i++)
+		if (put_big(st, &b, i) == -1)
+			failed_at = i;
+	ok(failed_at > 0, "a batch of 64 KiB entries fills the 1 MiB map at "
+	    "entry %d (MDB_MAP_FULL)", failed_at);
+	ok(store_put_u64(st, "seq", 2) == -1 && store_commit(st) == -1,
+	    "the batch does not commit");
+	ok(store_put_u64(st, "seq", 3) == -1 && store_commit(st) == -1,
+	    "nor does any later one: the store failed");
+	ok(store_begin(st) == -1 && store_count(st) == 0,
+	    "a failed store begins no batch and counts nothing");
+	memset(&ps, 0, sizeof(ps));
+	store_figures(st, &ps);
+	ok(ps.map_bytes == 1 << 20, "its figures still name the map");
+	store_close(st);
+	ok(store_open(&st, dir, 0, 1 << 20) == 0 &&
+	    store_get_u64(st, "seq", 0) == 1 && store_count(st) == 0,
+	    "reopened: the store holds what was committed before, no more");
+	store_close(st);
+	buf_free(&b);
+}
+
+/*
+ * A map that cannot grow: the address space is limited (ulimit -v) so
+ * that doubling the 1 MiB map is refused.  LMDB has let go of the old
+ * map by then: the store fails, says why, and is not touched again but to
+ * be closed.
+ */
+static void
+map_cannot_grow(const char *top)
+{
+	struct store	*st;
+	struct proc_stats ps;
+	struct rlimit	 old, lim;
+	struct buf	 b = { 0 };
+	char		 dir[256];
+	int		 i, r = 0;
+
+	snprintf(dir, sizeof(dir), "%s/nogrow", top);
+	mkdir(dir, 0700);
+	ok(store_open(&st, dir, 0, 1 << 20) == 0, "a store with a 1 MiB map");
+	/* Half the map in use: the next batch doubles it. */
+	for (i = 0; i < 9 && r == 0; i++)
+		r = put_big(st, &b, i);
+	ok(r == 0 && store_commit(st) == 0, "half the map used, committed");
+	ok(getrlimit(RLIMIT_AS, &old) == 0 && vm_size() > 0,
+	    "the address space in use: %llu bytes",
+	    (unsigned long long)vm_size());
+	lim = old;
+	lim.rlim_cur = vm_size() + 512 * 1024;
+	ok(setrlimit(RLIMIT_AS, &lim) == 0, "the address space limited to "
+	    "what is in use and 512 KiB");
+	r = store_put_u64(st, "seq", 9);
+	setrlimit(RLIMIT_AS, &old);
+	ok(r == -1, "the batch cannot begin: the map cannot grow");
+	ok(store_put_u64(st, "seq", 10) == -1 && store_commit(st) == -1 &&
+	    store_count(st) == 0, "the store stays failed, limit lifted or not");
+	memset(&ps, 0, sizeof(ps));
+	store_figures(st, &ps);
+	ok(ps.map_used == 0, "and its figures do not read the map it lost");
+	store_close(st);
+	ok(store_open(&st, dir, 0, 0) == 0 && store_count(st) == 9,
+	    "reopened: the 9 entries committed before are there");
+	store_close(st);
+	buf_free(&b);
 }
 
 static int
@@ -211,14 +339,32 @@ main(void)
 	    "the batch counts the bytes it wrote: %zu", store_txn_bytes(st));
 	ok(i == 100 && store_commit(st) == 0 && store_txn_bytes(st) == 0,
 	    "the map grows instead of failing with MDB_MAP_FULL");
+	{
+		struct proc_stats	 ps;
+
+		memset(&ps, 0, sizeof(ps));
+		store_figures(st, &ps);
+		ok(ps.map_bytes >= 8 << 20 && ps.map_grows >= 3 &&
+		    ps.map_used > 6 << 20 && ps.map_used < ps.map_bytes &&
+		    ps.store_bytes > 6 << 20,
+		    "the status figures: map %llu bytes, grown %llu times, "
+		    "%llu used, %llu on disk",
+		    (unsigned long long)ps.map_bytes,
+		    (unsigned long long)ps.map_grows,
+		    (unsigned long long)ps.map_used,
+		    (unsigned long long)ps.store_bytes);
+	}
 	store_close(st);
 	ok(store_open(&st, dir, 0, 1 << 20) == 0 && store_count(st) == 3434,
 	    "reopened, all there: %llu", (unsigned long long)store_count(st));
 	store_close(st);
 	ok(store_open(&st, dir, 1, 0) == 0 && store_count(st) == 0,
 	    "wipe empties the store");
-
 	store_close(st);
+
+	full_map(dir);
+	map_cannot_grow(dir);
+
 	buf_free(&b1);
 	buf_free(&b2);
 	snprintf(out, sizeof(out), "rm -rf %s", dir);

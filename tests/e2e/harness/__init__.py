@@ -27,7 +27,8 @@ part lives:
   consumer.py  Consumer, the Listener that records what ldapfeed sends
   model.py     Model, normalize_attrs, assert_model_equals_server
   daemon.py    Daemon (ldapfeed itself), prepared_store, store_snapshot,
-               write_secret
+               store_info (entries and cookie of a stopped store),
+               write_secret, crash_lines
 
 Environment:
   KEEP_TMP=1          keep each test's temp dir and print its path
@@ -60,7 +61,7 @@ __all__ = [
     'Consumer', 'Model', 'assert_model_equals_server', 'normalize_attrs',
     'Daemon', 'ldap_url', 'free_port', 'pid_alive', 'proc_children', 'proc_descendants',
     'group_members', 'register_process', 'terminate_pid', 'instance_procs', 'store_snapshot',
-    'write_secret', 'prepared_store', 'TestCA', 'Acceptor',
+    'write_secret', 'prepared_store', 'TestCA', 'Acceptor', 'store_info', 'crash_lines', 'CRASH_WORDS',
 ]
 
 _PARTS = (core, procs, runner, ldif, net, slapd, consumer, model, daemon)

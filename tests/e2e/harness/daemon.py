@@ -5,6 +5,7 @@ what it keeps on disk."""
 
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 
@@ -273,3 +274,56 @@ def store_snapshot(datadir, marker):
     except FileNotFoundError:
         mark = None
     return {'files': files, 'marker': mark}
+
+
+# Words of a crash or a sanitizer report in a process's stderr.
+CRASH_WORDS = ('Segmentation', 'AddressSanitizer', 'runtime error:', 'LeakSanitizer', 'Aborted',
+               'stack smashing', 'double free', 'corrupted')
+
+
+def unescape_mdb(text):
+    """A value of `mdb_dump -p` (backslash-hex escapes) as bytes."""
+    out, i = bytearray(), 0
+    raw = text.encode('latin-1')
+    while i < len(raw):
+        if raw[i:i + 1] == b'\\':
+            if raw[i + 1:i + 2] == b'\\':
+                out.append(0x5c)
+                i += 2
+            elif all(c in b'0123456789abcdefABCDEF' for c in raw[i + 1:i + 3]) and i + 3 <= len(raw):
+                out.append(int(raw[i + 1:i + 3], 16))
+                i += 3
+            else:   # a lone backslash (the random epoch can hold one)
+                out.append(0x5c)
+                i += 1
+        else:
+            out.append(raw[i])
+            i += 1
+    return bytes(out)
+
+
+def store_info(datadir):
+    """{'entries': N, 'cookie': bytes or None} of an LMDB store, read with
+    mdb_stat / mdb_dump (lmdb-utils); None when they are missing."""
+    if not shutil.which('mdb_stat') or not shutil.which('mdb_dump'):
+        return None
+    st = subprocess.run(['mdb_stat', '-s', 'entries', datadir], capture_output=True, text=True, timeout=30)
+    entries = None
+    for ln in st.stdout.splitlines():
+        if ln.strip().startswith('Entries:'):
+            entries = int(ln.split(':')[1])
+    dump = subprocess.run(['mdb_dump', '-p', '-s', 'meta', datadir], capture_output=True, text=True,
+                          timeout=30, encoding='latin-1')
+    lines = dump.stdout.split('\n')
+    try:
+        body = lines[lines.index('HEADER=END') + 1:lines.index('DATA=END')]
+    except ValueError:
+        body = []
+    meta = {}
+    for k, v in zip(body[0::2], body[1::2]):
+        meta[unescape_mdb(k[1:])] = unescape_mdb(v[1:])
+    return {'entries': entries, 'cookie': meta.get(b'cookie'), 'rc': (st.returncode, dump.returncode)}
+
+
+def crash_lines(text):
+    return [ln for ln in text.splitlines() if any(w in ln for w in CRASH_WORDS)]
