@@ -577,6 +577,7 @@ struct subtree {
 	uint64_t	 mark_gen;	/* mark what a fetch finds seen, or 0 */
 	int		 whole;		/* a full refresh: every entry comes */
 	uint64_t	 doomed;	/* lookups held back to the refresh's end */
+	int		 listed_odd;	/* listed entries to look up */
 	struct entry	 ent;
 	unsigned char	 batch[SUBTREE_BATCH][16];
 	char		 batch_seen[SUBTREE_BATCH];
@@ -594,6 +595,7 @@ void	subtree_init(struct subtree *, const struct config *, struct events *,
 	    char **, int, enum provider_kind);
 const char *provider_uuid_attr(enum provider_kind);
 int	subtree_task(struct subtree *, int, const unsigned char *, struct span);
+int	subtree_list(struct subtree *, uint64_t);
 int	subtree_run_pending(struct subtree *);
 void	subtree_close(struct subtree *);
 void	subtree_free(struct subtree *);

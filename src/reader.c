@@ -200,6 +200,25 @@ run_tasks(struct reader *r)
 }
 
 /*
+ * 389-ds's refresh from a cookie judges each change by the DNs the Retro
+ * Changelog recorded then: an entry moved within the search, under a
+ * parent that left it later, comes neither as an entry nor as a delete.
+ * So the search is listed whole, UUIDs and DNs alone, and what the
+ * listing does not name is swept with the refresh's other deletes
+ * (doc/providers.md).
+ */
+static enum outcome
+list_search(struct reader *r)
+{
+	int	 rc;
+
+	if ((rc = subtree_list(&r->sub, r->gen)) != 0)
+		return task_outcome(rc);
+	r->present = 1;
+	return run_tasks(r);
+}
+
+/*
  * The refresh's deletes, all at once at its end: whatever the present
  * phase did not list (SWEEP_UNSEEN), or the deletes held back
  * (SWEEP_DOOMED).  They are counted first, and the mass-delete guard may
@@ -255,6 +274,9 @@ end_refresh(struct reader *r, int has, const struct buf *cookie)
 		return FATAL;
 	}
 	if (r->lookups && (out = run_tasks(r)) != GO_ON)
+		return out;
+	if (r->lookup && r->had_cookie && r->track &&
+	    (out = list_search(r)) != GO_ON)
 		return out;
 	/* (Without tracking, every stored entry came in this search.) */
 	if ((r->present || !r->had_cookie) && r->track)

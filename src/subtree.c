@@ -585,6 +585,59 @@ run_lookups(struct subtree *t, uint64_t id, const unsigned char *uuid)
 	return r;
 }
 
+/* ---- the listing: what is in the search now, by UUID and DN */
+
+/*
+ * One entry of the listing: marked seen, and looked up when the store
+ * does not have it, or has it under another DN.
+ */
+static int
+listed(struct subtree *t, struct span dn)
+{
+	struct span	 sdn, attrs;
+	int		 rc;
+
+	if (!t->ent.has_uuid)
+		return nameless(t, dn);
+	if (store_mark_seen(t->ev->store, t->ent.uuid, t->mark_gen) == -1 ||
+	    (rc = store_get_entry(t->ev->store, t->ent.uuid, &sdn, &attrs)) ==
+	    -1)
+		return -1;
+	if (rc == 1 && sdn.len == dn.len && memcmp(sdn.p, dn.p, dn.len) == 0)
+		return TASK_OK;
+	t->listed_odd++;
+	return store_task_add(t->ev->store, TASK_LOOKUP, t->ent.uuid, dn) ==
+	    -1 ? -1 : TASK_OK;
+}
+
+/*
+ * Every entry in the search, by UUID and DN alone, marked seen with gen,
+ * so that the sweep at the refresh's end deletes what is stored and no
+ * longer in it; an entry the store does not have, or has under another
+ * DN, gets a lookup.  For a server whose refresh from a cookie leaves out
+ * entries that left the search (doc/providers.md, 389-ds).
+ */
+int
+subtree_list(struct subtree *t, uint64_t gen)
+{
+	char	*uuid_only[] = { (char *)(uintptr_t)t->uuid_attr, NULL };
+	int	 n = 0, r;
+
+	t->mark_gen = gen;
+	t->nameless = 0;
+	t->listed_odd = 0;
+	r = search(t, "listing the entries of", t->cfg->base, t->cfg->scope,
+	    t->cfg->filter, uuid_only, listed, &n);
+	if (r == TASK_OK && t->nameless) {
+		subtree_close(t);
+		return TASK_AGAIN;
+	}
+	if (r == TASK_OK)
+		log_info("%d entries in the search, %d of them to look up", n,
+		    t->listed_odd);
+	return r;
+}
+
 /*
  * One task, pass after pass until a pass changes nothing.  A search is no
  * snapshot: a subtree renamed while it runs can come back with some

@@ -495,14 +495,17 @@ class DS389:
         except OSError:
             return 0
 
-    def entries_sent(self, mark=0, scope=None, base=None, filt=None):
+    def entries_sent(self, mark=0, scope=None, base=None, filt=None, all_attrs=False):
         """[(conn, op, dn)] of the entries the server sent since mark, from
         the access log's ENTRY lines, optionally only for searches of that
         scope (0 base, 1 one level, 2 subtree), base and filter (compared
-        case-insensitively).  An ldapfeed's sync search is a subtree search
-        of its base with its filter; its start-up check of the base a base
-        one; its lookups and subtree tasks search the base by nsUniqueId,
-        or below an entry."""
+        case-insensitively), and with all_attrs only for searches whose
+        attribute list starts with `*`.  An ldapfeed's sync search is a
+        subtree search of its base with its filter for `*` and what it adds
+        (the log shows `* hasSubordinates entrycsn aci`); its start-up check
+        of the base a base one; its listing of a resumed search the same
+        search for nsUniqueId alone; its lookups and subtree tasks search
+        the base by nsUniqueId, or below an entry."""
         import re
         try:
             with open(self.access_log, 'rb') as f:
@@ -512,14 +515,15 @@ class DS389:
             return []
         scopes, out = {}, []
         for line in text.splitlines():
-            m = re.search(r' conn=(\d+) op=(\d+) SRCH base="(.*)" scope=(\d+) filter="(.*)" ', line)
+            m = re.search(r' conn=(\d+) op=(\d+) SRCH base="(.*)" scope=(\d+) filter="(.*)" attrs=(".*"|ALL)', line)
             if m:
-                scopes[m.group(1), m.group(2)] = (int(m.group(4)), m.group(3).lower(), m.group(5).lower())
+                scopes[m.group(1), m.group(2)] = (int(m.group(4)), m.group(3).lower(), m.group(5).lower(),
+                                                  m.group(6).strip('"').lower())
                 continue
             m = re.search(r' conn=(\d+) op=(\d+) ENTRY dn="(.*)"', line)
-            sc, b, f = scopes.get((m.group(1), m.group(2)), (None, None, None)) if m else (None, None, None)
+            sc, b, f, a = scopes.get((m.group(1), m.group(2)), (None,) * 4) if m else (None,) * 4
             if m and (scope is None or sc == scope) and (base is None or b == base.lower()) and \
-                    (filt is None or f == filt.lower()):
+                    (filt is None or f == filt.lower()) and (not all_attrs or a.startswith('*')):
                 out.append((int(m.group(1)), int(m.group(2)), m.group(3)))
         return out
 

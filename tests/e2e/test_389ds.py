@@ -332,7 +332,7 @@ def clean_restart_resumes(tmp):
     mark = ds.access_mark()
     d2 = feed(tmp, ds, con)
     run = wait_run(con, 1)
-    sent = ds.entries_sent(mark, scope=2, base=SUFFIX, filt='(objectClass=*)')
+    sent = ds.entries_sent(mark, scope=2, base=SUFFIX, filt='(objectClass=*)', all_attrs=True)
     stop_clean(d2)
     same_as_server(con, ds, d2)
     note('stored cookie before the restart: %r' % cookie)
@@ -347,7 +347,7 @@ def restart_nothing_changed(tmp):
     mark = ds.access_mark()
     d2 = feed(tmp, ds, con)
     run = wait_run(con, 1)
-    sent = ds.entries_sent(mark, scope=2, base=SUFFIX, filt='(objectClass=*)')
+    sent = ds.entries_sent(mark, scope=2, base=SUFFIX, filt='(objectClass=*)', all_attrs=True)
     stop_clean(d2)
     same_as_server(con, ds, d2)
     check_resume(d2, run, sent, {}, 'restart with nothing changed')
@@ -465,6 +465,30 @@ def stale_message_after_fetch(tmp):
 
 
 @test
+def moved_out_under_a_new_parent_while_stopped(tmp):
+    # Base ou=people, store in sync, ldapfeed stopped; meanwhile ou=x is
+    # added under ou=people, alice moved into it, and ou=x moved out to
+    # ou=archive.  389-ds's refresh from the cookie sees alice's move as
+    # one within the search (the Retro Changelog's DNs of that moment),
+    # finds her outside the base now, and sends nothing: no entry, no
+    # delete.  ldapfeed must still drop her.
+    ds = lab()
+    con = Consumer(tmp)
+    d = feed(tmp, ds, con, base=PEOPLE)
+    wait_run(con, 0)
+    stop_clean(d)
+    ds.add(ou('ou=x,' + PEOPLE))
+    ds.modrdn('uid=alice,' + PEOPLE, 'uid=alice', newsuperior='ou=x,' + PEOPLE)
+    ds.modrdn('ou=x,' + PEOPLE, 'ou=x', newsuperior=ARCHIVE)
+    d2 = feed(tmp, ds, con, base=PEOPLE)
+    run = wait_run(con, 1)
+    m = wait_same(con, ds, d2, live=d2)
+    stop_clean(d2)
+    assert not any(run.reload), run.reload
+    assert len(m.entries) == 4, sorted(e['dn'] for e in m.entries.values())
+
+
+@test
 def server_restart_during_persist(tmp):
     # The server restarts under a running ldapfeed: it reconnects, follows
     # the changes made after the restart, and its new sync search resumes
@@ -479,7 +503,7 @@ def server_restart_during_persist(tmp):
     note('389-ds restart took %.1f s' % (time.monotonic() - t0))
     wait_until(lambda: len(sync_searches(d)) >= 2 and d.stderr().count('refresh done') >= 2, 30,
                'ldapfeed to search again after the server restart')
-    sent = ds.entries_sent(mark, scope=2, base=SUFFIX, filt='(objectClass=*)')
+    sent = ds.entries_sent(mark, scope=2, base=SUFFIX, filt='(objectClass=*)', all_attrs=True)
     ds.replace('uid=carol,' + PEOPLE, 'mail', 'carol@example.org')
     ds.add_entry(*person('henry'))
     ds.delete('uid=dave,' + PEOPLE)
@@ -509,7 +533,7 @@ def refresh_only_twice(tmp):
     d2 = feed(tmp, ds, con, mode='refresh')
     rc = d2.wait(60)
     assert rc == 0, 'second refresh exited %s:\n%s' % (rc, d2.stderr()[-3000:])
-    sent = ds.entries_sent(mark, scope=2, base=SUFFIX, filt='(objectClass=*)')
+    sent = ds.entries_sent(mark, scope=2, base=SUFFIX, filt='(objectClass=*)', all_attrs=True)
     run = Run(con, 1)
     same_as_server(con, ds, d2)
     check_resume(d2, run, sent, {'add': 1, 'modify': 2, 'rename': 1, 'delete': 1}, 'second refresh')
@@ -664,7 +688,7 @@ def too_many_sessions_resume(tmp):
     rc = d2.wait(60)
     assert rc == 0, 'refreshOnly run exited %s:\n%s' % (rc, d2.stderr()[-3000:])
     assert refused_busy(d2) == 0, d2.stderr()[-2000:]
-    check_resume(d2, Run(con, 1), ds.entries_sent(mark, scope=2, base=SUFFIX, filt='(objectClass=*)'), {'add': 1, 'modify': 1},
+    check_resume(d2, Run(con, 1), ds.entries_sent(mark, scope=2, base=SUFFIX, filt='(objectClass=*)', all_attrs=True), {'add': 1, 'modify': 1},
                  'refreshOnly while the session is held')
     ds.modrdn('uid=alice,' + PEOPLE, 'uid=alice', newsuperior=ARCHIVE)
     ds.delete('uid=tm1,' + TEAM)
@@ -675,7 +699,7 @@ def too_many_sessions_resume(tmp):
     mark = ds.access_mark()
     holder.release()
     run = wait_run(con, 2, timeout=90)
-    sent = ds.entries_sent(mark, scope=2, base=SUFFIX, filt='(objectClass=*)')
+    sent = ds.entries_sent(mark, scope=2, base=SUFFIX, filt='(objectClass=*)', all_attrs=True)
     wait_same(con, ds, d3, live=d3)
     stop_clean(d3)
     check_resume(d3, run, sent, {'rename': 1, 'delete': 1, 'modify': 1}, 'persist after the session was freed')
