@@ -181,16 +181,28 @@ nameless(struct subtree *t, struct span dn)
 	return TASK_OK;
 }
 
+/* What a task's answer changed, for -v (doc/subtrees.md). */
+static void
+trace(const char *task, int what, struct span dn)
+{
+	if (what > 0)
+		log_debug("%s: %s %.*s", task, (what & ENTRY_ADDED) ? "added" :
+		    (what & ENTRY_RENAMED) ? "renamed to" : "modified",
+		    (int)dn.len, (const char *)dn.p);
+}
+
 static int
 fetched(struct subtree *t, struct span dn)
 {
 	struct events	*e = t->ev;
+	int		 what;
 
 	if (!t->ent.has_uuid)
 		return nameless(t, dn);
-	if (events_entry(e, t->ent.uuid, dn, buf_span(&t->ent.attrs),
-	    t->ent.csn, 0) == -1)
+	if ((what = events_entry(e, t->ent.uuid, dn, buf_span(&t->ent.attrs),
+	    t->ent.csn, 0)) == -1)
 		return -1;
+	trace("fetch", what, dn);
 	if (t->mark_gen && store_mark_seen(e->store, t->ent.uuid,
 	    t->mark_gen) == -1)
 		return -1;
@@ -216,6 +228,20 @@ uuid_text(const struct subtree *t, char *out, const unsigned char *u)
 		n += snprintf(out + n, 3, "%02x", u[i]);
 	}
 	out[n] = '\0';
+}
+
+/* A stored entry a task's answer left out, deleted: for -v. */
+static void
+trace_gone(const struct subtree *t, const char *task,
+    const unsigned char *uuid, int rc)
+{
+	char	 text[37];
+
+	if (rc > 0) {
+		uuid_text(t, text, uuid);
+		log_debug("%s: %s no longer in the search%s", task, text,
+		    rc == 2 ? ", entries stored below it" : "");
+	}
 }
 
 static int
@@ -325,6 +351,7 @@ answered(struct subtree *t, struct span dn)
 	if ((what = events_entry(t->ev, t->ent.uuid, dn,
 	    buf_span(&t->ent.attrs), t->ent.csn, 0)) == -1)
 		return -1;
+	trace("reconcile", what, dn);
 	/*
 	 * An entry with children that the answer renames: its own message,
 	 * when it comes, finds it renamed and asks nothing, so the server
@@ -352,7 +379,7 @@ ask(struct subtree *t)
 	const char	*f = t->cfg->filter;
 	char		 text[37];
 	size_t		 i;
-	int		 n = 0, r;
+	int		 n = 0, r, rc;
 
 	buf_reset(&t->filter);
 	buf_printf(&t->filter, f[0] == '(' ? "(&%s(|" : "(&(%s)(|", f);
@@ -376,11 +403,13 @@ ask(struct subtree *t)
 			continue;
 		if (t->dry)
 			t->would_delete++;
-		else if (events_delete(t->ev, t->batch[i], &t->scratch) == -1 ||
-		    events_checkpoint(t->ev) == -1)
+		else if ((rc = events_delete(t->ev, t->batch[i], &t->scratch)) ==
+		    -1 || events_checkpoint(t->ev) == -1)
 			r = -1;
-		else
+		else {
+			trace_gone(t, "reconcile", t->batch[i], rc);
 			t->deleted++;
+		}
 	}
 	t->batch_n = 0;
 	return r;
@@ -476,6 +505,7 @@ looked_up(struct subtree *t, struct span dn)
 	if ((what = events_entry(e, t->ent.uuid, dn, buf_span(&t->ent.attrs),
 	    t->ent.csn, 0)) == -1)
 		return -1;
+	trace("lookup", what, dn);
 	if (t->mark_gen && store_mark_seen(e->store, t->ent.uuid,
 	    t->mark_gen) == -1)
 		return -1;
@@ -548,6 +578,8 @@ lookup(struct subtree *t)
 		    buf_span(&t->scratch)) == -1) ||
 		    events_checkpoint(t->ev) == -1)
 			r = -1;
+		else
+			trace_gone(t, "lookup", t->batch[i], rc);
 	}
 	return r;
 }
