@@ -83,9 +83,9 @@ check-asan:
 	    E2E_TIME_SCALE=3 python3 tests/run
 
 # The end-to-end tests against a real 389 Directory Server (tests/e2e/
-# test_389ds.py: one throwaway instance under a temp dir, on 127.0.0.1,
-# without systemd).  Not part of `make check`: tests/run runs that file only
-# when asked by name.
+# test_389ds.py and test_389ds_chaos.py: one throwaway instance each under
+# a temp dir, on 127.0.0.1, without systemd).  Not part of `make check`:
+# tests/run runs those files only when asked by name.
 check-389ds: deps
 	@sh scripts/deps 389ds
 	$(MAKE) all

@@ -164,6 +164,7 @@ struct berelement;
 struct entry {
 	struct buf	 attrs;		/* the attributes kept, as a blob */
 	int		 has_subs;	/* hasSubordinates: TRUE */
+	int		 subs_known;	/* hasSubordinates came at all */
 	int		 has_uuid;	/* a well-formed entryUUID came */
 	unsigned char	 uuid[16];
 	struct span	 csn;		/* its entryCSN, into the message */
@@ -174,6 +175,7 @@ struct entry {
 #define DECODE_STRIP_CSN	8	/* leave entryCSN out */
 #define DECODE_GUID		16	/* uuid_attr holds a binary objectGUID */
 int	entry_decode(struct berelement *, int, const char *, struct entry *);
+int	entry_may_have_children(const struct entry *);
 int	uuid_parse_text(struct span, unsigned char *);
 
 /* Events, as the reader hands them to the workers (doc/events.md; the
@@ -561,6 +563,7 @@ int	events_checkpoint(struct events *);
 /* subtree.c: what only the server can answer about a subtree. */
 #define TASK_FETCH	1
 #define TASK_RECONCILE	2
+#define TASK_LOOKUP	9	/* is this entry in the search, and as what */
 #define SUBTREE_BATCH	256	/* UUIDs asked about per search */
 #define SUBTREE_GUARDED	2	/* a reconcile held back by the guard */
 struct ldap;
@@ -572,6 +575,9 @@ struct subtree {
 	char	       **attrs;		/* the search's, + entryUUID */
 	int		 decode_flags;
 	uint64_t	 mark_gen;	/* mark what a fetch finds seen, or 0 */
+	int		 whole;		/* a full refresh: every entry comes */
+	uint64_t	 doomed;	/* lookups held back to the refresh's end */
+	int		 listed_odd;	/* listed entries to look up */
 	struct entry	 ent;
 	unsigned char	 batch[SUBTREE_BATCH][16];
 	char		 batch_seen[SUBTREE_BATCH];
@@ -589,6 +595,7 @@ void	subtree_init(struct subtree *, const struct config *, struct events *,
 	    char **, int, enum provider_kind);
 const char *provider_uuid_attr(enum provider_kind);
 int	subtree_task(struct subtree *, int, const unsigned char *, struct span);
+int	subtree_list(struct subtree *, uint64_t);
 int	subtree_run_pending(struct subtree *);
 void	subtree_close(struct subtree *);
 void	subtree_free(struct subtree *);

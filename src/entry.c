@@ -92,11 +92,12 @@ uuid_parse_text(struct span s, unsigned char *out)
 
 /*
  * The attribute list of a SearchResultEntry, from a BerElement that libldap
- * bounded to it (ldap_get_dn_ber), into e->attrs.  hasSubordinates TRUE and
- * a well-formed UUID in the attribute uuid_attr (entryUUID, or 389-ds's
- * nsUniqueId) are noted in e; with DECODE_STRIP_SUBS or DECODE_STRIP_UUID
- * the attribute is left out of e->attrs, and with DECODE_STRIP_ACI so is
- * the aci that 389-ds's Content Synchronization adds to every search
+ * bounded to it (ldap_get_dn_ber), into e->attrs.  hasSubordinates (TRUE,
+ * and whether it came at all) and a well-formed UUID in the attribute
+ * uuid_attr (entryUUID, or 389-ds's nsUniqueId) are noted in e; with
+ * DECODE_STRIP_SUBS or DECODE_STRIP_UUID the attribute is left out of
+ * e->attrs, and with DECODE_STRIP_ACI so is the aci that 389-ds's Content
+ * Synchronization adds to every search
  * (doc/providers.md); the entryCSN is noted too, and left out with
  * DECODE_STRIP_CSN.  With DECODE_GUID the UUID is AD's binary objectGUID
  * (msctl.c).  -1 for a malformed list.
@@ -114,6 +115,7 @@ entry_decode(struct berelement *ber, int flags, const char *uuid_attr,
 	buf_reset(&e->attrs);
 	attrs_writer_init(&w, &e->attrs);
 	e->has_subs = 0;
+	e->subs_known = 0;
 	e->has_uuid = 0;
 	e->csn = (struct span){ NULL, 0 };
 	while (ber_get_option(ber, LBER_OPT_REMAINING_BYTES, &rem) ==
@@ -127,6 +129,7 @@ entry_decode(struct berelement *ber, int flags, const char *uuid_attr,
 
 			e->has_subs = entry_next_value(&peek, &v) == 1 &&
 			    span_is(v, "TRUE");
+			e->subs_known = 1;
 			if (flags & DECODE_STRIP_SUBS)
 				continue;
 		}
@@ -157,4 +160,17 @@ entry_decode(struct berelement *ber, int flags, const char *uuid_attr,
 	}
 	attrs_writer_finish(&w);
 	return 0;
+}
+
+/*
+ * Whether the server must be asked what lies below the entry: it said it
+ * has children, or it did not say.  389-ds sends the entries of a refresh
+ * from a cookie without the operational attributes asked for,
+ * hasSubordinates included (doc/providers.md): a subtree moved into the
+ * search while ldapfeed was stopped comes as its root alone.
+ */
+int
+entry_may_have_children(const struct entry *e)
+{
+	return e->has_subs || !e->subs_known;
 }

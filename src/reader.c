@@ -23,6 +23,7 @@
 #define SERVER_PAUSE_MS		2	/* then write what is queued */
 #define BACKOFF_MAX_SECS	60
 #define CANCEL_WAIT_SECS	5
+#define EVERYTHING		"(objectClass=*)"
 
 /* What ended a search. */
 enum outcome {
@@ -70,6 +71,9 @@ struct reader {
 	char		       **attrs_asked;	/* the search's, + hasSubordinates */
 	int			 decode_flags;	/* what we asked for ourselves */
 	struct subtree		 sub;		/* the server's answers on subtrees */
+	int			 lookup;	/* messages name entries to ask for */
+	int			 unfiltered;	/* ... and the search has no filter */
+	unsigned		 lookups;	/* lookups waiting, in a refresh */
 	struct provider		 provider;	/* what the server says it is */
 	struct buf		 below;		/* a deleted entry's DN */
 	struct sync_state	 st;
@@ -177,6 +181,44 @@ task_outcome(int rc)
 }
 
 /*
+ * Run the pending subtree tasks (doc/subtrees.md, "Tasks"): a failure of
+ * the server's is a lost connection, and the task stays pending until a
+ * later search can run it.
+ */
+static enum outcome
+run_tasks(struct reader *r)
+{
+	int	 rc;
+
+	r->sub.mark_gen = r->in_refresh && r->track ? r->gen : 0;
+	r->sub.whole = r->in_refresh && !r->had_cookie;
+	rc = subtree_run_pending(&r->sub);
+	r->doomed += r->sub.doomed;
+	r->sub.doomed = 0;
+	r->lookups = 0;
+	return task_outcome(rc);
+}
+
+/*
+ * 389-ds's refresh from a cookie judges each change by the DNs the Retro
+ * Changelog recorded then: an entry moved within the search, under a
+ * parent that left it later, comes neither as an entry nor as a delete.
+ * So the search is listed whole, UUIDs and DNs alone, and what the
+ * listing does not name is swept with the refresh's other deletes
+ * (doc/providers.md).
+ */
+static enum outcome
+list_search(struct reader *r)
+{
+	int	 rc;
+
+	if ((rc = subtree_list(&r->sub, r->gen)) != 0)
+		return task_outcome(rc);
+	r->present = 1;
+	return run_tasks(r);
+}
+
+/*
  * The refresh's deletes, all at once at its end: whatever the present
  * phase did not list (SWEEP_UNSEEN), or the deletes held back
  * (SWEEP_DOOMED).  They are counted first, and the mass-delete guard may
@@ -231,6 +273,11 @@ end_refresh(struct reader *r, int has, const struct buf *cookie)
 		log_warnx("the server sent a second refreshDone in one search");
 		return FATAL;
 	}
+	if (r->lookups && (out = run_tasks(r)) != GO_ON)
+		return out;
+	if (r->lookup && r->had_cookie && r->track &&
+	    (out = list_search(r)) != GO_ON)
+		return out;
 	/* (Without tracking, every stored entry came in this search.) */
 	if ((r->present || !r->had_cookie) && r->track)
 		out = refresh_deletes(r, SWEEP_UNSEEN, &swept);
@@ -309,21 +356,6 @@ present_phase(struct reader *r)
 	r->present = 1;
 }
 
-/*
- * Run the pending subtree tasks (doc/subtrees.md, "Tasks"): a failure of
- * the server's is a lost connection, and the task stays pending until a
- * later search can run it.
- */
-static enum outcome
-run_tasks(struct reader *r)
-{
-	int	 rc;
-
-	r->sub.mark_gen = r->in_refresh && r->track ? r->gen : 0;
-	rc = subtree_run_pending(&r->sub);
-	return task_outcome(rc);
-}
-
 /* Record one task and run it. */
 static enum outcome
 subtree(struct reader *r, int kind, const unsigned char *uuid,
@@ -365,10 +397,11 @@ delete(struct reader *r, const unsigned char *uuid)
 }
 
 /*
- * An entry added or changed.  When it has children and was renamed or
- * moved, or came into the search from outside, its descendants' DNs
- * changed with no message of their own: the server is asked what lies
- * below it now, and about whatever is still stored below its old DN.
+ * An entry added or changed.  When it has children (or the server did not
+ * say) and was renamed or moved, or came into the search from outside, its
+ * descendants' DNs changed with no message of their own: the server is
+ * asked what lies below it now, and about whatever is still stored below
+ * its old DN.
  * Never inferred from the stored DNs, which a refresh (entries in ID
  * order, not in the order of the operations) and a task's search (no
  * snapshot, and ahead of the messages) can leave behind or ahead of the
@@ -379,6 +412,20 @@ on_change(struct reader *r, struct span dn)
 {
 	int	 what, tasks = 0, below = 0;
 
+	/*
+	 * 389-ds (doc/providers.md): the message only names an entry that
+	 * changed, whose present state the server is asked for.  In a full
+	 * refresh every entry comes, and is taken as it comes, unless the
+	 * filter is the server's to apply.  In a refresh the lookups wait for
+	 * a batch, or for the refresh's end.
+	 */
+	if (r->lookup && (r->unfiltered || !r->in_refresh || r->had_cookie)) {
+		if (store_task_add(r->store, TASK_LOOKUP, r->st.uuid, dn) == -1)
+			return FATAL;
+		if (r->in_refresh && ++r->lookups < SUBTREE_BATCH)
+			return GO_ON;
+		return run_tasks(r);
+	}
 	/* In a full refresh every entry comes: none is older than the store. */
 	what = events_entry(&r->ev, r->st.uuid, dn, buf_span(&r->ent.attrs),
 	    r->ent.csn, !r->in_refresh || r->had_cookie);
@@ -397,7 +444,8 @@ on_change(struct reader *r, struct span dn)
 		    -1)
 			return FATAL;
 	}
-	if (r->ent.has_subs && (what & (ENTRY_ADDED | ENTRY_RENAMED))) {
+	if (entry_may_have_children(&r->ent) &&
+	    (what & (ENTRY_ADDED | ENTRY_RENAMED))) {
 		if (store_task_add(r->store, TASK_FETCH, r->st.uuid, dn) == -1)
 			return FATAL;
 		tasks++;
@@ -831,6 +879,7 @@ start_search(struct reader *r)
 	r->present_unknown = 0;
 	r->with_children = 0;
 	r->doomed = 0;
+	r->lookups = 0;
 	r->has_cand = 0;
 	r->started = clock_ms();
 	memcpy(r->counts_at_start, r->ev.counts, sizeof(r->counts_at_start));
@@ -844,8 +893,9 @@ start_search(struct reader *r)
 	ctrl.ldctl_iscritical = 1;	/* no syncprov: fail, not a plain search */
 	ctrls[0] = &ctrl;
 	ctrls[1] = NULL;
-	rc = ldap_search_ext(r->ld, r->cfg->base, r->cfg->scope, r->cfg->filter,
-	    r->attrs_asked, 0, ctrls, NULL, NULL, LDAP_NO_LIMIT, &r->msgid);
+	rc = ldap_search_ext(r->ld, r->cfg->base, r->cfg->scope, r->unfiltered ?
+	    EVERYTHING : r->cfg->filter, r->attrs_asked, 0, ctrls, NULL, NULL,
+	    LDAP_NO_LIMIT, &r->msgid);
 	buf_free(&value);
 	if (rc != LDAP_SUCCESS) {
 		log_warnx("search: %s", ldap_err2string(rc));
@@ -1084,6 +1134,7 @@ search_again(struct reader *r)
 		r->ctx->stats->connected = 1;
 	}
 	r->sub.mark_gen = 0;
+	r->sub.whole = 0;
 	if ((rc = subtree_run_pending(&r->sub)) != 0)
 		return task_outcome(rc);
 	if (commit(r) == -1)
@@ -1261,6 +1312,16 @@ reader_main(const struct child_ctx *ctx)
 	default:
 		break;
 	}
+	/*
+	 * 389-ds has no entryCSN to tell a message older than what a subtree
+	 * task applied, and follows a filter only part of the way: it sends
+	 * nothing for an entry that a rename takes out of it, nor, refreshing
+	 * from a cookie, for one that left it.  So its messages only name
+	 * entries, each asked for with the search's filter, and a search with
+	 * a filter runs without it (doc/providers.md).
+	 */
+	r.lookup = r.provider.kind == PROVIDER_389DS;
+	r.unfiltered = r.lookup && strcasecmp(r.cfg->filter, EVERYTHING) != 0;
 	if (r.provider.kind == PROVIDER_389DS &&
 	    (code = conn_check_retro(r.ld, err, sizeof(err))) != 1) {
 		if (code == 0)

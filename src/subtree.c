@@ -181,16 +181,28 @@ nameless(struct subtree *t, struct span dn)
 	return TASK_OK;
 }
 
+/* What a task's answer changed, for -v (doc/subtrees.md). */
+static void
+trace(const char *task, int what, struct span dn)
+{
+	if (what > 0)
+		log_debug("%s: %s %.*s", task, (what & ENTRY_ADDED) ? "added" :
+		    (what & ENTRY_RENAMED) ? "renamed to" : "modified",
+		    (int)dn.len, (const char *)dn.p);
+}
+
 static int
 fetched(struct subtree *t, struct span dn)
 {
 	struct events	*e = t->ev;
+	int		 what;
 
 	if (!t->ent.has_uuid)
 		return nameless(t, dn);
-	if (events_entry(e, t->ent.uuid, dn, buf_span(&t->ent.attrs),
-	    t->ent.csn, 0) == -1)
+	if ((what = events_entry(e, t->ent.uuid, dn, buf_span(&t->ent.attrs),
+	    t->ent.csn, 0)) == -1)
 		return -1;
+	trace("fetch", what, dn);
 	if (t->mark_gen && store_mark_seen(e->store, t->ent.uuid,
 	    t->mark_gen) == -1)
 		return -1;
@@ -216,6 +228,20 @@ uuid_text(const struct subtree *t, char *out, const unsigned char *u)
 		n += snprintf(out + n, 3, "%02x", u[i]);
 	}
 	out[n] = '\0';
+}
+
+/* A stored entry a task's answer left out, deleted: for -v. */
+static void
+trace_gone(const struct subtree *t, const char *task,
+    const unsigned char *uuid, int rc)
+{
+	char	 text[37];
+
+	if (rc > 0) {
+		uuid_text(t, text, uuid);
+		log_debug("%s: %s no longer in the search%s", task, text,
+		    rc == 2 ? ", entries stored below it" : "");
+	}
 }
 
 static int
@@ -325,12 +351,13 @@ answered(struct subtree *t, struct span dn)
 	if ((what = events_entry(t->ev, t->ent.uuid, dn,
 	    buf_span(&t->ent.attrs), t->ent.csn, 0)) == -1)
 		return -1;
+	trace("reconcile", what, dn);
 	/*
 	 * An entry with children that the answer renames: its own message,
 	 * when it comes, finds it renamed and asks nothing, so the server
 	 * is asked about its descendants now, as for a message (on_change).
 	 */
-	if ((what & ENTRY_RENAMED) && t->ent.has_subs) {
+	if ((what & ENTRY_RENAMED) && entry_may_have_children(&t->ent)) {
 		buf_reset(&t->scratch);
 		buf_add(&t->scratch, t->ev->old_dn.data, t->ev->old_dn.len);
 		if (store_task_add(t->ev->store, TASK_FETCH, t->ent.uuid, dn) ==
@@ -352,7 +379,7 @@ ask(struct subtree *t)
 	const char	*f = t->cfg->filter;
 	char		 text[37];
 	size_t		 i;
-	int		 n = 0, r;
+	int		 n = 0, r, rc;
 
 	buf_reset(&t->filter);
 	buf_printf(&t->filter, f[0] == '(' ? "(&%s(|" : "(&(%s)(|", f);
@@ -376,11 +403,13 @@ ask(struct subtree *t)
 			continue;
 		if (t->dry)
 			t->would_delete++;
-		else if (events_delete(t->ev, t->batch[i], &t->scratch) == -1 ||
-		    events_checkpoint(t->ev) == -1)
+		else if ((rc = events_delete(t->ev, t->batch[i], &t->scratch)) ==
+		    -1 || events_checkpoint(t->ev) == -1)
 			r = -1;
-		else
+		else {
+			trace_gone(t, "reconcile", t->batch[i], rc);
 			t->deleted++;
+		}
 	}
 	t->batch_n = 0;
 	return r;
@@ -451,6 +480,196 @@ reconcile_guard(struct subtree *t, const char *root)
 	    TASK_GUARDED : TASK_OK;
 }
 
+/* ---- lookup: an entry the sync search named, asked for with the filter */
+
+/*
+ * The server's answer for one entry of the batch: the entry as the search
+ * sees it, compared with the store like a sync message (on_change in
+ * reader.c), with the same consequences for what lies below it.
+ */
+static int
+looked_up(struct subtree *t, struct span dn)
+{
+	struct events	*e = t->ev;
+	size_t		 i;
+	int		 what, below;
+
+	if (!t->ent.has_uuid)
+		return nameless(t, dn);
+	for (i = 0; i < t->batch_n; i++)
+		if (memcmp(t->batch[i], t->ent.uuid, 16) == 0)
+			break;
+	if (i == t->batch_n)
+		return TASK_OK;		/* not asked about: not ours */
+	t->batch_seen[i] = 1;
+	if ((what = events_entry(e, t->ent.uuid, dn, buf_span(&t->ent.attrs),
+	    t->ent.csn, 0)) == -1)
+		return -1;
+	trace("lookup", what, dn);
+	if (t->mark_gen && store_mark_seen(e->store, t->ent.uuid,
+	    t->mark_gen) == -1)
+		return -1;
+	if (!t->whole && (what & ENTRY_RENAMED)) {
+		buf_reset(&t->scratch);
+		buf_add(&t->scratch, e->old_dn.data, e->old_dn.len);
+		if ((below = store_has_below(e->store,
+		    buf_span(&t->scratch))) == -1 || (below &&
+		    store_task_add(e->store, TASK_RECONCILE, t->ent.uuid,
+		    buf_span(&t->scratch)) == -1))
+			return -1;
+	}
+	if (!t->whole && (what & (ENTRY_ADDED | ENTRY_RENAMED)) &&
+	    entry_may_have_children(&t->ent) && store_task_add(e->store,
+	    TASK_FETCH, t->ent.uuid, dn) == -1)
+		return -1;
+	return events_checkpoint(e) == -1 ? -1 : TASK_OK;
+}
+
+/*
+ * Entries the sync search named, asked for with the search's own base,
+ * scope and filter: each one that comes is applied, each one that does
+ * not has left the search (deleted, and its stored descendants asked
+ * about).  389-ds cannot be trusted with the filter: it sends nothing for
+ * an entry a rename takes out of it, nor, in a refresh from a cookie, for
+ * one that left it (doc/providers.md).  Only a complete answer deletes.
+ */
+static int
+lookup(struct subtree *t)
+{
+	const char	*f = t->cfg->filter;
+	struct span	 dn, attrs;
+	char		 text[37];
+	size_t		 i;
+	int		 n = 0, r, rc;
+
+	buf_reset(&t->filter);
+	buf_printf(&t->filter, f[0] == '(' ? "(&%s(|" : "(&(%s)(|", f);
+	for (i = 0; i < t->batch_n; i++) {
+		uuid_text(t, text, t->batch[i]);
+		buf_printf(&t->filter, "(%s=%s)", t->uuid_attr, text);
+	}
+	buf_add_str(&t->filter, "))");
+	buf_add_u8(&t->filter, 0);
+	memset(t->batch_seen, 0, sizeof(t->batch_seen));
+	t->nameless = 0;
+	r = search(t, "looking up the entries named in", t->cfg->base,
+	    t->cfg->scope, (const char *)t->filter.data, NULL, looked_up, &n);
+	if (r == TASK_OK && t->nameless) {
+		subtree_close(t);
+		return TASK_AGAIN;
+	}
+	for (i = 0; i < t->batch_n && r == TASK_OK; i++) {
+		if (t->batch_seen[i])
+			continue;
+		if (t->mark_gen) {
+			/* In a refresh: held back to its end, as its deletes
+			 * are (reader.c, delete()), for the guard to count. */
+			if ((rc = store_get_entry(t->ev->store, t->batch[i],
+			    &dn, &attrs)) == 1) {
+				t->doomed++;
+				rc = store_mark_seen(t->ev->store, t->batch[i],
+				    t->mark_gen | SEEN_DOOMED);
+			}
+			if (rc == -1)
+				r = -1;
+		} else if ((rc = events_delete(t->ev, t->batch[i],
+		    &t->scratch)) == -1 || (rc == 2 && store_task_add(
+		    t->ev->store, TASK_RECONCILE, t->batch[i],
+		    buf_span(&t->scratch)) == -1) ||
+		    events_checkpoint(t->ev) == -1)
+			r = -1;
+		else
+			trace_gone(t, "lookup", t->batch[i], rc);
+	}
+	return r;
+}
+
+/*
+ * The lookups pending from id on, up to a batch of them in a row: one
+ * search asks for all, and each is done once it answered.
+ */
+static int
+run_lookups(struct subtree *t, uint64_t id, const unsigned char *uuid)
+{
+	uint64_t	 ids[SUBTREE_BATCH], next;
+	struct buf	 dn = { 0 };
+	unsigned char	 u[16];
+	size_t		 i;
+	int		 kind, rc, r;
+
+	t->batch_n = 0;
+	ids[t->batch_n] = id;
+	memcpy(t->batch[t->batch_n++], uuid, 16);
+	while (t->batch_n < SUBTREE_BATCH && (rc = store_task_next(t->ev->store,
+	    ids[t->batch_n - 1], &next, &kind, u, &dn)) == 1 &&
+	    kind == TASK_LOOKUP) {
+		ids[t->batch_n] = next;
+		memcpy(t->batch[t->batch_n++], u, 16);
+	}
+	buf_free(&dn);
+	if (rc == -1)
+		return -1;
+	r = lookup(t);
+	for (i = 0; i < t->batch_n && r == TASK_OK; i++)
+		if (store_task_done(t->ev->store, ids[i]) == -1)
+			r = -1;
+	t->batch_n = 0;
+	return r;
+}
+
+/* ---- the listing: what is in the search now, by UUID and DN */
+
+/*
+ * One entry of the listing: marked seen, and looked up when the store
+ * does not have it, or has it under another DN.
+ */
+static int
+listed(struct subtree *t, struct span dn)
+{
+	struct span	 sdn, attrs;
+	int		 rc;
+
+	if (!t->ent.has_uuid)
+		return nameless(t, dn);
+	if (store_mark_seen(t->ev->store, t->ent.uuid, t->mark_gen) == -1 ||
+	    (rc = store_get_entry(t->ev->store, t->ent.uuid, &sdn, &attrs)) ==
+	    -1)
+		return -1;
+	if (rc == 1 && sdn.len == dn.len && memcmp(sdn.p, dn.p, dn.len) == 0)
+		return TASK_OK;
+	t->listed_odd++;
+	return store_task_add(t->ev->store, TASK_LOOKUP, t->ent.uuid, dn) ==
+	    -1 ? -1 : TASK_OK;
+}
+
+/*
+ * Every entry in the search, by UUID and DN alone, marked seen with gen,
+ * so that the sweep at the refresh's end deletes what is stored and no
+ * longer in it; an entry the store does not have, or has under another
+ * DN, gets a lookup.  For a server whose refresh from a cookie leaves out
+ * entries that left the search (doc/providers.md, 389-ds).
+ */
+int
+subtree_list(struct subtree *t, uint64_t gen)
+{
+	char	*uuid_only[] = { (char *)(uintptr_t)t->uuid_attr, NULL };
+	int	 n = 0, r;
+
+	t->mark_gen = gen;
+	t->nameless = 0;
+	t->listed_odd = 0;
+	r = search(t, "listing the entries of", t->cfg->base, t->cfg->scope,
+	    t->cfg->filter, uuid_only, listed, &n);
+	if (r == TASK_OK && t->nameless) {
+		subtree_close(t);
+		return TASK_AGAIN;
+	}
+	if (r == TASK_OK)
+		log_info("%d entries in the search, %d of them to look up", n,
+		    t->listed_odd);
+	return r;
+}
+
 /*
  * One task, pass after pass until a pass changes nothing.  A search is no
  * snapshot: a subtree renamed while it runs can come back with some
@@ -501,6 +720,10 @@ subtree_run_pending(struct subtree *t)
 
 	while (r == TASK_OK && (rc = store_task_first(t->ev->store, &id, &kind,
 	    uuid, &dn)) == 1) {
+		if (kind == TASK_LOOKUP) {
+			r = run_lookups(t, id, uuid);
+			continue;
+		}
 		buf_add_u8(&dn, 0);
 		r = run_task(t, kind, uuid, (const char *)dn.data);
 		if (r == TASK_OK && store_task_done(t->ev->store, id) == -1)

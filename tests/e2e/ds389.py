@@ -149,6 +149,13 @@ class DS389:
         self._pid = None
         self._watched = set()
         self._config = {}            # what cn=config holds now (see configure())
+        self._paths()
+        harness._register(self)
+        if not lazy:
+            self.create()
+
+    def _paths(self):
+        """A temp dir of its own, and the paths under it."""
         self.dir = tempfile.mkdtemp(prefix='e2e-389ds-')
         os.chmod(self.dir, 0o755)   # ns-slapd (user dirsrv) must reach the prefix
         self.root = os.path.join(self.dir, 'root')
@@ -158,9 +165,17 @@ class DS389:
         self.error_log = os.path.join(self.root, 'log/slapd-%s/errors' % self.name)
         self.stderr_path = os.path.join(self.dir, 'ns-slapd.stderr')
         harness._watchdog_send('d+ ' + self.dir)
-        harness._register(self)
-        if not lazy:
-            self.create()
+
+    def recreate(self):
+        """remove() and create() again, under another name and temp dir: for
+        a server whose database a crash left damaged (ns-slapd recovers it
+        at its next start, but an entry can keep children that no search
+        shows, and the suffix can no longer be emptied)."""
+        self.remove()
+        self.name = 'lf%d%s' % (os.getpid(), secrets.token_hex(2))
+        self._config = {}
+        self._paths()
+        return self.create()
 
     # -- properties
     @property
@@ -262,9 +277,16 @@ class DS389:
         self.starts += 1
         # The access log unbuffered, with a line per entry sent (level 512 on
         # top of the default 256): entries_sent() counts what a search got.
+        # DNs as the DN index has them, as the README asks of a server ldapfeed
+        # follows: with nsslapd-return-original-entrydn on (the default
+        # since 2.2) the server answers with each entry's stored dsEntryDN,
+        # which a subtree moved while searches run can leave stale below it
+        # (https://github.com/389ds/389-ds-base/issues/7183; seen here as the
+        # chaos writer's tree differing from ldapsearch's until a restart).
         self.modify(ldif_modify('cn=config', [('replace', 'nsslapd-accesslog-logbuffering', 'off'),
-                                              ('replace', 'nsslapd-accesslog-level', '768')]))
-        self._config = {'retro': False, 'target_unique_id': False, 'content_sync': False}
+                                              ('replace', 'nsslapd-accesslog-level', '768'),
+                                              ('replace', 'nsslapd-return-original-entrydn', 'off')]))
+        self._config = {'retro': False, 'target_unique_id': False, 'content_sync': False, 'sync_sessions': None}
         self.configure()            # plugins on, restart
         self.add_entry(self.services_dn, {'objectClass': ['top', 'organizationalUnit'], 'ou': 'services'})
         self.add_entry(self.feed_dn, {'objectClass': ['top', 'account', 'simpleSecurityObject'],
@@ -281,18 +303,24 @@ class DS389:
         return self
 
     # -- configuration
-    def configure(self, content_sync=True, retro=True, target_unique_id=True):
+    def configure(self, content_sync=True, retro=True, target_unique_id=True, sync_sessions=None):
         """Put the two plugins in the state asked for (the Retro Changelog's
         nsslapd-attribute: nsuniqueid:targetUniqueId with
-        target_unique_id), restarting the server when anything changed.
-        Returns True when it did."""
+        target_unique_id; the Content Synchronization plugin's limit on
+        refreshAndPersist sessions, its nsslapd-pluginarg0, with
+        sync_sessions, None for its default of 10), restarting the server
+        when anything changed.  Returns True when it did."""
         want = {'retro': retro or content_sync, 'target_unique_id': target_unique_id,
-                'content_sync': content_sync}
+                'content_sync': content_sync, 'sync_sessions': sync_sessions}
         if want == self._config:
             return False
         if want['target_unique_id'] != self._config.get('target_unique_id'):
             op = 'add' if target_unique_id else 'delete'
             self.modify(ldif_modify(RETRO, [(op, 'nsslapd-attribute', TARGET_UNIQUE_ID)]))
+        if want['sync_sessions'] != self._config.get('sync_sessions'):
+            # The plugin reads its argument when it starts: the restart below.
+            self.modify(ldif_modify(CONTENT_SYNC, [('replace', 'nsslapd-pluginarg0',
+                                                    [] if sync_sessions is None else str(sync_sessions))]))
         for dn, key in ((RETRO, 'retro'), (CONTENT_SYNC, 'content_sync')):
             if want[key] != self._config.get(key):
                 self.modify(ldif_modify(dn, [('replace', 'nsslapd-pluginEnabled', 'on' if want[key] else 'off')]))
@@ -375,6 +403,22 @@ class DS389:
                                  % (self.port, harness._tail(self.error_log, 30)))
             time.sleep(0.05)
 
+    def _clear_stale_locks(self):
+        """ns-slapd refuses to start while its lock directory names a pid
+        that exists.  One that crashed stays a zombie here (nothing reaps
+        orphans promptly), holding its lock for ever: its lock file goes."""
+        d = os.path.join(self.root, 'lock/slapd-%s/server' % self.name)
+        try:
+            names = os.listdir(d)
+        except OSError:
+            return
+        for name in names:
+            if name.isdigit() and not harness.pid_alive(int(name)):
+                try:
+                    os.unlink(os.path.join(d, name))
+                except OSError:
+                    pass
+
     def start(self, timeout=60):
         """ns-slapd -D CONFIG_DIR -i PIDFILE, and wait until it answers."""
         if self.running:
@@ -383,6 +427,7 @@ class DS389:
             os.unlink(self.pidfile)
         except FileNotFoundError:
             pass
+        self._clear_stale_locks()
         self._pid = None
         deadline = time.monotonic() + scaled(timeout)
         with open(self.stderr_path, 'ab') as err:
@@ -450,11 +495,17 @@ class DS389:
         except OSError:
             return 0
 
-    def entries_sent(self, mark=0, scope=None):
+    def entries_sent(self, mark=0, scope=None, base=None, filt=None, all_attrs=False):
         """[(conn, op, dn)] of the entries the server sent since mark, from
         the access log's ENTRY lines, optionally only for searches of that
-        scope (0 base, 1 one level, 2 subtree).  An ldapfeed's sync search
-        is a subtree search; its start-up check of the base a base one."""
+        scope (0 base, 1 one level, 2 subtree), base and filter (compared
+        case-insensitively), and with all_attrs only for searches whose
+        attribute list starts with `*`.  An ldapfeed's sync search is a
+        subtree search of its base with its filter for `*` and what it adds
+        (the log shows `* hasSubordinates entrycsn aci`); its start-up check
+        of the base a base one; its listing of a resumed search the same
+        search for nsUniqueId alone; its lookups and subtree tasks search
+        the base by nsUniqueId, or below an entry."""
         import re
         try:
             with open(self.access_log, 'rb') as f:
@@ -464,12 +515,15 @@ class DS389:
             return []
         scopes, out = {}, []
         for line in text.splitlines():
-            m = re.search(r' conn=(\d+) op=(\d+) SRCH base=".*" scope=(\d+) ', line)
+            m = re.search(r' conn=(\d+) op=(\d+) SRCH base="(.*)" scope=(\d+) filter="(.*)" attrs=(".*"|ALL)', line)
             if m:
-                scopes[m.group(1), m.group(2)] = int(m.group(3))
+                scopes[m.group(1), m.group(2)] = (int(m.group(4)), m.group(3).lower(), m.group(5).lower(),
+                                                  m.group(6).strip('"').lower())
                 continue
             m = re.search(r' conn=(\d+) op=(\d+) ENTRY dn="(.*)"', line)
-            if m and (scope is None or scopes.get((m.group(1), m.group(2))) == scope):
+            sc, b, f, a = scopes.get((m.group(1), m.group(2)), (None,) * 4) if m else (None,) * 4
+            if m and (scope is None or sc == scope) and (base is None or b == base.lower()) and \
+                    (filt is None or f == filt.lower()) and (not all_attrs or a.startswith('*')):
                 out.append((int(m.group(1)), int(m.group(2)), m.group(3)))
         return out
 

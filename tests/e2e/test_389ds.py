@@ -31,12 +31,14 @@ test pins that shape down.
 import os
 import re
 import signal
+import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import *  # noqa: E402,F403
-from test_conformance import Run, StrictModel, stop_clean, stored_cookie, wait_run  # noqa: E402
+import harness  # noqa: E402
+from test_conformance import Run, StrictModel, reader_pid, stop_clean, stored_cookie, wait_run  # noqa: E402
 from ds389 import DS389, nsuniqueid_uuid  # noqa: E402
 
 SUFFIX = 'dc=example,dc=com'
@@ -64,6 +66,11 @@ def ou(dn):
     return ldif_entry(dn, {'objectClass': ['top', 'organizationalUnit'], 'ou': dn.split(',')[0].split('=')[1]})
 
 
+def ldif_modrdn(dn, newrdn):
+    """An LDIF modrdn record (deleteoldrdn 1), for several changes in one ldapmodify."""
+    return ('dn: %s\nchangetype: modrdn\nnewrdn: %s\ndeleteoldrdn: 1\n\n' % (dn, newrdn)).encode()
+
+
 def account(dn):
     return ldif_entry(dn, {'objectClass': ['top', 'account'], 'uid': dn.split(',')[0].split('=')[1]})
 
@@ -82,9 +89,9 @@ def lab(**conf):
     return ds
 
 
-def feed(tmp, ds, con, base=SUFFIX, processes=3, mode='persist', **kw):
-    """ldapfeed on ds bound as the feed identity, following base."""
-    url = ldap_url(ds.url, base, exts=['bindname=' + ds.feed_dn])
+def feed(tmp, ds, con, base=SUFFIX, processes=3, mode='persist', filt=None, **kw):
+    """ldapfeed on ds bound as the feed identity, following base (and filt)."""
+    url = ldap_url(ds.url, base, filt=filt, exts=['bindname=' + ds.feed_dn])
     d = Daemon(tmp, ds, con, url=url, password=ds.feed_pw, processes=processes, mode=mode, bind='feed', **kw)
     d.search = {'base': base, 'attrs': None, 'filt': '(objectClass=*)'}
     return d
@@ -114,13 +121,13 @@ def same_as_server(con, ds, d, strict_aci=False):
     the aci values an ordinary search hides: left out of the comparison
     unless strict_aci (the unrequested_aci test is about that alone)."""
     m = StrictModel.from_consumer(con)
-    base = d.search['base']
+    base, filt = d.search['base'], d.search['filt']
     if strict_aci:
-        assert_model_equals_server(m, ds, base, bind='feed', fold_dn=True)
+        assert_model_equals_server(m, ds, base, filt, bind='feed', fold_dn=True)
     else:
         mine = {dn: {n: v for n, v in a.items() if n.lower() != 'aci'} for dn, a in m.as_dict().items()}
-        assert_model_equals_server(mine, _Without(ds, ['aci']), base, bind='feed', fold_dn=True)
-    real = {dn.lower(): u for dn, u in ds.uuids(base).items()}
+        assert_model_equals_server(mine, _Without(ds, ['aci']), base, filt, bind='feed', fold_dn=True)
+    real = {dn.lower(): u for dn, u in ds.uuids(base, filt=filt).items()}
     wrong = ['%s: uuid %s, nsUniqueId gives %s' % (e['dn'], u, real.get(e['dn'].lower()))
              for u, e in m.entries.items() if real.get(e['dn'].lower()) != u]
     assert not wrong, 'the copy holds entries under another uuid than the server:\n  ' + '\n  '.join(wrong)
@@ -325,7 +332,7 @@ def clean_restart_resumes(tmp):
     mark = ds.access_mark()
     d2 = feed(tmp, ds, con)
     run = wait_run(con, 1)
-    sent = ds.entries_sent(mark, scope=2)
+    sent = ds.entries_sent(mark, scope=2, base=SUFFIX, filt='(objectClass=*)', all_attrs=True)
     stop_clean(d2)
     same_as_server(con, ds, d2)
     note('stored cookie before the restart: %r' % cookie)
@@ -340,10 +347,145 @@ def restart_nothing_changed(tmp):
     mark = ds.access_mark()
     d2 = feed(tmp, ds, con)
     run = wait_run(con, 1)
-    sent = ds.entries_sent(mark, scope=2)
+    sent = ds.entries_sent(mark, scope=2, base=SUFFIX, filt='(objectClass=*)', all_attrs=True)
     stop_clean(d2)
     same_as_server(con, ds, d2)
     check_resume(d2, run, sent, {}, 'restart with nothing changed')
+
+
+@test
+def subtree_move_in_while_stopped(tmp):
+    # Base ou=people, store in sync, ldapfeed stopped cleanly; meanwhile a
+    # subtree (ou=team with two accounts, and one more level below) moves
+    # in from ou=archive.  389-ds's refresh from the cookie sends the root
+    # alone, without the hasSubordinates it was asked for (entries of a
+    # cookie refresh come without operational attributes): ldapfeed must
+    # ask what lies below it, and the copy gains all five entries.
+    ds = lab()
+    ds.add(ou('ou=sub,' + TEAM) + account('uid=tm3,ou=sub,' + TEAM))
+    con = Consumer(tmp)
+    d = feed(tmp, ds, con, base=PEOPLE)
+    wait_run(con, 0)
+    stop_clean(d)
+    ds.modrdn(TEAM, 'ou=team', newsuperior=PEOPLE)
+    d2 = feed(tmp, ds, con, base=PEOPLE)
+    run = wait_run(con, 1)
+    m = wait_same(con, ds, d2, live=d2)
+    stop_clean(d2)
+    assert not any(run.reload), run.reload
+    assert len(m.entries) == 10, sorted(e['dn'] for e in m.entries.values())
+
+
+# The OUs named team*, and the accounts without `description: gone`: a
+# rename or a modify takes an entry out of this filter, or back in.
+TEAM_FILTER = '(|(&(objectClass=account)(!(description=gone)))(ou=team*))'
+
+
+def filtered_feed(tmp, ds, con, **kw):
+    d = feed(tmp, ds, con, base=ARCHIVE, filt=TEAM_FILTER, **kw)
+    d.search['filt'] = TEAM_FILTER
+    return d
+
+
+@test
+def filter_exits_persist(tmp):
+    # Base ou=archive, filter TEAM_FILTER, persist: ou=team renamed to
+    # ou=squad leaves the filter (its accounts stay, under the new DN); an
+    # account modified to description: gone leaves it; ou=squad renamed to
+    # ou=team2 comes back.  389-ds sends nothing for an entry a rename
+    # takes out of the filter (its persist thread tests the filter on the
+    # renamed entry): ldapfeed must not keep it.
+    ds = lab()
+    con = Consumer(tmp)
+    d = filtered_feed(tmp, ds, con)
+    wait_run(con, 0)
+    m = wait_same(con, ds, d, live=d)
+    assert len(m.entries) == 3, sorted(e['dn'] for e in m.entries.values())
+    ds.modrdn(TEAM, 'ou=squad')
+    m = wait_same(con, ds, d, live=d)
+    assert len(m.entries) == 2, sorted(e['dn'] for e in m.entries.values())
+    ds.replace('uid=tm2,ou=squad,' + ARCHIVE, 'description', 'gone')
+    m = wait_same(con, ds, d, live=d)
+    assert len(m.entries) == 1, sorted(e['dn'] for e in m.entries.values())
+    ds.modrdn('ou=squad,' + ARCHIVE, 'ou=team2')
+    m = wait_same(con, ds, d, live=d)
+    assert len(m.entries) == 2, sorted(e['dn'] for e in m.entries.values())
+    stop_clean(d)
+
+
+@test
+def filter_exits_while_stopped(tmp):
+    # The same changes while ldapfeed is stopped, then a resume from the
+    # cookie.  389-ds's refresh from a cookie sends an entry changed since
+    # only when it matches the filter now, and no delete when it does not:
+    # ldapfeed must still drop what left the filter, and rename the
+    # accounts below the renamed OU.
+    ds = lab()
+    con = Consumer(tmp)
+    d = filtered_feed(tmp, ds, con)
+    wait_run(con, 0)
+    stop_clean(d)
+    ds.modrdn(TEAM, 'ou=squad')
+    ds.replace('uid=tm2,ou=squad,' + ARCHIVE, 'description', 'gone')
+    ds.add(account('uid=tm3,ou=squad,' + ARCHIVE))
+    d2 = filtered_feed(tmp, ds, con)
+    run = wait_run(con, 1)
+    m = wait_same(con, ds, d2, live=d2)
+    stop_clean(d2)
+    assert not any(run.reload), run.reload
+    assert len(m.entries) == 2, sorted(e['dn'] for e in m.entries.values())
+
+
+@test
+def stale_message_after_fetch(tmp):
+    # Persist, the reader stopped (SIGSTOP) while three changes queue up in
+    # its socket: ou=archive renamed to ou=former (the reader will fetch
+    # what lies below it, and see the server as it is after all three), an
+    # account below modified (its message carries its DN of that moment,
+    # under ou=former,...,ou=team), then ou=team renamed to ou=squad.  The
+    # account's message is older than what the fetch applied, and 389-ds
+    # has no entryCSN to tell: applied as it came, it would put the
+    # account back under ou=team, and ou=team's own message, finding it
+    # renamed by the fetch already, would change nothing.
+    ds = lab()
+    con = Consumer(tmp)
+    d = feed(tmp, ds, con)
+    wait_run(con, 0)
+    pid = reader_pid(d)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        ds.modify(ldif_modrdn(ARCHIVE, 'ou=former') +
+                  ldif_modify('uid=tm1,ou=team,ou=former,' + SUFFIX, [('replace', 'description', 'moved twice')]) +
+                  ldif_modrdn('ou=team,ou=former,' + SUFFIX, 'ou=squad'))
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    m = wait_same(con, ds, d, live=d)
+    assert m.uuid_of('uid=tm1,ou=squad,ou=former,' + SUFFIX), sorted(e['dn'] for e in m.entries.values())
+    stop_clean(d)
+
+
+@test
+def moved_out_under_a_new_parent_while_stopped(tmp):
+    # Base ou=people, store in sync, ldapfeed stopped; meanwhile ou=x is
+    # added under ou=people, alice moved into it, and ou=x moved out to
+    # ou=archive.  389-ds's refresh from the cookie sees alice's move as
+    # one within the search (the Retro Changelog's DNs of that moment),
+    # finds her outside the base now, and sends nothing: no entry, no
+    # delete.  ldapfeed must still drop her.
+    ds = lab()
+    con = Consumer(tmp)
+    d = feed(tmp, ds, con, base=PEOPLE)
+    wait_run(con, 0)
+    stop_clean(d)
+    ds.add(ou('ou=x,' + PEOPLE))
+    ds.modrdn('uid=alice,' + PEOPLE, 'uid=alice', newsuperior='ou=x,' + PEOPLE)
+    ds.modrdn('ou=x,' + PEOPLE, 'ou=x', newsuperior=ARCHIVE)
+    d2 = feed(tmp, ds, con, base=PEOPLE)
+    run = wait_run(con, 1)
+    m = wait_same(con, ds, d2, live=d2)
+    stop_clean(d2)
+    assert not any(run.reload), run.reload
+    assert len(m.entries) == 4, sorted(e['dn'] for e in m.entries.values())
 
 
 @test
@@ -361,7 +503,7 @@ def server_restart_during_persist(tmp):
     note('389-ds restart took %.1f s' % (time.monotonic() - t0))
     wait_until(lambda: len(sync_searches(d)) >= 2 and d.stderr().count('refresh done') >= 2, 30,
                'ldapfeed to search again after the server restart')
-    sent = ds.entries_sent(mark, scope=2)
+    sent = ds.entries_sent(mark, scope=2, base=SUFFIX, filt='(objectClass=*)', all_attrs=True)
     ds.replace('uid=carol,' + PEOPLE, 'mail', 'carol@example.org')
     ds.add_entry(*person('henry'))
     ds.delete('uid=dave,' + PEOPLE)
@@ -391,7 +533,7 @@ def refresh_only_twice(tmp):
     d2 = feed(tmp, ds, con, mode='refresh')
     rc = d2.wait(60)
     assert rc == 0, 'second refresh exited %s:\n%s' % (rc, d2.stderr()[-3000:])
-    sent = ds.entries_sent(mark, scope=2)
+    sent = ds.entries_sent(mark, scope=2, base=SUFFIX, filt='(objectClass=*)', all_attrs=True)
     run = Run(con, 1)
     same_as_server(con, ds, d2)
     check_resume(d2, run, sent, {'add': 1, 'modify': 2, 'rename': 1, 'delete': 1}, 'second refresh')
@@ -443,6 +585,124 @@ def sigterm_fast(tmp):
     assert rc == 0, 'exit %s:\n%s' % (rc, d.stderr()[-3000:])
     assert d.marker_exists()
     assert took < scaled(1.0), 'SIGTERM to exit took %.2f s' % took
+
+
+BUSY = 'Too many active synchronization sessions'
+
+
+class SessionHolder:
+    """Another client's refreshAndPersist search (ldapsearch -E sync=rp as
+    cn=Directory Manager), holding one of the Content Synchronization
+    plugin's sessions until release() or the end of the test.
+
+    389-ds counts a session for about three seconds after its client
+    abandoned it or went away (its persist thread notices late): the
+    holder asks again while it is refused as busy."""
+
+    def __init__(self, tmp, ds, timeout=30):
+        self.out = os.path.join(tmp, 'holder.out')
+        self.tries = 0
+        deadline = time.monotonic() + scaled(timeout)
+        while True:
+            self.tries += 1
+            with open(self.out, 'wb') as f:
+                # line-buffered, to see "refresh done" while it persists
+                self.popen, _ = harness._spawn(['stdbuf', '-oL', 'ldapsearch', '-x', '-H', ds.url, '-D', ds.rootdn,
+                                                '-w', ds.rootpw, '-E', '!sync=rp', '-b', ds.suffix, '1.1'],
+                                               name='ldapsearch sync=rp', stdout=f, stderr=subprocess.STDOUT)
+            wait_until(lambda: 'switching to persist stage' in self.text() or self.popen.poll() is not None, 30,
+                       'the other client to reach its persist stage')
+            if self.popen.poll() is None:
+                return
+            if BUSY not in self.text() or time.monotonic() > deadline:
+                raise AssertionError('the other client ended: %s' % self.text()[-500:])
+            time.sleep(0.25)
+
+    def text(self):
+        with open(self.out, 'rb') as f:
+            return f.read().decode('utf-8', 'replace')
+
+    def release(self):
+        terminate_pid(self.popen, group=True, term_timeout=5)
+
+
+def refused_busy(d):
+    """How many of the daemon's sync searches 389-ds refused as busy."""
+    return d.stderr().count(BUSY)
+
+
+@test(timeout=300)
+def too_many_sessions(tmp):
+    # The Content Synchronization plugin's limit on refreshAndPersist
+    # sessions (nsslapd-pluginarg0 of its entry; 10 by default) set to 1,
+    # and that session held by another client.  389-ds refuses ldapfeed's
+    # persist search with 53 "Too many active synchronization sessions";
+    # ldapfeed must not exit, must send nothing meanwhile, and must retry
+    # with its backoff.  Changes made while it waits are in the full load
+    # it delivers once the other client goes; then it follows the
+    # directory as usual.
+    ds = lab(sync_sessions=1)
+    holder = SessionHolder(tmp, ds)
+    con = Consumer(tmp)
+    d = feed(tmp, ds, con)
+    wait_until(lambda: refused_busy(d) >= 2 or not d.alive(), 60, 'ldapfeed to be refused twice')
+    assert d.alive(), 'ldapfeed exited %s on a busy server:\n%s' % (d.returncode, d.stderr()[-3000:])
+    ds.add_entry(*person('frank'))
+    ds.delete('uid=dave,' + PEOPLE)
+    ds.modrdn('uid=bob,' + PEOPLE, 'uid=robert')
+    assert [m for m in con.messages() if m.get('type') != 'hello'] == [], 'events before a search was accepted'
+    note('refused %d times while the session was held; stderr: %s'
+         % (refused_busy(d), [l for l in d.stderr().splitlines() if BUSY in l][-1]))
+    t0 = time.monotonic()
+    holder.release()
+    run = wait_run(con, 0, timeout=90)
+    note('full load %.1f s after the session was released' % (time.monotonic() - t0))
+    assert all(run.reload), run.reload
+    same_as_server(con, ds, d)
+    ds.replace('uid=alice,' + PEOPLE, 'mail', 'alice@example.org')
+    ds.add_entry(*person('grace'))
+    wait_same(con, ds, d, live=d)
+    stop_clean(d)
+
+
+@test(timeout=300)
+def too_many_sessions_resume(tmp):
+    # A store in sync, the single refreshAndPersist session then held by
+    # another client while ldapfeed is stopped.  A refreshOnly run is not
+    # limited (the plugin counts persist sessions only): it delivers the
+    # changes so far and exits 0.  The persist run after it is refused
+    # with 53, keeps trying, and once the session is free resumes from its
+    # cookie: reload false, exactly the changes made since the refreshOnly
+    # run, and the server reads no more than the changed entries.
+    ds = lab(sync_sessions=1)
+    con = Consumer(tmp)
+    d = feed(tmp, ds, con)
+    wait_run(con, 0)
+    stop_clean(d)
+    holder = SessionHolder(tmp, ds)
+    note('the other client had the session at its try %d after the stop' % holder.tries)
+    ds.add_entry(*person('ivan'))
+    ds.replace('uid=carol,' + PEOPLE, 'sn', 'Danvers')
+    mark = ds.access_mark()
+    d2 = feed(tmp, ds, con, mode='refresh')
+    rc = d2.wait(60)
+    assert rc == 0, 'refreshOnly run exited %s:\n%s' % (rc, d2.stderr()[-3000:])
+    assert refused_busy(d2) == 0, d2.stderr()[-2000:]
+    check_resume(d2, Run(con, 1), ds.entries_sent(mark, scope=2, base=SUFFIX, filt='(objectClass=*)', all_attrs=True), {'add': 1, 'modify': 1},
+                 'refreshOnly while the session is held')
+    ds.modrdn('uid=alice,' + PEOPLE, 'uid=alice', newsuperior=ARCHIVE)
+    ds.delete('uid=tm1,' + TEAM)
+    ds.replace('cn=staff,' + GROUPS, 'description', 'changed while ldapfeed waited')
+    d3 = feed(tmp, ds, con)
+    wait_until(lambda: refused_busy(d3) >= 2 or not d3.alive(), 60, 'ldapfeed to be refused twice')
+    assert d3.alive(), 'ldapfeed exited %s on a busy server:\n%s' % (d3.returncode, d3.stderr()[-3000:])
+    mark = ds.access_mark()
+    holder.release()
+    run = wait_run(con, 2, timeout=90)
+    sent = ds.entries_sent(mark, scope=2, base=SUFFIX, filt='(objectClass=*)', all_attrs=True)
+    wait_same(con, ds, d3, live=d3)
+    stop_clean(d3)
+    check_resume(d3, run, sent, {'rename': 1, 'delete': 1, 'modify': 1}, 'persist after the session was freed')
 
 
 @test

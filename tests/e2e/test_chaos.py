@@ -435,8 +435,9 @@ class Writer:
     starts a new ldapmodify.  drain() (between jobs) lets ldapmodify apply
     everything and checks its copy of the tree against the server."""
 
-    def __init__(self, slapd, tree, rng, caps):
+    def __init__(self, slapd, tree, rng, caps, server=None):
         self.s, self.t, self.rng, self.caps = slapd, tree, rng, caps
+        self.server = server or SLAPD
         self.proc = None
         self.ops = self.errors = self.starts = 0
         self.error_lines = []
@@ -532,7 +533,8 @@ class Writer:
             # nor ldapfeed's: the server's state stands, the writer's copy
             # is resynced below, and the requests of the phase that built
             # on the failed one are refused in turn.
-            theirs_fault = [ln for ln in self.error_lines if ln.startswith('ldap_') and '(80)' in ln]
+            theirs_fault = [ln for ln in self.error_lines if ln.startswith('ldap_') and
+                            any(code in ln for code in self.server.own_failures)]
             if theirs_fault:
                 note('slapd failed a valid request itself; %d refused in this phase: %s'
                      % (self.errors, ' | '.join(self.error_lines[:4])))
@@ -912,17 +914,44 @@ def chain(w, parent, depth):
     return recs
 
 
+# ---------------------------------------------------------------- the server
+
+class SlapdServer:
+    """What a trial needs of its server, for slapd: a fresh lab slapd in the
+    variant the trial drew (with the suffix, ou=people and ou=groups), and
+    which attribute holds the uuid ldapfeed gives an entry (entryUUID).
+    test_389ds_chaos.py's Trial subclass names another."""
+    name = 'slapd'
+    uuid_attr = 'entryUUID'
+    unsent = ()             # attributes the server shows that ldapfeed leaves out (lower case)
+    own_failures = ('(80)',)    # result codes of a valid request the server fails itself (Writer.drain)
+
+    def start(self, trial):
+        return Slapd(trial.tmp, variant=trial.variant, sessionlog=trial.sessionlog)
+
+    def uuid(self, value):
+        """The event's uuid of an entry whose uuid_attr is value."""
+        return value
+
+    def label(self, trial):
+        return trial.variant + (' (sessionlog %d)' % trial.sessionlog if trial.variant == 'V1' else '')
+
+
+SLAPD = SlapdServer()
+
+
 # ---------------------------------------------------------------- comparing
 
-def server_view(slapd, base, filt):
+def server_view(slapd, base, filt, server=SLAPD):
     """{uuid: (dn lower-cased, attrs)} of the daemon's search, as its identity sees it."""
-    res = slapd.search(base, 'sub', filt, attrs=['*', 'entryUUID'], bind='reader')
+    res = slapd.search(base, 'sub', filt, attrs=['*', server.uuid_attr], bind='reader')
+    key = server.uuid_attr.lower()
     out = {}
     for dn, attrs in res.items():
         attrs = dict(attrs)
-        uu = [v for k, v in attrs.items() if k.lower() == 'entryuuid']
-        attrs = {k: v for k, v in attrs.items() if k.lower() != 'entryuuid'}
-        out[uu[0][0].decode()] = (dn.lower(), normalize_attrs(attrs, fold_names=True))
+        uu = [v for k, v in attrs.items() if k.lower() == key]
+        attrs = {k: v for k, v in attrs.items() if k.lower() != key and k.lower() not in server.unsent}
+        out[server.uuid(uu[0][0].decode())] = (dn.lower(), normalize_attrs(attrs, fold_names=True))
     return out
 
 
@@ -985,12 +1014,12 @@ class Diff:
     view, by entryUUID (DNs compared case-insensitively); wrong also counts
     anomalies and lost events (replay())."""
 
-    def __init__(self, con, slapd, base, filt, crashed=(), replay=replay):
+    def __init__(self, con, slapd, base, filt, crashed=(), replay=replay, server=SLAPD):
         m, self.anomalies, excused, self.gaps = replay(con, crashed)
         self.excused = len(excused)
         self.mine = {u: (e['dn'].lower(), normalize_attrs(e['attrs'], fold_names=True))
                      for u, e in m.entries.items()}
-        self.theirs = server_view(slapd, base, filt)
+        self.theirs = server_view(slapd, base, filt, server)
         mine, theirs = self.mine, self.theirs
         self.lost_u = sorted(set(theirs) - set(mine))
         self.phantom_u = sorted(set(mine) - set(theirs))
@@ -1124,6 +1153,7 @@ def caught_up(con, token):
 class Trial:
     faults, only_fault = FAULTS, ONLY_FAULT
     daemon_flags = ()           # more flags for ldapfeed
+    server = SLAPD              # the server's part (SlapdServer)
 
     def __init__(self, tmp, n, seed):
         self.tmp, self.n, self.seed = tmp, n, seed
@@ -1170,10 +1200,9 @@ class Trial:
         self.blamed = []
 
     def describe(self):
-        return ('trial %d seed %d: %s%s, base %r%s, filter %s, %s, --processes %d, %s, %d initial people; '
+        return ('trial %d seed %d: %s, base %r%s, filter %s, %s, --processes %d, %s, %d initial people; '
                 'phases: %s' % (
-                    self.n, self.seed, self.variant,
-                    ' (sessionlog %d)' % self.sessionlog if self.variant == 'V1' else '',
+                    self.n, self.seed, self.server.label(self),
                     self.base_form, '' if self.base_form == self.base else ' (the server writes %s)' % self.base,
                     self.fkind, 'fault ' + self.fault, self.procs, self.fmt, self.initial,
                     ', '.join('%s %d ops%s' % (p['kind'], p['ops'],
@@ -1190,7 +1219,7 @@ class Trial:
         return caught_up(self.con, token)
 
     def diff(self):
-        return Diff(self.con, self.s, self.base, self.filt, self.crashed)
+        return Diff(self.con, self.s, self.base, self.filt, self.crashed, server=self.server)
 
     def runs(self):
         return harness._group_runs(self.con.records())
@@ -1335,7 +1364,7 @@ class Trial:
     # -- the whole
     def run(self):
         note(self.describe())
-        s = self.s = Slapd(self.tmp, variant=self.variant, sessionlog=self.sessionlog)
+        s = self.s = self.server.start(self)
         self.sentinel = '%s,%s' % (SENTINEL, self.base)
         ldif = b''.join(ldif_entry(dn, {'objectClass': 'organizationalUnit', 'ou': dn.split(',')[0][3:]})
                         for dn in (STAFF, OUTSIDE))
@@ -1344,7 +1373,7 @@ class Trial:
                                            'description': 'start'})
         s.add(ldif)
         tree = Tree(self.base, self.fkind)
-        w = self.w = Writer(s, tree, random.Random(self.wseed), self.caps)
+        w = self.w = Writer(s, tree, random.Random(self.wseed), self.caps, self.server)
         s.tool('ldapmodify', ['-c'], input=initial_tree(w, self.initial))
         self.problems += w.drain()
         self.con = self.new_consumer()
@@ -1428,9 +1457,9 @@ def run_trial(tmp, n, seed, cls=Trial):
         phase = label.split('(')[-1].rstrip(')') if '(' in label else label
         for k in kinds:
             tally['blame'].setdefault('%s in a %s phase' % (k, phase), []).append(
-                '%d (%s, %s)' % (n, t.variant, t.fkind))
+                '%d (%s, %s)' % (n, t.server.label(t), t.fkind))
     if t.problems or any(t.counts.values()):
-        tally['failed'].append('%d (seed %d, %s, %s, %s)' % (n, seed, t.variant, t.fkind, t.fault))
+        tally['failed'].append('%d (seed %d, %s, %s, %s)' % (n, seed, t.server.label(t), t.fkind, t.fault))
         raise AssertionError('%s\nlost %d, phantom %d, wrong %d\n%s\n%s' % (
             t.describe(), t.counts['lost'], t.counts['phantom'], t.counts['wrong'], '\n'.join(t.problems),
             '\n'.join(final.details())))
@@ -1438,9 +1467,10 @@ def run_trial(tmp, n, seed, cls=Trial):
 
 def _make_trial(n, seed, cls=Trial):
     def trial(tmp):
-        # Scenario: one chaos trial (see the module docstring): a fresh slapd (V0, V1 or V2) with a random
-        # tree of OUs, a consumer, ldapfeed on a base and filter drawn from `seed`, live and stopped phases of
-        # random tree operations, one fault, a check of the model against the server after every phase.
+        # Scenario: one chaos trial (see the module docstring): a fresh slapd (V0, V1 or V2; or the server
+        # of cls) with a random tree of OUs, a consumer, ldapfeed on a base and filter drawn from `seed`, live
+        # and stopped phases of random tree operations, one fault, a check of the model against the server
+        # after every phase.
         tally['started'] += 1
         try:
             run_trial(tmp, n, seed, cls)
@@ -1451,12 +1481,19 @@ def _make_trial(n, seed, cls=Trial):
     return trial
 
 
+# Run as a script, this file registers its trials; imported for the
+# machinery (test_389ds_chaos.py, test_nats_chaos.py), it must not.
+def _unregistered(arg=None, **kw):
+    return arg if callable(arg) else (lambda fn: fn)
+
+
+register = test if __name__ == '__main__' else _unregistered
 _master = random.Random(SEED)
 for _n in range(1, TRIALS + 1):
-    test(name='trial_%d' % _n, timeout=(900 if LONG else 240))(_make_trial(_n, _master.randrange(1, 2 ** 31)))
+    register(name='trial_%d' % _n, timeout=(900 if LONG else 240))(_make_trial(_n, _master.randrange(1, 2 ** 31)))
 
 
-@test
+@register
 def summary():
     # Scenario: the trials above, summed: `chaos: K trials, L lost, P phantom, D wrong`; fails if any count
     # is non-zero, a trial failed, or a fault ended in an undocumented way.

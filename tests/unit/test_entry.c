@@ -44,8 +44,8 @@ decoder(void)
 
 	ber = attr_list(&flat);
 	ok(entry_decode(ber, 0, "entryUUID", &e) == 0 && e.has_uuid && e.has_subs &&
-	    memcmp(e.uuid, uuid, 16) == 0, "decode: entryUUID and "
-	    "hasSubordinates noted");
+	    e.subs_known && memcmp(e.uuid, uuid, 16) == 0, "decode: entryUUID "
+	    "and hasSubordinates noted");
 	attrs_iter_init(&it, (struct span){ e.attrs.data, e.attrs.len });
 	while (attrs_next_attr(&it, &name, &nvals) == 1) {
 		struct span	 v;
@@ -75,6 +75,20 @@ decoder(void)
 	ber = ber_init(&flat);
 	ok(entry_decode(ber, 0, "entryUUID", &e) == 0 && !e.has_uuid && !e.has_subs,
 	    "decode: a malformed entryUUID is no entryUUID");
+	/* Without hasSubordinates the server did not say: ask below it. */
+	ok(!e.subs_known && entry_may_have_children(&e),
+	    "decode: no hasSubordinates, maybe children");
+	ber_free(ber, 1);
+	ber_memfree(flat.bv_val);
+
+	ber = ber_alloc_t(LBER_USE_DER);
+	ber_printf(ber, "{s[s]}", "hasSubordinates", "FALSE");
+	ber_flatten2(ber, &flat, 1);
+	ber_free(ber, 1);
+	ber = ber_init(&flat);
+	ok(entry_decode(ber, 0, "entryUUID", &e) == 0 && e.subs_known &&
+	    !e.has_subs && !entry_may_have_children(&e),
+	    "decode: hasSubordinates FALSE, a leaf");
 	ber_free(ber, 1);
 	ber_memfree(flat.bv_val);
 

@@ -498,13 +498,16 @@ _EXT_SAFE = "=;@:!$&'()*+"
 
 def ldap_url(server, base, attrs=None, scope=None, filt=None, exts=None, ldapi=False):
     """An RFC 4516 URL.  server: a Slapd (its TCP URL, or ldapi_url with
-    ldapi=True) or a 'ldap://host:port' prefix.  exts: list of 'type=value'
-    strings (a leading '!' marks critical); commas and '?' in values are
+    ldapi=True), another server with a `url` (ds389.DS389), or a
+    'ldap://host:port' prefix.  exts: list of 'type=value' strings (a
+    leading '!' marks critical); commas and '?' in values are
     percent-encoded as the RFC requires."""
     if isinstance(server, Slapd):
         prefix = server.ldapi_url if ldapi else server.url
-    else:
+    elif isinstance(server, str):
         prefix = server
+    else:
+        prefix = server.url
     prefix = prefix.rstrip('/')
     q = urllib.parse.quote
     parts = [q(base or '', safe=_DN_SAFE),
