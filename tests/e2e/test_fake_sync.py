@@ -177,7 +177,9 @@ def refresh_required_with_cookie_resumes(tmp):
             s.send(_add(req.msgid, 'three', U3))
             _end_refresh(s, req, NEXT_COOKIE)
             return                                  # hang up
-        if n == 1 and len(s.server.sync_requests()) == 2:
+        # the second sync search, on whichever connection it comes (the
+        # connection count is not the test's: it failed once under load)
+        if len(s.server.sync_requests()) == 2:
             s.send(F.refresh_required(req.msgid, RESUME_COOKIE, 'an incremental refresh is needed'))
             req = s.serve_until_sync()
         s.send(_add(req.msgid, 'four', U4))
