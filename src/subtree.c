@@ -369,17 +369,16 @@ answered(struct subtree *t, struct span dn)
 }
 
 /*
- * Ask the server which of the batch are still in the search: those it
- * returns are updated, the others deleted.  Only a complete answer lets
- * anything be deleted.
+ * The search's filter ANDed with one of the batch's UUIDs (in the
+ * provider's UUID attribute), into t->filter; no entry of the batch seen
+ * yet.
  */
-static int
-ask(struct subtree *t)
+static void
+batch_filter(struct subtree *t)
 {
 	const char	*f = t->cfg->filter;
 	char		 text[37];
 	size_t		 i;
-	int		 n = 0, r, rc;
 
 	buf_reset(&t->filter);
 	buf_printf(&t->filter, f[0] == '(' ? "(&%s(|" : "(&(%s)(|", f);
@@ -391,6 +390,20 @@ ask(struct subtree *t)
 	buf_add_u8(&t->filter, 0);
 	memset(t->batch_seen, 0, sizeof(t->batch_seen));
 	t->nameless = 0;
+}
+
+/*
+ * Ask the server which of the batch are still in the search: those it
+ * returns are updated, the others deleted.  Only a complete answer lets
+ * anything be deleted.
+ */
+static int
+ask(struct subtree *t)
+{
+	size_t		 i;
+	int		 n = 0, r, rc;
+
+	batch_filter(t);
 	r = search(t, "asking the server about the entries below",
 	    t->cfg->base, t->cfg->scope, (const char *)t->filter.data, NULL,
 	    answered, &n);
@@ -536,22 +549,11 @@ looked_up(struct subtree *t, struct span dn)
 static int
 lookup(struct subtree *t)
 {
-	const char	*f = t->cfg->filter;
 	struct span	 dn, attrs;
-	char		 text[37];
 	size_t		 i;
 	int		 n = 0, r, rc;
 
-	buf_reset(&t->filter);
-	buf_printf(&t->filter, f[0] == '(' ? "(&%s(|" : "(&(%s)(|", f);
-	for (i = 0; i < t->batch_n; i++) {
-		uuid_text(t, text, t->batch[i]);
-		buf_printf(&t->filter, "(%s=%s)", t->uuid_attr, text);
-	}
-	buf_add_str(&t->filter, "))");
-	buf_add_u8(&t->filter, 0);
-	memset(t->batch_seen, 0, sizeof(t->batch_seen));
-	t->nameless = 0;
+	batch_filter(t);
 	r = search(t, "looking up the entries named in", t->cfg->base,
 	    t->cfg->scope, (const char *)t->filter.data, NULL, looked_up, &n);
 	if (r == TASK_OK && t->nameless) {
