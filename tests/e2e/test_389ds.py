@@ -23,6 +23,9 @@ unrelated value: an event keyed by it is a second copy of the entry.
 
 What the server sent is counted from its access log (a line per entry,
 level 512): a resume from a cookie must not read the directory again.
+Its sync search sends the changed entries alone; the lookups of those,
+and the listing of DNs and nsUniqueIds that ends every refresh on 389-ds
+(doc/providers.md), are other searches, and not counted.
 389-ds's cookie is `HOST:PORT#BINDDN:BASE:FILTER#CHANGENUMBER` (the last
 Retro Changelog change number the session has seen); the cookie_format
 test pins that shape down.
