@@ -566,6 +566,7 @@ int	events_checkpoint(struct events *);
 #define TASK_LOOKUP	9	/* is this entry in the search, and as what */
 #define SUBTREE_BATCH	256	/* UUIDs asked about per search */
 #define SUBTREE_GUARDED	2	/* a reconcile held back by the guard */
+#define SUBTREE_UNLISTED 3	/* a listing without every UUID */
 struct ldap;
 struct subtree {
 	const struct config *cfg;

@@ -200,21 +200,25 @@ run_tasks(struct reader *r)
 }
 
 /*
- * 389-ds's refresh from a cookie judges each change by the DNs the Retro
- * Changelog recorded then: an entry moved within the search, under a
- * parent that left it later, comes neither as an entry nor as a delete.
- * So the search is listed whole, UUIDs and DNs alone, and what the
- * listing does not name is swept with the refresh's other deletes
- * (doc/providers.md).
+ * A 389-ds refresh cannot be taken as it came (doc/providers.md): from a
+ * cookie it judges each change by the DNs the Retro Changelog recorded
+ * then, so an entry moved within the search under a parent that left it
+ * later comes neither as an entry nor as a delete; and no refresh is a
+ * snapshot, so a subtree renamed while it is read comes partly under the
+ * old DN, its root under the new one, and the root's own message then
+ * changes nothing.  So the search is listed whole, UUIDs and DNs alone:
+ * what the store holds otherwise is looked up, and what the listing does
+ * not name is swept with the refresh's other deletes.
  */
 static enum outcome
 list_search(struct reader *r)
 {
 	int	 rc;
 
-	if ((rc = subtree_list(&r->sub, r->gen)) != 0)
+	if ((rc = subtree_list(&r->sub, r->gen)) == 0)
+		r->present = 1;
+	else if (rc != SUBTREE_UNLISTED)
 		return task_outcome(rc);
-	r->present = 1;
 	return run_tasks(r);
 }
 
@@ -275,8 +279,7 @@ end_refresh(struct reader *r, int has, const struct buf *cookie)
 	}
 	if (r->lookups && (out = run_tasks(r)) != GO_ON)
 		return out;
-	if (r->lookup && r->had_cookie && r->track &&
-	    (out = list_search(r)) != GO_ON)
+	if (r->lookup && (out = list_search(r)) != GO_ON)
 		return out;
 	/* (Without tracking, every stored entry came in this search.) */
 	if ((r->present || !r->had_cookie) && r->track)
@@ -356,6 +359,21 @@ present_phase(struct reader *r)
 	r->present = 1;
 }
 
+/*
+ * A lookup of an entry a message named (389-ds, doc/providers.md): run at
+ * once in persist; in a refresh, once a batch of them waits, or at its
+ * end.
+ */
+static enum outcome
+look_up(struct reader *r, const unsigned char *uuid, struct span dn)
+{
+	if (store_task_add(r->store, TASK_LOOKUP, uuid, dn) == -1)
+		return FATAL;
+	if (r->in_refresh && ++r->lookups < SUBTREE_BATCH)
+		return GO_ON;
+	return run_tasks(r);
+}
+
 /* Record one task and run it. */
 static enum outcome
 subtree(struct reader *r, int kind, const unsigned char *uuid,
@@ -381,6 +399,13 @@ delete(struct reader *r, const unsigned char *uuid)
 	struct span	 dn, attrs;
 	int		 rc;
 
+	/*
+	 * On 389-ds a delete, too, can be older than what a task applied: an
+	 * entry moved out, then back in below a parent whose own message
+	 * finds that parent stored already.  So it is asked about.
+	 */
+	if (r->lookup)
+		return look_up(r, uuid, (struct span){ NULL, 0 });
 	if (r->in_refresh && r->track) {
 		if ((rc = store_get_entry(r->store, uuid, &dn, &attrs)) == 1) {
 			r->doomed++;
@@ -419,13 +444,8 @@ on_change(struct reader *r, struct span dn)
 	 * filter is the server's to apply.  In a refresh the lookups wait for
 	 * a batch, or for the refresh's end.
 	 */
-	if (r->lookup && (r->unfiltered || !r->in_refresh || r->had_cookie)) {
-		if (store_task_add(r->store, TASK_LOOKUP, r->st.uuid, dn) == -1)
-			return FATAL;
-		if (r->in_refresh && ++r->lookups < SUBTREE_BATCH)
-			return GO_ON;
-		return run_tasks(r);
-	}
+	if (r->lookup && (r->unfiltered || !r->in_refresh || r->had_cookie))
+		return look_up(r, r->st.uuid, dn);
 	/* In a full refresh every entry comes: none is older than the store. */
 	what = events_entry(&r->ev, r->st.uuid, dn, buf_span(&r->ent.attrs),
 	    r->ent.csn, !r->in_refresh || r->had_cookie);

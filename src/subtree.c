@@ -631,8 +631,10 @@ listed(struct subtree *t, struct span dn)
 	struct span	 sdn, attrs;
 	int		 rc;
 
-	if (!t->ent.has_uuid)
-		return nameless(t, dn);
+	if (!t->ent.has_uuid) {
+		t->nameless++;		/* said once, by subtree_list */
+		return TASK_OK;
+	}
 	if (store_mark_seen(t->ev->store, t->ent.uuid, t->mark_gen) == -1 ||
 	    (rc = store_get_entry(t->ev->store, t->ent.uuid, &sdn, &attrs)) ==
 	    -1)
@@ -648,8 +650,10 @@ listed(struct subtree *t, struct span dn)
  * Every entry in the search, by UUID and DN alone, marked seen with gen,
  * so that the sweep at the refresh's end deletes what is stored and no
  * longer in it; an entry the store does not have, or has under another
- * DN, gets a lookup.  For a server whose refresh from a cookie leaves out
- * entries that left the search (doc/providers.md, 389-ds).
+ * DN, gets a lookup.  For a server whose refreshes cannot be taken as
+ * they came (doc/providers.md, 389-ds).  Returns TASK_OK, or
+ * SUBTREE_UNLISTED when some entry came without a readable UUID: then the
+ * listing is incomplete, and nothing may be swept by it.
  */
 int
 subtree_list(struct subtree *t, uint64_t gen)
@@ -662,14 +666,16 @@ subtree_list(struct subtree *t, uint64_t gen)
 	t->listed_odd = 0;
 	r = search(t, "listing the entries of", t->cfg->base, t->cfg->scope,
 	    t->cfg->filter, uuid_only, listed, &n);
-	if (r == TASK_OK && t->nameless) {
-		subtree_close(t);
-		return TASK_AGAIN;
-	}
-	if (r == TASK_OK)
-		log_info("%d entries in the search, %d of them to look up", n,
-		    t->listed_odd);
-	return r;
+	if (r != TASK_OK)
+		return r;
+	log_info("%d entries in the search, %d of them to look up", n,
+	    t->listed_odd);
+	if (t->nameless == 0)
+		return TASK_OK;
+	log_warnx("%d entries in the search came without a readable %s: "
+	    "what left the search may stay (the bind identity needs read "
+	    "access to %s)", t->nameless, t->uuid_attr, t->uuid_attr);
+	return SUBTREE_UNLISTED;
 }
 
 /*
