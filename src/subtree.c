@@ -330,22 +330,31 @@ fetch(struct subtree *t, const unsigned char *uuid, const char *hint)
 	return r;
 }
 
+/* Whether the entry answered is one of the batch asked about (then seen). */
+static int
+in_batch(struct subtree *t)
+{
+	size_t	 i;
+
+	for (i = 0; i < t->batch_n; i++)
+		if (memcmp(t->batch[i], t->ent.uuid, 16) == 0) {
+			t->batch_seen[i] = 1;
+			return 1;
+		}
+	return 0;
+}
+
 /* ---- reconcile: stored descendants asked about by UUID ---- */
 
 static int
 answered(struct subtree *t, struct span dn)
 {
-	size_t	 i;
 	int	 what;
 
 	if (!t->ent.has_uuid)
 		return nameless(t, dn);
-	for (i = 0; i < t->batch_n; i++)
-		if (memcmp(t->batch[i], t->ent.uuid, 16) == 0)
-			break;
-	if (i == t->batch_n)
+	if (!in_batch(t))
 		return TASK_OK;		/* not asked about: not ours */
-	t->batch_seen[i] = 1;
 	if (t->dry)
 		return TASK_OK;
 	if ((what = events_entry(t->ev, t->ent.uuid, dn,
@@ -504,17 +513,12 @@ static int
 looked_up(struct subtree *t, struct span dn)
 {
 	struct events	*e = t->ev;
-	size_t		 i;
 	int		 what, below;
 
 	if (!t->ent.has_uuid)
 		return nameless(t, dn);
-	for (i = 0; i < t->batch_n; i++)
-		if (memcmp(t->batch[i], t->ent.uuid, 16) == 0)
-			break;
-	if (i == t->batch_n)
+	if (!in_batch(t))
 		return TASK_OK;		/* not asked about: not ours */
-	t->batch_seen[i] = 1;
 	if ((what = events_entry(e, t->ent.uuid, dn, buf_span(&t->ent.attrs),
 	    t->ent.csn, 0)) == -1)
 		return -1;
