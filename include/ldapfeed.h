@@ -529,6 +529,7 @@ unsigned shard_of(struct span dn, unsigned workers);
 unsigned shard_of_uuid(const unsigned char *, unsigned workers);
 void	dn_key(struct buf *, struct span);
 int	dn_is_below(struct span, struct span);
+int	dn_parent(struct span, struct span *);
 
 /* events.c: entries compared with the store become events. */
 struct events {
@@ -564,6 +565,7 @@ int	events_checkpoint(struct events *);
 #define TASK_FETCH	1
 #define TASK_RECONCILE	2
 #define TASK_LOOKUP	9	/* is this entry in the search, and as what */
+#define TASK_ADOPT	10	/* the entry at this parent DN, for a child */
 #define SUBTREE_BATCH	256	/* UUIDs asked about per search */
 #define SUBTREE_GUARDED	2	/* a reconcile held back by the guard */
 #define SUBTREE_UNLISTED 3	/* a listing without every UUID */
@@ -579,6 +581,10 @@ struct subtree {
 	int		 whole;		/* a full refresh: every entry comes */
 	uint64_t	 doomed;	/* lookups held back to the refresh's end */
 	int		 listed_odd;	/* listed entries to look up */
+	int		 adopt;		/* an entry below an unknown parent DN:
+					 * read the parent (TASK_ADOPT) */
+	unsigned char	 parent[16];	/* the UUID that read found */
+	int		 parent_found;
 	struct entry	 ent;
 	unsigned char	 batch[SUBTREE_BATCH][16];
 	char		 batch_seen[SUBTREE_BATCH];

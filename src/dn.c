@@ -102,3 +102,18 @@ dn_is_below(struct span dn, struct span root)
 			return 0;
 	return 1;
 }
+
+/* The DN one RDN up (after the first unescaped comma): 1, or 0 at a root. */
+int
+dn_parent(struct span dn, struct span *parent)
+{
+	size_t	 i;
+
+	for (i = 0; i < dn.len; i++)
+		if (dn.p[i] == ',' && unescaped(dn, i)) {
+			parent->p = dn.p + i + 1;
+			parent->len = dn.len - i - 1;
+			return 1;
+		}
+	return 0;
+}

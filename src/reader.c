@@ -186,17 +186,23 @@ task_outcome(int rc)
  * later search can run it.
  */
 static enum outcome
-run_tasks(struct reader *r)
+tasks_as(struct reader *r, int whole)
 {
 	int	 rc;
 
 	r->sub.mark_gen = r->in_refresh && r->track ? r->gen : 0;
-	r->sub.whole = r->in_refresh && !r->had_cookie;
+	r->sub.whole = whole;
 	rc = subtree_run_pending(&r->sub);
 	r->doomed += r->sub.doomed;
 	r->sub.doomed = 0;
 	r->lookups = 0;
 	return task_outcome(rc);
+}
+
+static enum outcome
+run_tasks(struct reader *r)
+{
+	return tasks_as(r, r->in_refresh && !r->had_cookie);
 }
 
 /*
@@ -219,7 +225,9 @@ list_search(struct reader *r)
 		r->present = 1;
 	else if (rc != SUBTREE_UNLISTED)
 		return task_outcome(rc);
-	return run_tasks(r);
+	/* What the listing found otherwise was read at another moment than
+	 * what lies below it: its renames bring their tasks. */
+	return tasks_as(r, 0);
 }
 
 /*
@@ -1386,6 +1394,7 @@ reader_main(const struct child_ctx *ctx)
 	subtree_init(&r.sub, r.cfg, &r.ev, r.attrs_asked, r.decode_flags |
 	    (asked_for(r.cfg->attrs, provider_uuid_attr(r.provider.kind)) ? 0 :
 	    DECODE_STRIP_UUID), r.provider.kind);
+	r.sub.adopt = r.lookup;
 	r.ev.seq = r.committed_seq = store_get_u64(r.store, "seq", 0);
 	ctx->stats->connected = 1;
 	/* What earlier runs delivered: up to the stored cookie's CSN. */

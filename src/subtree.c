@@ -191,6 +191,31 @@ trace(const char *task, int what, struct span dn)
 		    (int)dn.len, (const char *)dn.p);
 }
 
+/*
+ * An answer filed an entry under a parent DN the store does not hold: the
+ * parent's record lags behind a name it had meanwhile, and its own later
+ * rename, reconciled below the DN the store has for it, would miss the
+ * entry.  So the parent is to be read at that DN (TASK_ADOPT, after the
+ * task at hand).  389-ds only (no snapshots, no versions:
+ * doc/providers.md).
+ */
+static int
+adopt_later(struct subtree *t, int what, const unsigned char *uuid,
+    struct span dn)
+{
+	struct span	 parent;
+	unsigned char	 u[16];
+	int		 rc;
+
+	if (!t->adopt || what <= 0 || !(what & (ENTRY_ADDED | ENTRY_RENAMED)) ||
+	    !dn_parent(dn, &parent))
+		return TASK_OK;
+	if ((rc = store_find_dn(t->ev->store, parent, u)) != 0)
+		return rc == -1 ? -1 : TASK_OK;
+	return store_task_add(t->ev->store, TASK_ADOPT, uuid, parent) == -1 ?
+	    -1 : TASK_OK;
+}
+
 static int
 fetched(struct subtree *t, struct span dn)
 {
@@ -205,6 +230,8 @@ fetched(struct subtree *t, struct span dn)
 	trace("fetch", what, dn);
 	if (t->mark_gen && store_mark_seen(e->store, t->ent.uuid,
 	    t->mark_gen) == -1)
+		return -1;
+	if (adopt_later(t, what, t->ent.uuid, dn) == -1)
 		return -1;
 	return events_checkpoint(e) == -1 ? -1 : TASK_OK;
 }
@@ -361,6 +388,8 @@ answered(struct subtree *t, struct span dn)
 	    buf_span(&t->ent.attrs), t->ent.csn, 0)) == -1)
 		return -1;
 	trace("reconcile", what, dn);
+	if (adopt_later(t, what, t->ent.uuid, dn) == -1)
+		return -1;
 	/*
 	 * An entry with children that the answer renames: its own message,
 	 * when it comes, finds it renamed and asks nothing, so the server
@@ -523,6 +552,8 @@ looked_up(struct subtree *t, struct span dn)
 	    t->ent.csn, 0)) == -1)
 		return -1;
 	trace("lookup", what, dn);
+	if (adopt_later(t, what, t->ent.uuid, dn) == -1)
+		return -1;
 	if (t->mark_gen && store_mark_seen(e->store, t->ent.uuid,
 	    t->mark_gen) == -1)
 		return -1;
@@ -682,6 +713,45 @@ subtree_list(struct subtree *t, uint64_t gen)
 	return SUBTREE_UNLISTED;
 }
 
+/* ---- adopt: the parent an entry was filed under */
+
+static int
+parent_read(struct subtree *t, struct span dn)
+{
+	(void)dn;
+	if (t->ent.has_uuid) {
+		memcpy(t->parent, t->ent.uuid, 16);
+		t->parent_found = 1;
+	}
+	return TASK_OK;
+}
+
+/*
+ * The entry at a parent DN the store does not hold (adopt_later): looked
+ * up by its UUID, which files it there if it is in the search, with the
+ * tasks a rename brings.  When nothing is there any more, the child it
+ * was for moved on with it: the child is looked up again.
+ */
+static int
+adopt(struct subtree *t, const unsigned char *child, const char *parent)
+{
+	char	*uuid_only[] = { (char *)(uintptr_t)t->uuid_attr, NULL };
+	int	 n = 0, r;
+
+	t->parent_found = 0;
+	if ((r = search(t, "reading the parent", parent, LDAP_SCOPE_BASE,
+	    "(objectClass=*)", uuid_only, parent_read, &n)) != TASK_OK)
+		return r;
+	if (t->parent_found)
+		return store_task_add(t->ev->store, TASK_LOOKUP, t->parent,
+		    (struct span){ (const unsigned char *)parent,
+		    strlen(parent) }) == -1 ? -1 : TASK_OK;
+	if (t->no_such)
+		return store_task_add(t->ev->store, TASK_LOOKUP, child,
+		    (struct span){ NULL, 0 }) == -1 ? -1 : TASK_OK;
+	return TASK_OK;		/* there, but not readable: nothing to do */
+}
+
 /*
  * One task, pass after pass until a pass changes nothing.  A search is no
  * snapshot: a subtree renamed while it runs can come back with some
@@ -706,6 +776,10 @@ run_task(struct subtree *t, int kind, const unsigned char *uuid,
 			r = fetch(t, uuid, dn);
 		else if (kind == TASK_RECONCILE)
 			r = reconcile(t, dn);
+		else if (kind == TASK_ADOPT) {
+			r = adopt(t, uuid, dn);
+			break;
+		}
 		else {
 			log_warnx("store: a task of unknown kind %d dropped",
 			    kind);

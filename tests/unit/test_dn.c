@@ -41,6 +41,20 @@ main(void)
 	    !dn_is_below(S("cn=a\\\\\\,ou=p,dc=x"), S("ou=p,dc=x")),
 	    "dn_is_below: a value ending in an escaped backslash is below");
 
+	/* one RDN up */
+	{
+		struct span	 up;
+
+		ok(dn_parent(S("uid=a,ou=p,dc=x"), &up) && up.len == 9 &&
+		    memcmp(up.p, "ou=p,dc=x", 9) == 0 &&
+		    dn_parent(S("cn=a\\,b,ou=p"), &up) && up.len == 4 &&
+		    memcmp(up.p, "ou=p", 4) == 0, "dn_parent: past the first "
+		    "unescaped comma");
+		ok(!dn_parent(S("dc=x"), &up) && !dn_parent(S("cn=a\\,b"),
+		    &up), "dn_parent: none at a root (an escaped comma is no "
+		    "separator)");
+	}
+
 	/* the DN index key */
 	{
 		struct buf	 deep = { 0 }, key = { 0 };
