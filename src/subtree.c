@@ -388,6 +388,11 @@ answered(struct subtree *t, struct span dn)
 	    buf_span(&t->ent.attrs), t->ent.csn, 0)) == -1)
 		return -1;
 	trace("reconcile", what, dn);
+	/* In a refresh, the server's answer says it is in the search: the
+	 * sweep at the end must not take it, listed or not. */
+	if (t->mark_gen && store_mark_seen(t->ev->store, t->ent.uuid,
+	    t->mark_gen) == -1)
+		return -1;
 	if (adopt_later(t, what, t->ent.uuid, dn) == -1)
 		return -1;
 	/*
