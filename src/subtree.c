@@ -436,6 +436,26 @@ batch_filter(struct subtree *t)
 }
 
 /*
+ * The batch asked for with the search's base, scope and filter, each
+ * answer to fn; TASK_AGAIN (after a reconnect) when an answer had no UUID.
+ */
+static int
+search_batch(struct subtree *t, const char *what,
+    int (*fn)(struct subtree *, struct span), int *n)
+{
+	int	 r;
+
+	batch_filter(t);
+	r = search(t, what, t->cfg->base, t->cfg->scope,
+	    (const char *)t->filter.data, NULL, fn, n);
+	if (r == TASK_OK && t->nameless) {
+		subtree_close(t);
+		return TASK_AGAIN;
+	}
+	return r;
+}
+
+/*
  * Ask the server which of the batch are still in the search: those it
  * returns are updated, the others deleted.  Only a complete answer lets
  * anything be deleted.
@@ -446,14 +466,8 @@ ask(struct subtree *t)
 	size_t		 i;
 	int		 n = 0, r, rc;
 
-	batch_filter(t);
-	r = search(t, "asking the server about the entries below",
-	    t->cfg->base, t->cfg->scope, (const char *)t->filter.data, NULL,
+	r = search_batch(t, "asking the server about the entries below",
 	    answered, &n);
-	if (r == TASK_OK && t->nameless) {
-		subtree_close(t);
-		return TASK_AGAIN;
-	}
 	for (i = 0; i < t->batch_n && r == TASK_OK; i++) {
 		if (t->batch_seen[i])
 			continue;
@@ -593,13 +607,7 @@ lookup(struct subtree *t)
 	size_t		 i;
 	int		 n = 0, r, rc;
 
-	batch_filter(t);
-	r = search(t, "looking up the entries named in", t->cfg->base,
-	    t->cfg->scope, (const char *)t->filter.data, NULL, looked_up, &n);
-	if (r == TASK_OK && t->nameless) {
-		subtree_close(t);
-		return TASK_AGAIN;
-	}
+	r = search_batch(t, "looking up the entries named in", looked_up, &n);
 	for (i = 0; i < t->batch_n && r == TASK_OK; i++) {
 		if (t->batch_seen[i])
 			continue;
