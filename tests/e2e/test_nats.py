@@ -169,12 +169,14 @@ class StoredEvents(threading.Thread):
         super().__init__(daemon=True)
         self.sock = socket.create_connection(('127.0.0.1', port))
         self.got = []
+        self.created = threading.Event()    # JetStream answered the consumer's creation
         config = {'stream_name': 'LDAPFEED', 'config': {
             'deliver_subject': 'lat.deliver', 'ack_policy': 'none', 'deliver_policy': 'new',
             'filter_subject': subject}}
         body = json.dumps(config).encode()
-        self.sock.sendall(b'CONNECT {"verbose":false,"headers":true}\r\nSUB lat.deliver 1\r\n'
-                          b'PUB $JS.API.CONSUMER.CREATE.LDAPFEED %d\r\n%s\r\nPING\r\n' % (len(body), body))
+        self.sock.sendall(b'CONNECT {"verbose":false,"headers":true}\r\nSUB lat.deliver 1\r\nSUB lat.created 2\r\n'
+                          b'PUB $JS.API.CONSUMER.CREATE.LDAPFEED lat.created %d\r\n%s\r\nPING\r\n'
+                          % (len(body), body))
         self.start()
 
     def run(self):
@@ -187,7 +189,10 @@ class StoredEvents(threading.Thread):
                 data = f.read(int(parts[-1]) + 2)[:-2]
                 if line.startswith(b'HMSG'):
                     data = data[int(parts[-2]):]
-                if data:
+                if parts[1] == b'lat.created':
+                    assert b'"error"' not in data, data
+                    self.created.set()
+                elif data:
                     self.got.append((t, json.loads(data)))
 
 
@@ -201,7 +206,7 @@ def test_persist_latency(tmp):
     d = start(tmp, s, n, processes=3)
     loaded(n.url, workers=1)
     c = StoredEvents(n.port, 'ldapfeed.modify')
-    time.sleep(0.5)
+    wait_until(c.created.is_set, 30, 'the test consumer to be created')
     lat = []
     for i in range(9):
         s.modify_entry(person_dn(i), [('replace', 'description', ['latency %d' % i])])
