@@ -357,18 +357,23 @@ fetch(struct subtree *t, const unsigned char *uuid, const char *hint)
 	return r;
 }
 
-/* Whether the entry answered is one of the batch asked about (then seen). */
+/*
+ * Whether the entry answered is one of the batch asked about (then seen,
+ * at every place it holds there: an entry asked about twice and answered
+ * once must not count as gone).
+ */
 static int
 in_batch(struct subtree *t)
 {
 	size_t	 i;
+	int	 found = 0;
 
 	for (i = 0; i < t->batch_n; i++)
 		if (memcmp(t->batch[i], t->ent.uuid, 16) == 0) {
 			t->batch_seen[i] = 1;
-			return 1;
+			found = 1;
 		}
-	return 0;
+	return found;
 }
 
 /* ---- reconcile: stored descendants asked about by UUID ---- */
@@ -653,6 +658,8 @@ run_lookups(struct subtree *t, uint64_t id, const unsigned char *uuid)
 	while (t->batch_n < SUBTREE_BATCH && (rc = store_task_next(t->ev->store,
 	    ids[t->batch_n - 1], &next, &kind, u, &dn)) == 1 &&
 	    kind == TASK_LOOKUP) {
+		/* The same entry may come twice (two messages, a listing
+		 * and an adoption): in_batch sees to both places. */
 		ids[t->batch_n] = next;
 		memcpy(t->batch[t->batch_n++], u, 16);
 	}
