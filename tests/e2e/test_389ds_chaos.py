@@ -44,6 +44,7 @@ contains 389ds (`make check-389ds`).  Environment: as test_chaos.py
 (CHAOS_TRIALS, default 3 here; CHAOS_SEED; CHAOS_LONG; CHAOS_FAULT;
 CHAOS_VERBOSE); CHAOS_VARIANT does not apply.  Trial N replays alone:
   CHAOS_SEED=S CHAOS_TRIALS=T python3 tests/e2e/test_389ds_chaos.py trial_N summary
+A trial that once failed is kept as a replay_SEED test (REPLAYED below).
 """
 
 import copy
@@ -130,6 +131,15 @@ def _make_trial(n, seed):
             raise Skip(why)
     return trial
 
+
+# Trials that once left the copy wrong, replayed on every run besides the
+# random ones, by their trial seed (the trial's number in the output is 0):
+# 1526121452 (CI, CHAOS_SEED=730504129, trial 1; lost 18 to 35 entries in
+# its live phase, 3 runs of 3): an entry the adoptions of a rotated subtree
+# looked up twice in one batch, answered once, was taken as gone.
+REPLAYED = (1526121452,)
+for _s in REPLAYED:
+    test(name='replay_%d' % _s, timeout=300)(_make_trial(0, _s))
 
 _master = random.Random(SEED)
 for _n in range(1, TRIALS + 1):
