@@ -603,6 +603,7 @@ void	subtree_init(struct subtree *, const struct config *, struct events *,
 const char *provider_uuid_attr(enum provider_kind);
 int	subtree_task(struct subtree *, int, const unsigned char *, struct span);
 int	subtree_list(struct subtree *, uint64_t);
+int	subtree_catch_up(struct subtree *, const char *, struct span);
 int	subtree_run_pending(struct subtree *);
 void	subtree_close(struct subtree *);
 void	subtree_free(struct subtree *);

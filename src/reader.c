@@ -231,6 +231,21 @@ list_search(struct reader *r)
 }
 
 /*
+ * After a 389-ds refresh from a cookie, in persist: what changed while the
+ * persist session was being registered (subtree_catch_up), looked up.
+ */
+static enum outcome
+catch_up(struct reader *r, const struct buf *cookie)
+{
+	int	 rc;
+
+	if ((rc = subtree_catch_up(&r->sub, r->unfiltered ? EVERYTHING :
+	    r->cfg->filter, buf_span(cookie))) != 0)
+		return task_outcome(rc);
+	return tasks_as(r, 0);
+}
+
+/*
  * The refresh's deletes, all at once at its end: whatever the present
  * phase did not list (SWEEP_UNSEEN), or the deletes held back
  * (SWEEP_DOOMED).  They are counted first, and the mass-delete guard may
@@ -288,6 +303,10 @@ end_refresh(struct reader *r, int has, const struct buf *cookie)
 	if (r->lookups && (out = run_tasks(r)) != GO_ON)
 		return out;
 	if (r->lookup && (out = list_search(r)) != GO_ON)
+		return out;
+	if (r->lookup && r->had_cookie && r->cfg->mode == MODE_PERSIST &&
+	    (has || r->has_cand) && (out = catch_up(r, has ? cookie :
+	    &r->cand)) != GO_ON)
 		return out;
 	/* (Without tracking, every stored entry came in this search.) */
 	if ((r->present || !r->had_cookie) && r->track)

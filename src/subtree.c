@@ -97,14 +97,40 @@ again(struct subtree *t, const char *what, const char *dn, int rc)
 }
 
 /*
- * Start a search on the task connection and hand each entry to fn.  Returns
- * TASK_OK, TASK_AGAIN (the server failed it: nothing may be concluded from
- * what did not come) or -1 (our own failure).
+ * A sync search's entry carries its UUID in its Sync State control (RFC
+ * 4533): 389-ds leaves nsUniqueId out of the entries of a refresh from a
+ * cookie, asked for or not.
+ */
+static void
+state_uuid(struct subtree *t, LDAPMessage *msg)
+{
+	LDAPControl	**ctrls = NULL, *c;
+	struct sync_state st;
+	const char	*why;
+
+	memset(&st, 0, sizeof(st));
+	if (ldap_get_entry_controls(t->ld, msg, &ctrls) == LDAP_SUCCESS &&
+	    (c = ldap_control_find(LDAP_CONTROL_SYNC_STATE, ctrls, NULL)) !=
+	    NULL && sync_state_decode((struct span){ (unsigned char *)
+	    c->ldctl_value.bv_val, c->ldctl_value.bv_len }, &st, &why) == 0) {
+		memcpy(t->ent.uuid, st.uuid, 16);
+		t->ent.has_uuid = 1;
+	}
+	buf_free(&st.cookie);
+	ldap_controls_free(ctrls);
+}
+
+/*
+ * Start a search on the task connection, with ctrls (or none), and hand
+ * each entry to fn; other messages (a sync search's intermediates) are
+ * passed over.  Returns TASK_OK, TASK_AGAIN (the server failed it:
+ * nothing may be concluded from what did not come) or -1 (our own
+ * failure).
  */
 static int
-search(struct subtree *t, const char *what, const char *base, int scope,
-    const char *filter, char **attrs, int (*fn)(struct subtree *,
-    struct span), int *count)
+search_ctrls(struct subtree *t, const char *what, const char *base,
+    int scope, const char *filter, char **attrs, LDAPControl **ctrls,
+    int (*fn)(struct subtree *, struct span), int *count)
 {
 	struct timeval	 tv = { SUBTREE_WAIT_SECS, 0 };
 	LDAPMessage	*msg;
@@ -116,7 +142,7 @@ search(struct subtree *t, const char *what, const char *base, int scope,
 		return TASK_AGAIN;
 	t->no_such = 0;
 	rc = ldap_search_ext(t->ld, base, scope, filter, attrs ? attrs :
-	    t->attrs, 0, NULL, NULL, NULL, LDAP_NO_LIMIT, &msgid);
+	    t->attrs, 0, ctrls, NULL, NULL, LDAP_NO_LIMIT, &msgid);
 	if (rc != LDAP_SUCCESS)
 		return again(t, what, base, rc);
 	while (!done && r == TASK_OK) {
@@ -145,6 +171,8 @@ search(struct subtree *t, const char *what, const char *base, int scope,
 			    t->decode_flags, t->uuid_attr, &t->ent) == -1)
 				err = LDAP_DECODING_ERROR;
 			else {
+				if (ctrls)
+					state_uuid(t, msg);
 				(*count)++;
 				r = fn(t, (struct span){ (unsigned char *)
 				    dnbv.bv_val, dnbv.bv_len });
@@ -164,6 +192,15 @@ search(struct subtree *t, const char *what, const char *base, int scope,
 	if (!done)
 		ldap_abandon_ext(t->ld, msgid, NULL, NULL);
 	return r;
+}
+
+static int
+search(struct subtree *t, const char *what, const char *base, int scope,
+    const char *filter, char **attrs, int (*fn)(struct subtree *,
+    struct span), int *count)
+{
+	return search_ctrls(t, what, base, scope, filter, attrs, NULL, fn,
+	    count);
 }
 
 /*
@@ -731,6 +768,64 @@ subtree_list(struct subtree *t, uint64_t gen)
 	    "what left the search may stay (the bind identity needs read "
 	    "access to %s)", t->nameless, t->uuid_attr, t->uuid_attr);
 	return SUBTREE_UNLISTED;
+}
+
+/* ---- catch-up: the changes a 389-ds persist session began without */
+
+/* One entry changed since the refresh's cookie: looked up. */
+static int
+changed_since(struct subtree *t, struct span dn)
+{
+	if (!t->ent.has_uuid)
+		return nameless(t, dn);
+	return store_task_add(t->ev->store, TASK_LOOKUP, t->ent.uuid, dn) ==
+	    -1 ? -1 : TASK_OK;
+}
+
+/*
+ * 389-ds takes the cookie a refresh ends with before it registers the
+ * persist session that is to send what changes next: a change committed
+ * in between comes neither in the refresh nor after it (doc/providers.md,
+ * "The registration gap").  So, once the refresh is over, the session is
+ * surely registered: a refreshOnly sync search from that cookie, with
+ * the sync search's own filter (389-ds's cookies name it), names what
+ * changed since, and each of those is looked up (the persist messages
+ * may name some of them again; a lookup applies the present state, so
+ * twice does no harm).  Its deletes come as a syncIdSet, passed over: the
+ * listing before it has swept what left the search.
+ */
+int
+subtree_catch_up(struct subtree *t, const char *filter, struct span cookie)
+{
+	char		*uuid_only[] = { (char *)(uintptr_t)t->uuid_attr, NULL };
+	struct buf	 value = { 0 };
+	LDAPControl	 ctrl, *ctrls[2];
+	int		 n = 0, r;
+
+	if (sync_request_encode(&value, SYNC_MODE_REFRESH_ONLY, &cookie, 1) ==
+	    -1) {
+		buf_free(&value);
+		return -1;
+	}
+	ctrl.ldctl_oid = LDAP_CONTROL_SYNC;
+	ctrl.ldctl_value.bv_val = (char *)value.data;
+	ctrl.ldctl_value.bv_len = value.len;
+	ctrl.ldctl_iscritical = 1;
+	ctrls[0] = &ctrl;
+	ctrls[1] = NULL;
+	t->nameless = 0;
+	r = search_ctrls(t, "asking what changed since the refresh's cookie "
+	    "below", t->cfg->base, t->cfg->scope, filter, uuid_only, ctrls,
+	    changed_since, &n);
+	buf_free(&value);
+	if (r == TASK_OK && t->nameless) {
+		subtree_close(t);
+		return TASK_AGAIN;
+	}
+	if (r == TASK_OK && n > 0)
+		log_info("%d entr%s changed as the persist phase began: "
+		    "looked up", n, n == 1 ? "y" : "ies");
+	return r;
 }
 
 /* ---- adopt: the parent an entry was filed under */

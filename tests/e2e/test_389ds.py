@@ -343,6 +343,87 @@ def clean_restart_resumes(tmp):
     check_resume(d2, run, sent, {'add': 1, 'modify': 2, 'rename': 2, 'delete': 1}, 'restart after changes')
 
 
+def held_in(ds, tmp, function, then):
+    """gdb attached to ns-slapd in non-stop mode: the first server thread
+    to call `function` (an exported symbol of a plugin) stops there while
+    the shell command `then` runs to its end, the other threads serving
+    it; then gdb lets go.  Returns gdb's Popen once the server runs on
+    with the breakpoint set (gdb's output in tmp/gdb.out)."""
+    script = os.path.join(tmp, 'gdb.cmds')
+    with open(script, 'w') as f:
+        f.write(HOLD_GDB % {'pid': ds.pid, 'function': function, 'then': then})
+    out = os.path.join(tmp, 'gdb.out')
+    g = subprocess.Popen(['gdb', '-nx', '-batch', '-x', script], stdout=open(out, 'wb'), stderr=subprocess.STDOUT,
+                         stdin=subprocess.DEVNULL, env=ds._env())
+    wait_until(lambda: 'held-in: ready' in open(out, errors='replace').read() or g.poll() is not None, 60,
+               'gdb to attach to ns-slapd')
+    assert g.poll() is None, 'gdb exited %s:\n%s' % (g.returncode, open(out, errors='replace').read()[-2000:])
+    return g
+
+
+# The breakpoint's stop() runs in gdb while the thread that hit it waits
+# (the others run on: non-stop); a thread stopped for another reason (the
+# attach's own stops arrive late) is resumed by the loop.
+HOLD_GDB = """set pagination off
+set confirm off
+set non-stop on
+attach %(pid)d
+python
+import subprocess
+held = []
+class Hold(gdb.Breakpoint):
+    def stop(self):
+        if not held:
+            held.append(subprocess.run(%(then)r, shell=True).returncode)
+            gdb.write('held-in: released (%%d)\\n' %% held[0])
+        return True
+Hold(%(function)r)
+gdb.write('held-in: ready\\n')
+gdb.flush()
+while not held:
+    gdb.execute('continue -a')
+end
+detach
+quit
+"""
+
+
+@test(timeout=180)
+def change_while_the_persist_session_registers(tmp):
+    # 389-ds 2.3 reads the Retro Changelog's last change number for the
+    # cookie it will hand out before it registers the persist session that
+    # catches changes: a change committed in between comes in neither the
+    # refresh (it is past the cookie) nor the persist phase (no session
+    # yet).  Here it is made to happen: ns-slapd's thread for ldapfeed's
+    # resuming sync search is held in sync_persist_add (gdb, non-stop)
+    # while alice's description is replaced, then let go.  Once a later
+    # change of bob's has come, the copy must hold alice's too
+    # (doc/providers.md, "The registration gap").
+    ds, con, d = synced(tmp)
+    ldif = os.path.join(tmp, 'gap.ldif')
+    with open(ldif, 'wb') as f:
+        f.write(ldif_modify('uid=alice,' + PEOPLE, [('replace', 'description', ['changed in the gap'])]))
+    then = 'ldapmodify -x -H %s -D "%s" -w %s -f %s > %s 2>&1' % (
+        ds.url, ds.rootdn, ds.rootpw, ldif, os.path.join(tmp, 'gap.out'))
+    g = held_in(ds, tmp, 'sync_persist_add', then)
+    try:
+        d2 = feed(tmp, ds, con)
+        assert g.wait(scaled(60)) == 0, open(os.path.join(tmp, 'gdb.out'), errors='replace').read()[-2000:]
+    finally:
+        if g.poll() is None:
+            g.kill()
+            g.wait()
+    gap = open(os.path.join(tmp, 'gap.out'), errors='replace').read()
+    assert 'modifying entry' in gap, 'the modify in the gap: %r' % gap
+    wait_run(con, 1)
+    ds.replace('uid=bob,' + PEOPLE, 'description', 'after the gap')
+    wait_until(lambda: any(m.get('type') == 'modify' and 'after the gap' in str(m.get('new'))
+                           for m in Run(con, 1).events), 30, "bob's change after the gap")
+    assert ds.search('uid=alice,' + PEOPLE, 'base')['uid=alice,' + PEOPLE]['description'] == [b'changed in the gap']
+    wait_same(con, ds, d2, timeout=10, live=d2)
+    stop_clean(d2)
+
+
 @test
 def restart_nothing_changed(tmp):
     # Store in sync, nothing changes while ldapfeed is down: the restart
