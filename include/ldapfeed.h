@@ -309,6 +309,7 @@ void	sync_done_free(struct sync_done *);
 void	sync_info_free(struct sync_info *);
 /* The OpenLDAP cookie: rid=NNN[,sid=XXX],csn=CSN[;CSN...][,delcsn=CSN] */
 int	cookie_is_openldap(struct span);
+int	cookie_changenumber(struct span, uint64_t *);
 int64_t	csn_time_us(struct span);
 int64_t	cookie_time_us(struct span);
 int	cookie_has_csn(struct span);
@@ -597,6 +598,7 @@ struct subtree {
 	unsigned char	 want[16];	/* the UUID a fetch looks for */
 	struct buf	 where;		/* ... and where it found it */
 	struct buf	 filter, scratch;
+	struct sync_done done;		/* a sync search's end (catch-up) */
 };
 void	subtree_init(struct subtree *, const struct config *, struct events *,
 	    char **, int, enum provider_kind);

@@ -59,6 +59,8 @@ struct reader {
 	uint64_t		 doomed;	/* deletes held back till its end */
 	int			 has_cand;
 	struct buf		 cand;		/* cookie for the refresh's end */
+	int			 has_from_cn;	/* 389-ds: the change number of */
+	uint64_t		 from_cn;	/* the cookie searched from */
 	int64_t			 started;	/* clock_ms() */
 	uint64_t		 counts_at_start[EV_REFRESH_DONE + 1];
 	/* this run */
@@ -231,18 +233,39 @@ list_search(struct reader *r)
 }
 
 /*
- * After a 389-ds refresh from a cookie, in persist: what changed while the
- * persist session was being registered (subtree_catch_up), looked up.
+ * The end of a 389-ds refresh (doc/providers.md): what changed since its
+ * cookie is looked up (subtree_catch_up: in persist, what changed while
+ * the server registered the persist session); then, unless nothing at all
+ * changed since the cookie searched from (or since the full load began),
+ * the search is listed.  With no change anywhere in between, the refresh
+ * could not miss one, and it read a directory that stood still: a
+ * snapshot, with nothing to repair.
  */
 static enum outcome
-catch_up(struct reader *r, const struct buf *cookie)
+settle_389(struct reader *r, const struct buf *cookie)
 {
-	int	 rc;
+	uint64_t	 end_cn, now_cn;
+	int		 rc, still = 0;
+	enum outcome	 out;
 
-	if ((rc = subtree_catch_up(&r->sub, r->unfiltered ? EVERYTHING :
-	    r->cfg->filter, buf_span(cookie))) != 0)
-		return task_outcome(rc);
-	return tasks_as(r, 0);
+	if (cookie != NULL) {
+		if ((rc = subtree_catch_up(&r->sub, r->unfiltered ?
+		    EVERYTHING : r->cfg->filter, buf_span(cookie))) != 0)
+			return task_outcome(rc);
+		if ((out = tasks_as(r, 0)) != GO_ON)
+			return out;
+		still = cookie_changenumber(buf_span(cookie), &end_cn) &&
+		    r->sub.done.has_cookie && cookie_changenumber(
+		    buf_span(&r->sub.done.cookie), &now_cn) &&
+		    now_cn == end_cn && (!r->had_cookie || (r->has_from_cn &&
+		    r->from_cn == end_cn));
+	}
+	if (still) {
+		log_debug("nothing changed since change number %llu: no "
+		    "listing", (unsigned long long)end_cn);
+		return GO_ON;
+	}
+	return list_search(r);
 }
 
 /*
@@ -302,11 +325,8 @@ end_refresh(struct reader *r, int has, const struct buf *cookie)
 	}
 	if (r->lookups && (out = run_tasks(r)) != GO_ON)
 		return out;
-	if (r->lookup && (out = list_search(r)) != GO_ON)
-		return out;
-	if (r->lookup && r->had_cookie && r->cfg->mode == MODE_PERSIST &&
-	    (has || r->has_cand) && (out = catch_up(r, has ? cookie :
-	    &r->cand)) != GO_ON)
+	if (r->lookup && (out = settle_389(r, has ? cookie : r->has_cand ?
+	    &r->cand : NULL)) != GO_ON)
 		return out;
 	/* (Without tracking, every stored entry came in this search.) */
 	if ((r->present || !r->had_cookie) && r->track)
@@ -916,6 +936,7 @@ start_search(struct reader *r)
 		return -1;
 	}
 	r->had_cookie = has;
+	r->has_from_cn = has && cookie_changenumber(stored, &r->from_cn);
 	/* Marks matter only for a sweep: none when the store starts empty
 	 * and the search is a full load (everything comes in it). */
 	r->track = has || store_count(r->store) > 0;

@@ -71,6 +71,7 @@ subtree_free(struct subtree *t)
 	buf_free(&t->scratch);
 	buf_free(&t->filter);
 	buf_free(&t->where);
+	sync_done_free(&t->done);
 }
 
 static int
@@ -116,8 +117,22 @@ state_uuid(struct subtree *t, LDAPMessage *msg)
 		memcpy(t->ent.uuid, st.uuid, 16);
 		t->ent.has_uuid = 1;
 	}
-	buf_free(&st.cookie);
+	sync_state_free(&st);
 	ldap_controls_free(ctrls);
+}
+
+/* A sync search's Sync Done control, its cookie above all, into t->done. */
+static void
+sync_done(struct subtree *t, LDAPControl **ctrls)
+{
+	LDAPControl	*c;
+	const char	*why;
+
+	if ((c = ldap_control_find(LDAP_CONTROL_SYNC_DONE, ctrls, NULL)) !=
+	    NULL && sync_done_decode((struct span){ (unsigned char *)
+	    c->ldctl_value.bv_val, c->ldctl_value.bv_len }, &t->done, &why) ==
+	    -1)
+		log_warnx("protocol error: %s", why);
 }
 
 /*
@@ -133,6 +148,7 @@ search_ctrls(struct subtree *t, const char *what, const char *base,
     int (*fn)(struct subtree *, struct span), int *count)
 {
 	struct timeval	 tv = { SUBTREE_WAIT_SECS, 0 };
+	LDAPControl	**done_ctrls;
 	LDAPMessage	*msg;
 	BerElement	*ber;
 	struct berval	 dnbv;
@@ -159,9 +175,14 @@ search_ctrls(struct subtree *t, const char *what, const char *base,
 			    LDAP_SERVER_DOWN);
 		switch (ldap_msgtype(msg)) {
 		case LDAP_RES_SEARCH_RESULT:
+			done_ctrls = NULL;
 			if (ldap_parse_result(t->ld, msg, &err, NULL, NULL,
-			    NULL, NULL, 0) != LDAP_SUCCESS)
+			    NULL, ctrls ? &done_ctrls : NULL, 0) !=
+			    LDAP_SUCCESS)
 				err = LDAP_PROTOCOL_ERROR;
+			else if (ctrls)
+				sync_done(t, done_ctrls);
+			ldap_controls_free(done_ctrls);
 			done = 1;
 			break;
 		case LDAP_RES_SEARCH_ENTRY:
@@ -791,8 +812,10 @@ changed_since(struct subtree *t, struct span dn)
  * the sync search's own filter (389-ds's cookies name it), names what
  * changed since, and each of those is looked up (the persist messages
  * may name some of them again; a lookup applies the present state, so
- * twice does no harm).  Its deletes come as a syncIdSet, passed over: the
- * listing before it has swept what left the search.
+ * twice does no harm).  Its deletes come as a syncIdSet, passed over: if
+ * anything changed, the listing after it sweeps what left the search.
+ * The cookie of its Sync Done control (t->done) says whether anything
+ * changed at all since the refresh's cookie.
  */
 int
 subtree_catch_up(struct subtree *t, const char *filter, struct span cookie)
@@ -814,6 +837,7 @@ subtree_catch_up(struct subtree *t, const char *filter, struct span cookie)
 	ctrls[0] = &ctrl;
 	ctrls[1] = NULL;
 	t->nameless = 0;
+	t->done.has_cookie = 0;
 	r = search_ctrls(t, "asking what changed since the refresh's cookie "
 	    "below", t->cfg->base, t->cfg->scope, filter, uuid_only, ctrls,
 	    changed_since, &n);

@@ -569,6 +569,31 @@ fields_of(struct span cookie)
 }
 
 /*
+ * The change number that ends a 389-ds cookie
+ * (host:port#binddn:base:filter#changenumber, doc/providers.md): 1 and
+ * *cn, or 0 when the cookie does not end so.
+ */
+int
+cookie_changenumber(struct span cookie, uint64_t *cn)
+{
+	size_t		 i = cookie.len;
+	uint64_t	 v = 0;
+
+	while (i > 0 && cookie.p[i - 1] != '#')
+		i--;
+	if (i == 0 || i == cookie.len)
+		return 0;
+	for (; i < cookie.len; i++) {
+		if (cookie.p[i] < '0' || cookie.p[i] > '9' ||
+		    v > (UINT64_MAX - 9) / 10)
+			return 0;
+		v = v * 10 + (uint64_t)(cookie.p[i] - '0');
+	}
+	*cn = v;
+	return 1;
+}
+
+/*
  * Is it OpenLDAP's cookie (rid=NNN,...), whose rules ldapfeed knows?  Any
  * other server's cookie (389-ds: host:port#binddn:base:filter#changenumber)
  * is opaque: kept as the server sent it (doc/syncrepl.md, "Cookies").

@@ -24,8 +24,9 @@ unrelated value: an event keyed by it is a second copy of the entry.
 What the server sent is counted from its access log (a line per entry,
 level 512): a resume from a cookie must not read the directory again.
 Its sync search sends the changed entries alone; the lookups of those,
-and the listing of DNs and nsUniqueIds that ends every refresh on 389-ds
-(doc/providers.md), are other searches, and not counted.
+the listing of DNs and nsUniqueIds that ends a refresh on 389-ds when
+anything changed, and the catch-up sync search from the refresh's cookie
+(doc/providers.md) are other searches, and not counted.
 389-ds's cookie is `HOST:PORT#BINDDN:BASE:FILTER#CHANGENUMBER` (the last
 Retro Changelog change number the session has seen); the cookie_format
 test pins that shape down.
@@ -187,6 +188,11 @@ def sync_searches(d):
     return re.findall(r'sync search started: (.*)', d.stderr())
 
 
+def listed(d):
+    """Whether the daemon listed the search after a refresh (its log line)."""
+    return re.search(r'reader: \d+ entries in the search, \d+ of them to look up', d.stderr()) is not None
+
+
 def check_resume(d, run, sent, expected_kinds, what):
     """A run that resumed: no reload, exactly expected_kinds events, the
     server sent (sent: DS389.entries_sent of the run's sync search) no more
@@ -237,6 +243,8 @@ def full_load(tmp):
             assert ev['uuid'] != a['entryUUID'][0].decode(), (ev['dn'], ev['uuid'], a)
     dn = 'uid=alice,' + PEOPLE
     note('uuid mapping: nsUniqueId %s -> uuid %s' % (ids[dn]['nsUniqueId'][0].decode(), m.uuid_of(dn)))
+    # Nothing changed while it read: a snapshot, which no listing follows.
+    assert not listed(d), d.stderr()
     stop_clean(d)
     note('stored cookie after a full load: %r' % stored_cookie(d))
 
@@ -341,6 +349,7 @@ def clean_restart_resumes(tmp):
     same_as_server(con, ds, d2)
     note('stored cookie before the restart: %r' % cookie)
     check_resume(d2, run, sent, {'add': 1, 'modify': 2, 'rename': 2, 'delete': 1}, 'restart after changes')
+    assert listed(d2), d2.stderr()
 
 
 def held_in(ds, tmp, function, then):
@@ -436,6 +445,8 @@ def restart_nothing_changed(tmp):
     stop_clean(d2)
     same_as_server(con, ds, d2)
     check_resume(d2, run, sent, {}, 'restart with nothing changed')
+    # No change since its cookie: no listing of the search either.
+    assert not listed(d2), d2.stderr()
 
 
 @test
