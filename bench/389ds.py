@@ -13,6 +13,8 @@ lookups and the listing that 389-ds needs (doc/providers.md) cost.
   --mode refresh again from the stored cookie (the changed entries, their
   lookups, the listing of the whole search, the catch-up search): its
   time against the full load's in the same run;
+* a restart with nothing changed, after the resume: its time against the
+  full load's;
 * persist latency: --latency-n modifies one after the other, each from
   ldapmodify's exit to the event's arrival at the consumer (one lookup
   search per change on 389-ds), with the server's own answer (ldapmodify's
@@ -97,12 +99,16 @@ def full_and_resume(ds, tmp, k, n):
     ds.modify(modifies(changed, 'resume %d' % k))
     resume, evs = refresh_run(ds, d0, con)
     mods = sum(1 for m in evs if m.get('type') == 'modify')
-    con.close()
     if mods != len(changed):
         raise RuntimeError('resume %d: %d modify events for %d changes' % (k, mods, len(changed)))
+    idle, evs = refresh_run(ds, d0, con)
+    con.close()
+    if any(m.get('type') != 'refresh_done' for m in evs):
+        raise RuntimeError('idle restart %d: events %r' % (k, evs[:3]))
     return {'ldapfeed_s': round(full, 3), 'ldapsearch_s': round(ref, 3), 'ratio': round(full / ref, 3),
             'entries': adds, 'resume_s': round(resume, 3), 'resume_changes': len(changed),
-            'resume_ratio': round(resume / full, 4), 'load1': round(os.getloadavg()[0], 2)}
+            'resume_ratio': round(resume / full, 4), 'idle_s': round(idle, 3),
+            'idle_ratio': round(idle / full, 4), 'load1': round(os.getloadavg()[0], 2)}
 
 
 def arrival(con, start, pred, timeout=30):
@@ -202,8 +208,9 @@ def main():
         r = full_and_resume(ds, tmp, k, args.n)
         runs.append(r)
         log('run %d: full load %.2f s (%d adds) against ldapsearch %.2f s, ratio %.2f; resume after %d changes '
-            '%.2f s, %.1f%% of the full load' % (k, r['ldapfeed_s'], r['entries'], r['ldapsearch_s'], r['ratio'],
-                                                  r['resume_changes'], r['resume_s'], 100 * r['resume_ratio']))
+            '%.2f s, %.1f%% of the full load; restart with nothing changed %.2f s, %.1f%%' % (
+                k, r['ldapfeed_s'], r['entries'], r['ldapsearch_s'], r['ratio'], r['resume_changes'],
+                r['resume_s'], 100 * r['resume_ratio'], r['idle_s'], 100 * r['idle_ratio']))
     per = persist(ds, tmp, args.latency_n, args.burst)
     log('persist: %r' % per)
     version = subprocess.run(['dpkg-query', '-W', '-f', '${Version}', '389-ds-base'], capture_output=True,
@@ -211,6 +218,7 @@ def main():
     res = {'n': args.n, 'reps': args.reps, 'full': runs,
            'full_ratio_median': round(statistics.median(r['ratio'] for r in runs), 3),
            'resume_ratio_median': round(statistics.median(r['resume_ratio'] for r in runs), 4),
+           'idle_ratio_median': round(statistics.median(r['idle_ratio'] for r in runs), 4),
            'persist': per, '389-ds-base': version, 'python': platform.python_version(), 'cpus': os.cpu_count(),
            'commit': subprocess.run(['git', '-C', TOP, 'rev-parse', '--short', 'HEAD'], capture_output=True,
                                     text=True).stdout.strip(),
