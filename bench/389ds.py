@@ -27,7 +27,6 @@ Writes bench/results/389ds.json and prints it.  Needs root and the 389-ds
 packages (sh scripts/deps 389ds).
 """
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -40,10 +39,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(TOP, 'tests', 'e2e'))
 import harness  # noqa: E402
+from lab import finish  # noqa: E402
 from harness import Consumer, Daemon, ldap_url, ldif_entry, ldif_modify  # noqa: E402
 from ds389 import DS389  # noqa: E402
 
-RESULTS = os.path.join(HERE, 'results')
 SUFFIX = 'dc=example,dc=com'
 PEOPLE = 'ou=people,' + SUFFIX
 
@@ -223,13 +222,7 @@ def main():
            'commit': subprocess.run(['git', '-C', TOP, 'rev-parse', '--short', 'HEAD'], capture_output=True,
                                     text=True).stdout.strip(),
            'total_s': round(time.monotonic() - t0, 1)}
-    os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, '389ds.json'), 'w') as f:
-        json.dump(res, f, indent=1)
-    print(json.dumps(res, indent=1))
-    ds._teardown()
-    harness._teardown_from(0)
-    harness._watchdog_close()
+    finish('389ds', res, ds)
 
 
 if __name__ == '__main__':

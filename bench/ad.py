@@ -20,7 +20,6 @@ Writes bench/results/ad.json and prints a summary.  Needs root and the
 samba packages (sh scripts/deps samba).
 """
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -33,10 +32,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(TOP, 'tests', 'e2e'))
 import harness  # noqa: E402
+from lab import finish  # noqa: E402
 from harness import Consumer, Daemon, ldap_url  # noqa: E402
 from samba_dc import BASE, PYTHON, SambaDC  # noqa: E402
 
-RESULTS = os.path.join(HERE, 'results')
 _BULK = r'''
 import sys
 from samba.auth import system_session
@@ -151,13 +150,7 @@ def main():
            'samba': subprocess.run(['samba', '-V'], capture_output=True, text=True).stdout.strip(),
            'python': platform.python_version(), 'cpus': os.cpu_count(),
            'total_s': round(time.monotonic() - t0, 1)}
-    os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, 'ad.json'), 'w') as f:
-        json.dump(res, f, indent=1)
-    print(json.dumps(res, indent=1))
-    dc._teardown()
-    harness._teardown_from(0)
-    harness._watchdog_close()
+    finish('ad', res, dc)
 
 
 if __name__ == '__main__':

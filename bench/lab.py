@@ -10,6 +10,7 @@ syncprov needs) and cached per data set; it runs on 127.0.0.1 on a free
 port, and reconfigure() restarts it with extra access rules (hide_acl()).
 """
 import base64
+import json
 import os
 import random
 import shutil
@@ -33,6 +34,20 @@ GEN_VERSION = 3         # bump when the generated data change
 
 SLAPD = harness.SLAPD_BIN
 SLAPADD = os.environ.get('SLAPADD', '/usr/sbin/slapadd')
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
+
+
+def finish(name, res, server):
+    """The end of a benchmark against a server of the tests' fixtures:
+    res written to bench/results/NAME.json and printed, the server and the
+    harness's other resources removed."""
+    os.makedirs(RESULTS, exist_ok=True)
+    with open(os.path.join(RESULTS, name + '.json'), 'w') as f:
+        json.dump(res, f, indent=1)
+    print(json.dumps(res, indent=1))
+    server._teardown()
+    harness._teardown_from(0)
+    harness._watchdog_close()
 
 
 def person_dn(i):
