@@ -866,29 +866,47 @@ parent_read(struct subtree *t, struct span dn)
 }
 
 /*
- * The entry at a parent DN the store does not hold (adopt_later): looked
- * up by its UUID, which files it there if it is in the search, with the
- * tasks a rename brings.  When nothing is there any more, the child it
- * was for moved on with it: the child is looked up again.
+ * The entry at a parent DN the store does not hold (adopt_later), read
+ * with the search's filter: if it is in the search, it is looked up by its
+ * UUID, which files it there, with the tasks a rename brings.  When
+ * nothing is there any more, the child it was for moved on with it: the
+ * child is looked up again.  When it is there but outside the search (a
+ * filter that leaves out the OUs between), the entry whose record lags may
+ * be further up: its parent is tried the same way, up to the first DN the
+ * store holds, or the search's base.
  */
 static int
 adopt(struct subtree *t, const unsigned char *child, const char *parent)
 {
-	char	*uuid_only[] = { (char *)(uintptr_t)t->uuid_attr, NULL };
-	int	 n = 0, r;
+	char		*uuid_only[] = { (char *)(uintptr_t)t->uuid_attr, NULL };
+	struct span	 base = { (const unsigned char *)t->cfg->base,
+			    strlen(t->cfg->base) }, at, up;
+	unsigned char	 u[16];
+	int		 n = 0, r, rc;
 
-	t->parent_found = 0;
-	if ((r = search(t, "reading the parent", parent, LDAP_SCOPE_BASE,
-	    "(objectClass=*)", uuid_only, parent_read, &n)) != TASK_OK)
-		return r;
-	if (t->parent_found)
-		return store_task_add(t->ev->store, TASK_LOOKUP, t->parent,
-		    (struct span){ (const unsigned char *)parent,
-		    strlen(parent) }) == -1 ? -1 : TASK_OK;
-	if (t->no_such)
-		return store_task_add(t->ev->store, TASK_LOOKUP, child,
-		    (struct span){ NULL, 0 }) == -1 ? -1 : TASK_OK;
-	return TASK_OK;		/* there, but not readable: nothing to do */
+	buf_reset(&t->where);
+	buf_add(&t->where, parent, strlen(parent));
+	for (;;) {
+		buf_add_u8(&t->where, '\0');
+		at = (struct span){ t->where.data, t->where.len - 1 };
+		t->parent_found = 0;
+		if ((r = search(t, "reading the parent", (const char *)at.p,
+		    LDAP_SCOPE_BASE, t->cfg->filter, uuid_only, parent_read,
+		    &n)) != TASK_OK)
+			return r;
+		if (t->parent_found)
+			return store_task_add(t->ev->store, TASK_LOOKUP,
+			    t->parent, at) == -1 ? -1 : TASK_OK;
+		if (t->no_such)
+			return store_task_add(t->ev->store, TASK_LOOKUP, child,
+			    (struct span){ NULL, 0 }) == -1 ? -1 : TASK_OK;
+		if (!dn_parent(at, &up) || !dn_is_below(up, base))
+			return TASK_OK;
+		if ((rc = store_find_dn(t->ev->store, up, u)) != 0)
+			return rc == -1 ? -1 : TASK_OK;
+		memmove(t->where.data, up.p, up.len);
+		t->where.len = up.len;
+	}
 }
 
 /*
