@@ -873,7 +873,7 @@ parent_read(struct subtree *t, struct span dn)
  * child is looked up again.  When it is there but outside the search (a
  * filter that leaves out the OUs between), the entry whose record lags may
  * be further up: its parent is tried the same way, up to the first DN the
- * store holds, or the search's base.
+ * store holds, or the search's base (but in a full refresh).
  */
 static int
 adopt(struct subtree *t, const unsigned char *child, const char *parent)
@@ -900,7 +900,11 @@ adopt(struct subtree *t, const unsigned char *child, const char *parent)
 		if (t->no_such)
 			return store_task_add(t->ev->store, TASK_LOOKUP, child,
 			    (struct span){ NULL, 0 }) == -1 ? -1 : TASK_OK;
-		if (!dn_parent(at, &up) || !dn_is_below(up, base))
+		/* In a full refresh every entry comes anyway, and the listing
+		 * at its end repairs what moved while it ran: one level is
+		 * enough there, and a search per level and per entry of a
+		 * filtered load would cost the most. */
+		if (t->whole || !dn_parent(at, &up) || !dn_is_below(up, base))
 			return TASK_OK;
 		if ((rc = store_find_dn(t->ev->store, up, u)) != 0)
 			return rc == -1 ? -1 : TASK_OK;
