@@ -274,6 +274,25 @@ adopt_later(struct subtree *t, int what, const unsigned char *uuid,
 	    -1 : TASK_OK;
 }
 
+/*
+ * The entry just applied was renamed: what the store holds below its old
+ * DN is to be asked about by UUID (TASK_RECONCILE, after the task at
+ * hand).
+ */
+static int
+reconcile_later(struct subtree *t)
+{
+	struct events	*e = t->ev;
+	int		 below;
+
+	buf_reset(&t->scratch);
+	buf_add(&t->scratch, e->old_dn.data, e->old_dn.len);
+	if ((below = store_has_below(e->store, buf_span(&t->scratch))) == -1)
+		return -1;
+	return below && store_task_add(e->store, TASK_RECONCILE, t->ent.uuid,
+	    buf_span(&t->scratch)) == -1 ? -1 : 0;
+}
+
 static int
 fetched(struct subtree *t, struct span dn)
 {
@@ -290,6 +309,14 @@ fetched(struct subtree *t, struct span dn)
 	    t->mark_gen) == -1)
 		return -1;
 	if (adopt_later(t, what, t->ent.uuid, dn) == -1)
+		return -1;
+	/*
+	 * Renamed, with entries stored below its old DN: the search brings
+	 * those still below it, but not one that moved away meanwhile (out
+	 * of the search, say): they are asked about afterwards, as after a
+	 * rename a lookup finds.
+	 */
+	if (!t->whole && (what & ENTRY_RENAMED) && reconcile_later(t) == -1)
 		return -1;
 	return events_checkpoint(e) == -1 ? -1 : TASK_OK;
 }
@@ -624,7 +651,7 @@ static int
 looked_up(struct subtree *t, struct span dn)
 {
 	struct events	*e = t->ev;
-	int		 what, below;
+	int		 what;
 
 	if (!t->ent.has_uuid)
 		return nameless(t, dn);
@@ -639,15 +666,8 @@ looked_up(struct subtree *t, struct span dn)
 	if (t->mark_gen && store_mark_seen(e->store, t->ent.uuid,
 	    t->mark_gen) == -1)
 		return -1;
-	if (!t->whole && (what & ENTRY_RENAMED)) {
-		buf_reset(&t->scratch);
-		buf_add(&t->scratch, e->old_dn.data, e->old_dn.len);
-		if ((below = store_has_below(e->store,
-		    buf_span(&t->scratch))) == -1 || (below &&
-		    store_task_add(e->store, TASK_RECONCILE, t->ent.uuid,
-		    buf_span(&t->scratch)) == -1))
-			return -1;
-	}
+	if (!t->whole && (what & ENTRY_RENAMED) && reconcile_later(t) == -1)
+		return -1;
 	if (!t->whole && (what & (ENTRY_ADDED | ENTRY_RENAMED)) &&
 	    entry_may_have_children(&t->ent) && store_task_add(e->store,
 	    TASK_FETCH, t->ent.uuid, dn) == -1)
