@@ -935,6 +935,35 @@ test_cookies(void)
 	buf_free(&want);
 }
 
+/* 389-ds cookies: host:port#binddn:base:filter#changenumber */
+static void
+test_changenumber(void)
+{
+	uint64_t	 cn = 7;
+
+	ok(cookie_changenumber(sps("localhost:389#uid=feed,ou=services,"
+	    "dc=example,dc=com:dc=example,dc=com:(objectClass=*)#38"), &cn) ==
+	    1 && cn == 38, "changenumber: the number after the last #");
+	ok(cookie_changenumber(sps("h:1#b:d:(f)#0"), &cn) == 1 && cn == 0,
+	    "changenumber: 0 (an empty Retro Changelog)");
+	cn = 7;
+	ok(cookie_changenumber(sps("rid=000,csn=20261206065619.276973Z#000000"
+	    "#000#000000"), &cn) == 1 && cn == 0,
+	    "changenumber: digits after the last # count (the caller knows "
+	    "the server)");
+	cn = 7;
+	ok(cookie_changenumber(sps("h:1#b:d:(f)#"), &cn) == 0 && cn == 7,
+	    "changenumber: nothing after the #");
+	ok(cookie_changenumber(sps("h:1#b:d:(f)#12a"), &cn) == 0 && cn == 7,
+	    "changenumber: not a number");
+	ok(cookie_changenumber(sps("no hash at all"), &cn) == 0 && cn == 7,
+	    "changenumber: no #");
+	ok(cookie_changenumber(sps("h:1#b:d:(f)#99999999999999999999"), &cn) ==
+	    0 && cn == 7, "changenumber: more than 64 bits");
+	ok(cookie_changenumber(sp(NULL, 0), &cn) == 0 && cn == 7,
+	    "changenumber: empty cookie");
+}
+
 int
 main(void)
 {
@@ -948,6 +977,7 @@ main(void)
 	test_info(&o);
 	test_mutations(&o);
 	test_cookies();
+	test_changenumber();
 	sync_state_free(&o.st);
 	sync_done_free(&o.dn);
 	sync_info_free(&o.in);
