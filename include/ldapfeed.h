@@ -303,6 +303,9 @@ struct sync_info {
 int	sync_request_encode(struct buf *, int, const struct span *, int);
 int	sync_state_decode(struct span, struct sync_state *, const char **);
 int	sync_done_decode(struct span, struct sync_done *, const char **);
+struct ldapcontrol;
+int	sync_done_find(struct ldapcontrol **, struct sync_done *,
+	    const char **);
 int	sync_info_decode(struct span, struct sync_info *, const char **);
 void	sync_state_free(struct sync_state *);
 void	sync_done_free(struct sync_done *);

@@ -745,25 +745,22 @@ permanent(int err)
 static int
 read_done(struct reader *r, LDAPControl **ctrls, int required)
 {
-	LDAPControl	*c;
 	const char	*why;
 
 	r->done.has_cookie = 0;
 	r->done.refresh_deletes = 0;
-	if ((c = ldap_control_find(LDAP_CONTROL_SYNC_DONE, ctrls, NULL)) ==
-	    NULL) {
+	switch (sync_done_find(ctrls, &r->done, &why)) {
+	case 1:
+		return 1;
+	case 0:
 		if (required)
 			log_warnx("protocol error: search done without a Sync "
 			    "Done control");
 		return required ? -1 : 0;
-	}
-	if (sync_done_decode((struct span){ (unsigned char *)
-	    c->ldctl_value.bv_val, c->ldctl_value.bv_len }, &r->done, &why) ==
-	    -1) {
+	default:
 		log_warnx("protocol error: %s", why);
 		return -1;
 	}
-	return 1;
 }
 
 /*

@@ -125,13 +125,9 @@ state_uuid(struct subtree *t, LDAPMessage *msg)
 static void
 sync_done(struct subtree *t, LDAPControl **ctrls)
 {
-	LDAPControl	*c;
 	const char	*why;
 
-	if ((c = ldap_control_find(LDAP_CONTROL_SYNC_DONE, ctrls, NULL)) !=
-	    NULL && sync_done_decode((struct span){ (unsigned char *)
-	    c->ldctl_value.bv_val, c->ldctl_value.bv_len }, &t->done, &why) ==
-	    -1)
+	if (sync_done_find(ctrls, &t->done, &why) == -1)
 		log_warnx("protocol error: %s", why);
 }
 

@@ -382,6 +382,24 @@ sync_done_decode(struct span value, struct sync_done *out, const char **why)
 	return rc;
 }
 
+/*
+ * The Sync Done control among a SearchResultDone's controls, decoded into
+ * out: 1, 0 when there is none, -1 (and *why) when it is malformed.
+ */
+int
+sync_done_find(struct ldapcontrol **ctrls, struct sync_done *out,
+    const char **why)
+{
+	LDAPControl	*c;
+
+	if ((c = ldap_control_find(LDAP_CONTROL_SYNC_DONE, ctrls, NULL)) ==
+	    NULL)
+		return 0;
+	return sync_done_decode((struct span){ (unsigned char *)
+	    c->ldctl_value.bv_val, c->ldctl_value.bv_len }, out, why) == -1 ?
+	    -1 : 1;
+}
+
 /* syncIdSet's syncUUIDs: SET OF OCTET STRING (SIZE(16)), possibly empty. */
 static int
 info_uuids(struct decoder *d, struct sync_info *out, const char **why)
